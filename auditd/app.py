@@ -1,0 +1,127 @@
+"""The application factory: `create_app(config)` builds everything the server runs."""
+import asyncio
+import json
+import logging
+
+from aiohttp import WSCloseCode, web
+from marshmallow import ValidationError
+
+from . import keys, stream_views, views
+from .auth import authenticate
+from .config import Config
+from .errors import AuditdError
+from .geo import Locator
+from .schemas import describe_errors
+from .store import Store
+from .streams import Streams
+
+log = logging.getLogger("auditd.app")
+
+GOING_AWAY = WSCloseCode.GOING_AWAY   # 1001
+
+
+def error_response(status: int, message: str, headers=None) -> web.Response:
+    return web.Response(text=json.dumps({"error": message}), status=status, headers=headers,
+                        content_type="application/json")
+
+
+_HTTP_MESSAGES = {
+    404: "No such endpoint: {method} {path}. The Actions API lives under /api/audit/v1/action/",
+    413: "The request body is too large: at most {max_body} bytes are accepted",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Every error leaves as `{"error": ...}` JSON with its status; never HTML, never a traceback."""
+    try:
+        return await handler(request)
+    except AuditdError as err:
+        return error_response(err.status, err.message, getattr(err, "headers", None))
+    except ValidationError as err:
+        return error_response(400, describe_errors(err.messages))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        template = _HTTP_MESSAGES.get(exc.status)
+        if template:
+            message = template.format(method=request.method, path=request.path,
+                                      max_body=request.app[keys.CONFIG].max_body_bytes)
+        elif exc.status == 405:
+            message = (f"Method {request.method} is not allowed on {request.path}; "
+                       f"allowed: {exc.headers.get('Allow', '')}")
+        else:
+            message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") \
+                else exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
+        return error_response(exc.status, message, headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:  # noqa: BLE001 - the client gets a JSON 500, the log gets the traceback
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "Internal error: the server log has the details; "
+                                   "retry, and report it if it persists")
+
+
+STREAM_HANDLERS = frozenset({stream_views.action_logs, stream_views.events})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    """Every API route needs credentials; the streams also take them as ?user=&token=."""
+    if request.match_info.http_exception is None and request.path.startswith(("/api/", "/audit/")):
+        from_query = request.match_info.handler in STREAM_HANDLERS
+        request[keys.PRINCIPAL] = authenticate(
+            request.app[keys.STORE], request.headers.get("Authorization"),
+            request.query.get("user") if from_query else None,
+            request.query.get("token") if from_query else None)
+    return await handler(request)
+
+
+def setup_routes(app: web.Application):
+    def add(method, path, handler):
+        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path.rstrip("/"), handler)   # no redirect without the slash
+
+    for prefix in ("/api/audit/v1", "/api/audit/v1/{namespace}"):
+        add("GET", prefix + "/action/", views.list_actions)
+        add("POST", prefix + "/action/", views.record_action)
+        add("GET", prefix + "/action/{uuid}/", views.get_action)
+        add("PATCH", prefix + "/action/{uuid}/", views.change_state)
+        add("POST", prefix + "/action/{uuid}/cancel/", views.cancel_action)
+        add("POST", prefix + "/action/{uuid}/retry/", views.retry_action)
+        add("GET", prefix + "/action/{uuid}/logs/", stream_views.action_logs)
+        add("POST", prefix + "/action/{uuid}/logs/", views.append_logs)
+        add("GET", prefix + "/events/", stream_views.events)
+    # go-dockercloud dials the log stream without /api
+    add("GET", "/audit/v1/action/{uuid}/logs/", stream_views.action_logs)
+    add("GET", "/audit/v1/{namespace}/action/{uuid}/logs/", stream_views.action_logs)
+
+
+async def _store_context(app: web.Application):
+    config = app[keys.CONFIG]
+    store = Store(config.db, synchronous=config.synchronous, group_commit=config.group_commit)
+    await store.open()
+    store.on_commit = app[keys.STREAMS].committed
+    app[keys.STORE] = store
+    yield
+    await store.close()
+
+
+async def _close_sockets(app: web.Application):
+    sockets = list(app[keys.STREAMS].sockets)
+    await asyncio.gather(*(ws.close(code=GOING_AWAY, message=b"server shutting down")
+                           for ws in sockets), return_exceptions=True)
+
+
+def create_app(config: Config | None = None) -> web.Application:
+    config = config or Config()
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=config.max_body_bytes)
+    app[keys.CONFIG] = config
+    app[keys.STREAMS] = Streams()
+    app[keys.LOCATOR] = Locator(config.geoip_db or None)
+    app.cleanup_ctx.append(_store_context)
+    app.on_shutdown.append(_close_sockets)
+    setup_routes(app)
+    return app

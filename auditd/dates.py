@@ -1,0 +1,57 @@
+"""Dates on the wire: RFC 2822 for actions, ISO 8601 for events, several forms accepted in filters."""
+import calendar
+import email.utils
+import time
+from datetime import datetime, timezone
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+ACCEPTED_FORMATS = (
+    "RFC 2822 ('Wed, 17 Sep 2014 08:26:22 +0000'), ISO 8601 date or date-time "
+    "('2014-09-17', '2014-09-17T08:26:22Z'; no zone means UTC) or Unix seconds"
+)
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def format_rfc2822(ts: int) -> str:
+    """`Wed, 17 Sep 2014 08:26:22 +0000`, always UTC and English whatever the locale."""
+    t = time.gmtime(ts)
+    return "%s, %02d %s %04d %02d:%02d:%02d +0000" % (
+        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def format_iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def parse_date(value: str) -> int:
+    """Unix seconds from any accepted form; ValueError when none fits."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty date")
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text[:1].isdigit():
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not a date: {value!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return calendar.timegm(parsed.utctimetuple())
+    # RFC 2822; a '+' that arrived decoded as a space in a query string is put back.
+    if len(text) > 6 and text[-5] == " " and text[-4:].isdigit() and text[-6] == " ":
+        text = text[:-5] + "+" + text[-4:]
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"not a date: {value!r}") from None
+    if parsed is None:
+        raise ValueError(f"not a date: {value!r}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return calendar.timegm(parsed.utctimetuple())

@@ -1,0 +1,42 @@
+"""Where an IP address is: "City, Country" from a MaxMind database when one is configured."""
+import functools
+import ipaddress
+import logging
+
+log = logging.getLogger("auditd.geo")
+
+
+class Locator:
+    def __init__(self, database_path: str | None = None):
+        self._reader = None
+        if database_path:
+            import maxminddb   # only needed when a database is configured
+            self._reader = maxminddb.open_database(database_path)
+        self.locate = functools.lru_cache(maxsize=4096)(self._locate)
+
+    def _locate(self, ip: str) -> str:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return ""
+        if getattr(address, "ipv4_mapped", None):
+            address = address.ipv4_mapped
+        if address.is_loopback:
+            return "Localhost"
+        if address.is_private or address.is_link_local:
+            return "Private network"
+        if self._reader is None:
+            return ""
+        try:
+            record = self._reader.get(str(address))
+        except ValueError:
+            return ""
+        if not record:
+            return ""
+        city = record.get("city", {}).get("names", {}).get("en", "")
+        country = record.get("country", {}).get("names", {}).get("en", "")
+        return ", ".join(part for part in (city, country) if part)
+
+    def close(self):
+        if self._reader is not None:
+            self._reader.close()

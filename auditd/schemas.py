@@ -1,0 +1,265 @@
+"""Everything that crosses the wire, defined once: the Action as dumped, what clients send as loaded.
+
+Validation errors become one readable sentence (`describe_errors`) that the error middleware sends
+as `{"error": ...}`.
+"""
+import json
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from . import dates
+from .uris import action_uri
+
+STATES = ("Pending", "In progress", "Canceling", "Canceled", "Success", "Failed")
+FINAL_STATES = frozenset({"Success", "Failed", "Canceled"})
+CANCELABLE_STATES = frozenset({"Pending", "In progress"})
+START_STATES = ("Pending", "In progress", "Success", "Failed")
+TRANSITIONS = {
+    "Pending": ("In progress", "Canceling", "Canceled", "Failed"),
+    "In progress": ("Success", "Failed", "Canceling"),
+    "Canceling": ("Canceled", "Success", "Failed"),
+    "Success": (), "Failed": (), "Canceled": (),
+}
+
+MAX_SHORT = 256          # action names, methods, users, ips
+MAX_LONG = 4096          # paths, object URIs, user agents
+MAX_BODY = 256 * 1024    # the audited call's body, encoded
+MAX_LOG_LINE = 64 * 1024
+MAX_LOG_LINES = 10_000   # per request
+MAX_PARENTS = 16
+
+
+# ---------------------------------------------------------------------------- the Action, dumped
+
+class ActionSchema(Schema):
+    """The Action exactly as in CONTRACT.md section 2: these 17 keys, no others, strings never null."""
+
+    resource_uri = fields.Function(lambda a: action_uri(a["uuid"]))
+    uuid = fields.String()
+    object = fields.String()
+    action = fields.String()
+    method = fields.String()
+    path = fields.String()
+    user = fields.String()
+    user_agent = fields.String()
+    start_date = fields.Function(lambda a: dates.format_rfc2822(a["start_ts"]))
+    end_date = fields.Function(
+        lambda a: None if a["end_ts"] is None else dates.format_rfc2822(a["end_ts"]))
+    state = fields.String()
+    ip = fields.String()
+    location = fields.String()
+    is_user_action = fields.Function(lambda a: bool(a["is_user_action"]))
+    can_be_canceled = fields.Function(
+        lambda a: bool(a["cancelable"]) and a["state"] in CANCELABLE_STATES)
+    can_be_retried = fields.Function(
+        lambda a: bool(a["retriable"]) and a["state"] in FINAL_STATES)
+    body = fields.String(allow_none=True)
+
+
+ACTION_SCHEMA = ActionSchema()
+
+
+def render_action(action: dict) -> str:
+    """The Action's JSON text, as stored in `actions.doc` and sent as is."""
+    return json.dumps(ACTION_SCHEMA.dump(action), separators=(", ", ": "), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------- strict field types
+
+class StrictBool(fields.Boolean):
+    """JSON true/false only: 1, "yes" and friends are refused."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
+
+
+class QueryBool(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        lowered = str(value).lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise ValidationError("must be 'true' or 'false'")
+
+
+class DateValue(fields.Field):
+    """Unix seconds from any accepted date form; JSON numbers are Unix seconds too."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise ValidationError("must be a date: " + dates.ACCEPTED_FORMATS)
+        if isinstance(value, (int, float)):
+            return int(value)
+        if not isinstance(value, str):
+            raise ValidationError("must be a date: " + dates.ACCEPTED_FORMATS)
+        try:
+            return dates.parse_date(value)
+        except ValueError:
+            raise ValidationError("must be a date: " + dates.ACCEPTED_FORMATS) from None
+
+
+class BodyValue(fields.Field):
+    """A string kept as is, or any other JSON value stored JSON-encoded."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        encoded = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        if len(encoded) > MAX_BODY:
+            raise ValidationError(f"is longer than {MAX_BODY} characters")
+        return encoded
+
+
+def _short(**kw):
+    return fields.String(validate=validate.Length(max=MAX_SHORT), **kw)
+
+
+def _long(**kw):
+    return fields.String(validate=validate.Length(max=MAX_LONG), **kw)
+
+
+def _state_field(choices, **kw):
+    return fields.String(
+        validate=validate.OneOf(choices, error="must be one of: " + ", ".join(choices)), **kw)
+
+
+# ---------------------------------------------------------------------------- list query
+
+class ListQuerySchema(Schema):
+    """The list endpoint's query string (CONTRACT.md section 4)."""
+
+    class Meta:
+        unknown = RAISE
+
+    uuid = fields.String(validate=validate.Length(max=64))
+    uuid__startswith = fields.String(validate=validate.Regexp(
+        r"^[0-9a-fA-F-]{1,36}$", error="must be the start of a uuid (hex digits and '-')"))
+    state = _state_field(STATES)
+    start_date__gte = DateValue()
+    start_date__lte = DateValue()
+    end_date__gte = DateValue()
+    end_date__lte = DateValue()
+    object = _long()
+    include_related = QueryBool()
+    action = _short()
+    user = _short()
+    is_user_action = QueryBool()
+    order_by = fields.String(validate=validate.OneOf(
+        ("start_date", "-start_date"), error="must be 'start_date' or '-start_date'"))
+    limit = fields.Integer(validate=validate.Range(min=0, error="must be an integer >= 0"))
+    offset = fields.Integer(validate=validate.Range(min=0, error="must be an integer >= 0"))
+
+    @validates_schema
+    def _related_needs_object(self, data, **kwargs):
+        if data.get("include_related") is not None and "object" not in data:
+            raise ValidationError("include_related needs the object parameter", "include_related")
+
+
+LIST_QUERY_SCHEMA = ListQuerySchema()
+LIST_DEFAULT_LIMIT = 25
+LIST_MAX_LIMIT = 1000
+
+
+# ---------------------------------------------------------------------------- producer bodies
+
+class RecordActionSchema(Schema):
+    """POST /api/audit/v1/action/ (CONTRACT.md section 6)."""
+
+    class Meta:
+        unknown = RAISE
+
+    action = fields.String(required=True, validate=validate.Length(min=1, max=MAX_SHORT))
+    object = _long()
+    method = fields.String(validate=validate.Length(max=16))
+    path = _long()
+    user = fields.String(validate=validate.Length(min=1, max=MAX_SHORT))
+    namespace = fields.String(validate=validate.Length(min=1, max=MAX_SHORT))
+    ip = fields.String(validate=validate.Length(max=64))
+    user_agent = _long()
+    body = BodyValue(allow_none=True)
+    state = _state_field(START_STATES)
+    start_date = DateValue()
+    end_date = DateValue()
+    is_user_action = StrictBool()
+    can_be_canceled = StrictBool()
+    can_be_retried = StrictBool()
+    parents = fields.List(fields.String(validate=validate.Length(min=1, max=MAX_LONG)),
+                          validate=validate.Length(max=MAX_PARENTS))
+
+    @validates_schema
+    def _dates_fit_state(self, data, **kwargs):
+        if "end_date" in data:
+            if data.get("state") not in FINAL_STATES:
+                raise ValidationError("end_date is only accepted with a final state "
+                                      "(Success or Failed)", "end_date")
+            if "start_date" in data and data["end_date"] < data["start_date"]:
+                raise ValidationError("end_date is before start_date", "end_date")
+
+
+RECORD_ACTION_SCHEMA = RecordActionSchema()
+
+
+class StateChangeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    state = _state_field(STATES, required=True)
+
+
+STATE_CHANGE_SCHEMA = StateChangeSchema()
+
+
+class LogLineSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    log = fields.String(required=True, validate=validate.Length(max=MAX_LOG_LINE))
+    timestamp = fields.Integer(strict=True)
+    streamType = fields.String(validate=validate.Length(max=32))
+
+
+LOG_LINE_SCHEMA = LogLineSchema()
+
+
+def load_log_lines(payload, now: int) -> list:
+    """[(ts, stream_type, line)] from a JSON array of strings or of log objects."""
+    if not isinstance(payload, list):
+        raise ValidationError("must be a JSON array of strings or of "
+                              '{"log": str, "timestamp": int, "streamType": str} objects', "lines")
+    if len(payload) > MAX_LOG_LINES:
+        raise ValidationError(f"at most {MAX_LOG_LINES} lines per request", "lines")
+    lines = []
+    for i, item in enumerate(payload):
+        if isinstance(item, str):
+            if len(item) > MAX_LOG_LINE:
+                raise ValidationError(f"is longer than {MAX_LOG_LINE} characters", f"lines[{i}]")
+            lines.append((now, None, item))
+            continue
+        if not isinstance(item, dict):
+            raise ValidationError("must be a string or a log object", f"lines[{i}]")
+        try:
+            loaded = LOG_LINE_SCHEMA.load(item)
+        except ValidationError as err:
+            raise ValidationError(describe_errors(err.messages), f"lines[{i}]") from None
+        lines.append((loaded.get("timestamp", now), loaded.get("streamType"), loaded["log"]))
+    return lines
+
+
+# ---------------------------------------------------------------------------- error sentences
+
+def describe_errors(messages, noun: str = "key", prefix: str = "") -> str:
+    """marshmallow's nested error messages as one sentence: `state: must be one of: ...; ...`."""
+    if isinstance(messages, str):
+        return f"{prefix}: {messages}" if prefix else messages
+    if isinstance(messages, list):
+        return "; ".join(describe_errors(m, noun, prefix) for m in messages)
+    parts = []
+    for key, value in messages.items():
+        if key == "_schema":
+            parts.append(describe_errors(value, noun, prefix))
+        elif value == ["Unknown field."]:
+            parts.append(f"unknown {noun} '{key}'")
+        else:
+            parts.append(describe_errors(value, noun, f"{prefix}.{key}" if prefix else str(key)))
+    return "; ".join(parts)

@@ -1,0 +1,684 @@
+"""The store: every SQL statement auditd runs, and the SQLite connections that run them.
+
+The rest of auditd speaks in actions, users and log lines, never in rows. Moving to PostgreSQL means
+writing another class with the same coroutines.
+
+- Writes go through one writer thread that owns the only write connection. It takes every write
+  that is waiting, runs each in its own savepoint inside one `BEGIN IMMEDIATE` transaction, commits
+  once (group commit), and only then answers each caller. A write that fails rolls back to its
+  savepoint and changes nothing; the others in the batch still commit.
+- Reads use a small pool of aiosqlite connections in autocommit mode: a read never waits for the
+  writer, and no read transaction stays open between statements (WAL checkpoints are not held up).
+- Each action's wire JSON is rendered once per write (`actions.doc`), so a page of actions is a
+  join of stored fragments, and `action_counts`, kept by triggers, makes `total_count` cheap.
+- After each commit the writer hands the batch's notes (actions created or changed, log lines
+  appended) to `on_commit` on the event loop: the live streams are fed from there.
+"""
+import asyncio
+import hashlib
+import logging
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+
+from . import dates
+from .errors import Conflict, InvalidRequest, NotFound, SchemaVersionError, Unavailable
+from .schemas import (CANCELABLE_STATES, FINAL_STATES, STATES, TRANSITIONS, render_action)
+from .uris import normalize_object_uri
+
+log = logging.getLogger("auditd.store")
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("schema.sql")
+# MIGRATIONS[v] turns a version-v database into version v+1 (none yet: version 1 is the first).
+MIGRATIONS: dict[int, str] = {}
+
+ROLES = ("user", "producer", "admin")
+MAX_BATCH = 512
+
+_ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path", "object",
+                   "object_id", "user", "user_agent", "ip", "location", "body", "start_ts",
+                   "end_ts", "is_user_action", "cancelable", "retriable", "log_count")
+_SELECT_ACTION = "SELECT " + ", ".join(_ACTION_COLUMNS) + " FROM actions"
+
+
+def hash_key(key: str) -> str:
+    """API keys are 256-bit random strings, so a plain SHA-256 is a sound way to keep them."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)   # 256 bits, only A-Z a-z 0-9 _ -
+
+
+@dataclass
+class Principal:
+    """Who is calling: a user and the namespaces it may see (None: every namespace)."""
+    name: str
+    role: str
+    namespaces: frozenset | None
+
+
+@dataclass
+class ListQuery:
+    """A validated list request; `namespaces` None means every namespace."""
+    namespaces: frozenset | None
+    limit: int
+    offset: int = 0
+    newest_first: bool = True
+    filters: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- opening a database
+
+def _connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+def prepare_database(path: str) -> int:
+    """Create or migrate the schema; refuse a database from a newer auditd. Returns the version."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path)
+    try:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise SchemaVersionError(f"{path} is not an SQLite database ({err})") from None
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{path} has schema version {version}, but this auditd knows versions up to "
+                f"{SCHEMA_VERSION}: run a newer auditd, or restore a backup made by this one")
+        if version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise SchemaVersionError(
+                    f"{path} is an SQLite database but not auditd's (no schema version): "
+                    "point --db at a new file")
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise SchemaVersionError(f"{path}: could not switch the database to WAL mode")
+        if version == 0:
+            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA_FILE.read_text()
+                               + f"; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            return SCHEMA_VERSION
+        while version < SCHEMA_VERSION:
+            log.info("migrating %s from schema version %d to %d", path, version, version + 1)
+            conn.executescript("BEGIN IMMEDIATE;" + MIGRATIONS[version]
+                               + f"; PRAGMA user_version = {version + 1}; COMMIT;")
+            version += 1
+        return version
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------- the writer
+
+class _Writer(threading.Thread):
+    """The one thread that writes. Jobs are `fn(conn, *args)` returning `(result, notes)`."""
+
+    def __init__(self, path: str, synchronous: str, group_commit: bool, deliver):
+        super().__init__(name="auditd-writer", daemon=True)
+        self.path, self.synchronous = path, synchronous
+        self.max_batch = MAX_BATCH if group_commit else 1
+        self.deliver = deliver          # called on the loop with [(future, ok, result)], notes
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+
+    def submit(self, fn, *args) -> asyncio.Future:
+        future = self.loop.create_future()
+        self.jobs.put((fn, args, future))
+        return future
+
+    def stop(self):
+        self.jobs.put(None)
+
+    def run(self):
+        conn = _connect(self.path, self.synchronous)
+        try:
+            stopping = False
+            while not stopping:
+                job = self.jobs.get()
+                if job is None:
+                    break
+                batch = [job]
+                while len(batch) < self.max_batch:
+                    try:
+                        job = self.jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    batch.append(job)
+                self._run_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn, batch):
+        answers, notes = [], []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, future in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result, job_notes = fn(conn, *args)
+                except Exception as err:   # noqa: BLE001 - handed to the caller
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    answers.append((future, False, err))
+                else:
+                    conn.execute("RELEASE job")
+                    answers.append((future, True, result))
+                    notes.extend(job_notes)
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as err:
+            log.error("write transaction failed: %s", err)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = Unavailable(f"the database refused the write ({err}); nothing was saved: "
+                                  "check the disk and the database file, then retry")
+            answers = [(future, False, failure) for _, _, future in batch]
+            notes = []
+        self.loop.call_soon_threadsafe(self.deliver, answers, notes)
+
+
+def _deliver_answers(answers):
+    for future, ok, result in answers:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(result)
+        else:
+            future.set_exception(result)
+
+
+# ---------------------------------------------------------------------------- the store
+
+class Store:
+    def __init__(self, path: str, synchronous: str = "FULL", group_commit: bool = True,
+                 readers: int = 3):
+        self.path = str(path)
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError("synchronous must be OFF, NORMAL, FULL or EXTRA")
+        self.group_commit = group_commit
+        self.reader_count = readers
+        self.on_commit = None           # callable(notes) run on the loop after each commit
+        self.schema_version = None
+        self._writer: _Writer | None = None
+        self._readers: asyncio.Queue | None = None
+        self._reader_conns: list = []
+        self._auth_conn: sqlite3.Connection | None = None
+
+    # -- lifecycle
+
+    async def open(self):
+        self.schema_version = await asyncio.to_thread(prepare_database, self.path)
+        self._writer = _Writer(self.path, self.synchronous, self.group_commit, self._delivered)
+        self._writer.loop = asyncio.get_running_loop()
+        self._writer.start()
+        self._readers = asyncio.Queue()
+        for _ in range(self.reader_count):
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await conn.execute("PRAGMA query_only = 1")
+            await conn.execute("PRAGMA busy_timeout = 10000")
+            self._reader_conns.append(conn)
+            self._readers.put_nowait(conn)
+        # Credentials are looked up on the loop itself: one indexed row, cheaper than a thread hop.
+        self._auth_conn = _connect(self.path)
+        self._auth_conn.execute("PRAGMA query_only = 1")
+        return self
+
+    async def close(self):
+        if self._writer is not None:
+            self._writer.stop()
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        for conn in self._reader_conns:
+            await conn.close()
+        self._reader_conns = []
+        if self._auth_conn is not None:
+            self._auth_conn.close()
+            self._auth_conn = None
+
+    async def __aenter__(self):
+        return await self.open()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    def _delivered(self, answers, notes):
+        if notes and self.on_commit is not None:
+            try:
+                self.on_commit(notes)
+            except Exception:   # noqa: BLE001 - a stream bug must not lose the answers
+                log.exception("delivering committed changes to the streams failed")
+        _deliver_answers(answers)
+
+    async def _write(self, fn, *args):
+        if self._writer is None:
+            raise Unavailable("the store is closed: the server is shutting down")
+        return await self._writer.submit(fn, *args)
+
+    async def _read(self, sql: str, params=()):
+        conn = await self._readers.get()
+        try:
+            return await conn.execute_fetchall(sql, params)
+        except sqlite3.OperationalError as err:
+            log.error("read failed: %s", err)
+            raise Unavailable(f"the database could not be read ({err}); retry shortly") from None
+        finally:
+            self._readers.put_nowait(conn)
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer else 0
+
+    # -- users, organizations, credentials
+
+    def principal(self, name: str, key: str) -> Principal | None:
+        """The user whose name and key these are, or None. Constant-time in the key."""
+        row = self._auth_conn.execute(
+            "SELECT id, role, key_hash FROM users WHERE name = ?", (name,)).fetchone()
+        given = hash_key(key)
+        stored = row[2] if row else "0" * 64
+        if not secrets.compare_digest(given, stored) or row is None:
+            return None
+        if row[1] != "user":
+            return Principal(name, row[1], None)
+        orgs = self._auth_conn.execute(
+            "SELECT o.name FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ?",
+            (row[0],)).fetchall()
+        return Principal(name, row[1], frozenset([name, *(o[0] for o in orgs)]))
+
+    async def add_user(self, name: str, role: str = "user") -> str:
+        """Create a user; returns its API key, which is not kept anywhere."""
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of: {', '.join(ROLES)}")
+        key = new_key()
+        await self._write(_add_user, name, role, hash_key(key))
+        return key
+
+    async def rotate_key(self, name: str) -> str:
+        key = new_key()
+        await self._write(_rotate_key, name, hash_key(key))
+        return key
+
+    async def remove_user(self, name: str):
+        await self._write(_remove_user, name)
+
+    async def list_users(self) -> list[dict]:
+        rows = await self._read(
+            "SELECT u.name, u.role, u.created_at, group_concat(o.name, ',') FROM users u "
+            "LEFT JOIN org_members m ON m.user_id = u.id LEFT JOIN orgs o ON o.id = m.org_id "
+            "GROUP BY u.id ORDER BY u.name")
+        return [{"name": r[0], "role": r[1], "created_at": r[2],
+                 "orgs": sorted(r[3].split(",")) if r[3] else []} for r in rows]
+
+    async def count_users(self) -> int:
+        return (await self._read("SELECT count(*) FROM users"))[0][0]
+
+    async def add_org(self, name: str):
+        await self._write(_add_org, name)
+
+    async def add_member(self, org: str, user: str):
+        await self._write(_set_member, org, user, True)
+
+    async def remove_member(self, org: str, user: str):
+        await self._write(_set_member, org, user, False)
+
+    async def list_orgs(self) -> list[dict]:
+        rows = await self._read(
+            "SELECT o.name, group_concat(u.name, ',') FROM orgs o "
+            "LEFT JOIN org_members m ON m.org_id = o.id LEFT JOIN users u ON u.id = m.user_id "
+            "GROUP BY o.id ORDER BY o.name")
+        return [{"name": r[0], "members": sorted(r[1].split(",")) if r[1] else []} for r in rows]
+
+    # -- actions: writes
+
+    async def record_action(self, fields: dict) -> dict:
+        """Record a new action; `fields` is a complete action (see `new_action`)."""
+        return await self._write(_insert_action, fields)
+
+    async def change_state(self, uuid: str, state: str, namespaces) -> dict:
+        return await self._write(_change_state, uuid.lower(), state, namespaces)
+
+    async def cancel(self, uuid: str, namespaces) -> dict:
+        return await self._write(_cancel, uuid.lower(), namespaces)
+
+    async def retry(self, uuid: str, namespaces, caller: dict) -> dict:
+        return await self._write(_retry, uuid.lower(), namespaces, caller)
+
+    async def append_logs(self, uuid: str, lines: list, namespaces) -> int:
+        """Append [(ts, stream_type, line)] to an action's log, all or nothing."""
+        return await self._write(_append_logs, uuid.lower(), lines, namespaces)
+
+    # -- actions: reads
+
+    async def get_action_doc(self, uuid: str, namespaces) -> str:
+        rows = await self._read("SELECT doc, namespace FROM actions WHERE uuid = ?",
+                                (uuid.lower(),))
+        if not rows or (namespaces is not None and rows[0][1] not in namespaces):
+            raise NotFound(f"No action with uuid {uuid}")
+        return rows[0][0]
+
+    async def get_action(self, uuid: str, namespaces) -> dict:
+        rows = await self._read(_SELECT_ACTION + " WHERE uuid = ?", (uuid.lower(),))
+        if not rows or (namespaces is not None and rows[0][2] not in namespaces):
+            raise NotFound(f"No action with uuid {uuid}")
+        return dict(zip(_ACTION_COLUMNS, rows[0]))
+
+    async def list_actions(self, query: ListQuery) -> tuple[int, list[str]]:
+        """(total_count, [Action JSON]) for one page, read in one statement (one snapshot)."""
+        sql, params = _list_sql(query)
+        rows = await self._read(sql, params)
+        return rows[0][1], [r[0] for r in rows[1:]]
+
+    async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
+        """[(seq, ts, stream_type, line)] after `after_seq`, oldest first."""
+        return await self._read(
+            "SELECT seq, ts, stream_type, line FROM action_logs "
+            "WHERE action_id = ? AND seq > ? ORDER BY seq LIMIT ?", (action_id, after_seq, limit))
+
+    async def counts_by_state(self) -> dict[str, int]:
+        rows = await self._read("SELECT state, sum(n) FROM action_counts GROUP BY state")
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({state: n for state, n in rows})
+        return counts
+
+    async def database_size(self) -> int:
+        rows = await self._read("SELECT page_count * page_size FROM pragma_page_count(), "
+                                "pragma_page_size()")
+        wal = Path(self.path + "-wal")
+        return rows[0][0] + (wal.stat().st_size if wal.exists() else 0)
+
+    async def ping(self):
+        await self._read("SELECT 1 FROM users LIMIT 1")
+
+
+# ---------------------------------------------------------------------------- building a new action
+
+def new_action(**fields) -> dict:
+    """A complete action record from a producer's fields, with the defaults filled in."""
+    now = dates.now()
+    state = fields.get("state", "In progress")
+    record = {
+        "uuid": str(uuidlib.uuid4()),
+        "namespace": fields.get("namespace") or fields["user"],
+        "state": state,
+        "action": fields["action"],
+        "method": fields.get("method", ""),
+        "path": fields.get("path", ""),
+        "object": fields.get("object", ""),
+        "user": fields["user"],
+        "user_agent": fields.get("user_agent", ""),
+        "ip": fields.get("ip", ""),
+        "location": fields.get("location", ""),
+        "body": fields.get("body"),
+        "start_ts": fields.get("start_date", now),
+        "end_ts": fields.get("end_date", now) if state in FINAL_STATES else None,
+        "is_user_action": fields.get("is_user_action", True),
+        "cancelable": fields.get("can_be_canceled", True),
+        "retriable": fields.get("can_be_retried", True),
+        "parents": fields.get("parents", []),
+    }
+    if record["end_ts"] is not None and record["end_ts"] < record["start_ts"]:
+        record["end_ts"] = record["start_ts"]
+    return record
+
+
+# ---------------------------------------------------------------------------- writer jobs
+# Each runs on the writer thread inside a savepoint and returns (result, notes).
+
+def _add_user(conn, name, role, key_hash):
+    if conn.execute("SELECT 1 FROM orgs WHERE name = ?", (name,)).fetchone():
+        raise Conflict(f"'{name}' is already an organization: users and organizations share "
+                       "namespace names")
+    try:
+        conn.execute("INSERT INTO users (name, role, key_hash, created_at) VALUES (?, ?, ?, ?)",
+                     (name, role, key_hash, dates.now()))
+    except sqlite3.IntegrityError:
+        raise Conflict(f"user '{name}' already exists: use 'auditd user rotate-key {name}' "
+                       "for a new key") from None
+    return None, []
+
+
+def _rotate_key(conn, name, key_hash):
+    if conn.execute("UPDATE users SET key_hash = ? WHERE name = ?", (key_hash, name)).rowcount == 0:
+        raise NotFound(f"no user '{name}' ('auditd user list' shows them)")
+    return None, []
+
+
+def _remove_user(conn, name):
+    if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+        raise NotFound(f"no user '{name}' ('auditd user list' shows them)")
+    return None, []
+
+
+def _add_org(conn, name):
+    if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+        raise Conflict(f"'{name}' is already a user: users and organizations share namespace names")
+    try:
+        conn.execute("INSERT INTO orgs (name, created_at) VALUES (?, ?)", (name, dates.now()))
+    except sqlite3.IntegrityError:
+        raise Conflict(f"organization '{name}' already exists") from None
+    return None, []
+
+
+def _set_member(conn, org, user, member: bool):
+    org_row = conn.execute("SELECT id FROM orgs WHERE name = ?", (org,)).fetchone()
+    if org_row is None:
+        raise NotFound(f"no organization '{org}' (create it with 'auditd org add {org}')")
+    user_row = conn.execute("SELECT id FROM users WHERE name = ?", (user,)).fetchone()
+    if user_row is None:
+        raise NotFound(f"no user '{user}' (create it with 'auditd user add {user}')")
+    if member:
+        conn.execute("INSERT OR IGNORE INTO org_members (org_id, user_id) VALUES (?, ?)",
+                     (org_row[0], user_row[0]))
+    elif conn.execute("DELETE FROM org_members WHERE org_id = ? AND user_id = ?",
+                      (org_row[0], user_row[0])).rowcount == 0:
+        raise NotFound(f"'{user}' is not a member of '{org}'")
+    return None, []
+
+
+def _object_id(conn, uri: str):
+    normalized = normalize_object_uri(uri) if uri else ""
+    if not normalized:
+        return None
+    row = conn.execute("SELECT id FROM objects WHERE uri = ?", (normalized,)).fetchone()
+    if row:
+        return row[0]
+    return conn.execute("INSERT INTO objects (uri) VALUES (?)", (normalized,)).lastrowid
+
+
+def _ancestors(conn, object_id) -> list[str]:
+    """The object's ancestors' URIs, nearest first."""
+    if object_id is None:
+        return []
+    rows = conn.execute(
+        "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION "
+        "  SELECT p.parent_id, up.depth + 1 FROM object_parents p JOIN up ON p.child_id = up.id "
+        "  WHERE up.depth < 32) "
+        "SELECT o.uri FROM up JOIN objects o ON o.id = up.id WHERE up.depth > 0 "
+        "GROUP BY up.id ORDER BY min(up.depth), up.id", (object_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def _action_note(conn, kind: str, action: dict):
+    parents = [action["object"], *_ancestors(conn, action["object_id"])] if action["object"] else []
+    return ("action", kind, action, parents)
+
+
+def _insert_action(conn, record: dict):
+    action = {k: v for k, v in record.items() if k != "parents"}
+    action["object_id"] = _object_id(conn, action["object"])
+    child = action["object_id"]
+    for parent_uri in record.get("parents", ()):
+        parent = _object_id(conn, parent_uri)
+        if parent is None or parent == child:
+            continue
+        if child is not None:
+            conn.execute("INSERT OR IGNORE INTO object_parents (child_id, parent_id) VALUES (?, ?)",
+                         (child, parent))
+        child = parent
+    action["log_count"] = 0
+    for flag in ("is_user_action", "cancelable", "retriable"):
+        action[flag] = int(bool(action[flag]))
+    action["doc"] = render_action(action)
+    columns = [c for c in _ACTION_COLUMNS if c != "id"] + ["doc"]
+    try:
+        action["id"] = conn.execute(
+            f"INSERT INTO actions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [action[c] for c in columns]).lastrowid
+    except sqlite3.IntegrityError:
+        raise Conflict(f"an action with uuid {action['uuid']} already exists") from None
+    return action, [_action_note(conn, "create", action)]
+
+
+def _load(conn, uuid: str, namespaces) -> dict:
+    row = conn.execute(_SELECT_ACTION + " WHERE uuid = ?", (uuid,)).fetchone()
+    if row is None or (namespaces is not None and row[2] not in namespaces):
+        raise NotFound(f"No action with uuid {uuid}")
+    return dict(zip(_ACTION_COLUMNS, row))
+
+
+def _set_state(conn, action: dict, state: str):
+    action["state"] = state
+    if state in FINAL_STATES:
+        action["end_ts"] = max(dates.now(), action["start_ts"])
+    action["doc"] = render_action(action)
+    conn.execute("UPDATE actions SET state = ?, end_ts = ?, doc = ? WHERE id = ?",
+                 (state, action["end_ts"], action["doc"], action["id"]))
+    return action, [_action_note(conn, "update", action)]
+
+
+def _change_state(conn, uuid, state, namespaces):
+    action = _load(conn, uuid, namespaces)
+    if state not in TRANSITIONS[action["state"]]:
+        allowed = TRANSITIONS[action["state"]]
+        raise InvalidRequest(
+            f"Action {uuid} cannot move from {action['state']} to {state}: "
+            + (f"from {action['state']} it can move to {', '.join(allowed)}" if allowed
+               else f"{action['state']} is final"))
+    return _set_state(conn, action, state)
+
+
+def _cancel(conn, uuid, namespaces):
+    action = _load(conn, uuid, namespaces)
+    if action["state"] not in CANCELABLE_STATES:
+        raise InvalidRequest(f"Action {uuid} cannot be canceled: it is {action['state']}")
+    if not action["cancelable"]:
+        raise InvalidRequest(f"Action {uuid} cannot be canceled: its producer marked it "
+                             "as not cancelable")
+    return _set_state(conn, action, "Canceled" if action["state"] == "Pending" else "Canceling")
+
+
+def _retry(conn, uuid, namespaces, caller):
+    original = _load(conn, uuid, namespaces)
+    if original["state"] not in FINAL_STATES:
+        raise InvalidRequest(f"Action {uuid} cannot be retried: it is {original['state']} "
+                             "(only Success, Failed or Canceled actions can be)")
+    if not original["retriable"]:
+        raise InvalidRequest(f"Action {uuid} cannot be retried: its producer marked it "
+                             "as not retriable")
+    record = new_action(
+        action=original["action"], method=original["method"], path=original["path"],
+        object=original["object"], body=original["body"], namespace=original["namespace"],
+        user=caller["user"], ip=caller["ip"], user_agent=caller["user_agent"],
+        location=caller["location"], state="Pending", is_user_action=True,
+        can_be_canceled=bool(original["cancelable"]), can_be_retried=bool(original["retriable"]))
+    return _insert_action(conn, record)
+
+
+def _append_logs(conn, uuid, lines, namespaces):
+    row = conn.execute("SELECT id, namespace, log_count FROM actions WHERE uuid = ?",
+                       (uuid,)).fetchone()
+    if row is None or (namespaces is not None and row[1] not in namespaces):
+        raise NotFound(f"No action with uuid {uuid}")
+    action_id, first = row[0], row[2] + 1
+    stored = [(action_id, first + i, ts, stream, line) for i, (ts, stream, line) in enumerate(lines)]
+    conn.executemany("INSERT INTO action_logs (action_id, seq, ts, stream_type, line) "
+                     "VALUES (?, ?, ?, ?, ?)", stored)
+    conn.execute("UPDATE actions SET log_count = ? WHERE id = ?", (row[2] + len(lines), action_id))
+    return len(lines), [("logs", action_id, [s[1:] for s in stored])]
+
+
+# ---------------------------------------------------------------------------- list queries
+
+_RELATED_CTE = (
+    "WITH RECURSIVE target(id) AS (SELECT id FROM objects WHERE uri = ?), "
+    "up(id) AS (SELECT id FROM target UNION "
+    "  SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id), "
+    "down(id) AS (SELECT id FROM target UNION "
+    "  SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id), "
+    "related(id) AS (SELECT id FROM up UNION SELECT id FROM down) ")
+
+_COLUMN_FILTERS = {
+    "uuid": "uuid = ?", "state": "state = ?", "action": "action = ?", "user": "user = ?",
+    "is_user_action": "is_user_action = ?",
+    "start_date__gte": "start_ts >= ?", "start_date__lte": "start_ts <= ?",
+    "end_date__gte": "end_ts >= ?", "end_date__lte": "end_ts <= ?",
+}
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str]:
+    prefix = prefix.lower()
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _list_sql(query: ListQuery):
+    """One statement: a first row (NULL, total_count), then one row per Action on the page."""
+    f = query.filters
+    where, params, cte, cte_params = [], [], "", []
+    if query.namespaces is not None:
+        names = sorted(query.namespaces)
+        where.append(f"namespace IN ({', '.join('?' * len(names))})")
+        params.extend(names)
+    for name, clause in _COLUMN_FILTERS.items():
+        if name in f:
+            where.append(clause)
+            value = f[name]
+            params.append(value.lower() if name == "uuid" else int(value) if name == "is_user_action"
+                          else value)
+    if "uuid__startswith" in f:
+        where.append("uuid >= ? AND uuid < ?")
+        params.extend(_prefix_bounds(f["uuid__startswith"]))
+    if "object" in f:
+        if f.get("include_related"):
+            cte, cte_params = _RELATED_CTE, [normalize_object_uri(f["object"])]
+            where.append("object_id IN (SELECT id FROM related)")
+        else:
+            where.append("object_id = (SELECT id FROM objects WHERE uri = ?)")
+            params.append(normalize_object_uri(f["object"]))
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+
+    if set(f) <= {"state"}:   # counted by action_counts, not by scanning actions
+        count_where, count_params = [], []
+        if query.namespaces is not None:
+            count_where.append(f"namespace IN ({', '.join('?' * len(query.namespaces))})")
+            count_params.extend(sorted(query.namespaces))
+        if "state" in f:
+            count_where.append("state = ?")
+            count_params.append(f["state"])
+        count_clause = (" WHERE " + " AND ".join(count_where)) if count_where else ""
+        count_sql = f"SELECT coalesce(sum(n), 0) FROM action_counts{count_clause}"
+    else:
+        count_sql, count_params = f"SELECT count(*) FROM actions{clause}", list(params)
+
+    order = "DESC" if query.newest_first else "ASC"
+    sql = (f"{cte}SELECT NULL, ({count_sql}) UNION ALL SELECT * FROM ("
+           f"SELECT doc, NULL FROM actions{clause} ORDER BY start_ts {order}, id {order} "
+           f"LIMIT ? OFFSET ?)")
+    return sql, [*cte_params, *count_params, *params, query.limit, query.offset]

@@ -1,0 +1,182 @@
+"""The REST handlers of the Actions API. Thin: parse, ask the store, answer."""
+import json
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from . import dates, keys
+from .auth import require_role, visible_namespaces
+from .errors import InvalidRequest
+from .schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, RECORD_ACTION_SCHEMA,
+                      STATE_CHANGE_SCHEMA, describe_errors, load_log_lines)
+from .store import ListQuery, new_action
+from .uris import action_uri
+
+ACTION_URI_HEADER = "X-DockerCloud-Action-URI"
+
+
+def json_text(text: str, status: int = 200, headers=None) -> web.Response:
+    return web.Response(text=text, status=status, headers=headers,
+                        content_type="application/json", charset="utf-8")
+
+
+def action_response(action: dict, status: int) -> web.Response:
+    return json_text(action["doc"], status, {ACTION_URI_HEADER: action_uri(action["uuid"])})
+
+
+def single_query(request: web.Request, allowed=None) -> dict:
+    """The query string as a plain dict; a parameter given twice is refused."""
+    params = {}
+    for name in request.query.keys():
+        values = request.query.getall(name)
+        if len(values) > 1:
+            raise InvalidRequest(f"query parameter '{name}' is given {len(values)} times; "
+                                 "give it once")
+        if allowed is not None and name not in allowed:
+            raise InvalidRequest(f"unknown query parameter '{name}'; accepted: "
+                                 + ", ".join(sorted(allowed)))
+        params[name] = values[0]
+    return params
+
+
+async def json_body(request: web.Request):
+    if request.content_type not in ("application/json", "application/octet-stream", ""):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Content-Type {request.content_type} is not accepted: send application/json")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidRequest(f"the request body is not valid JSON ({err}); send a JSON object") \
+            from None
+
+
+def _namespaces(request):
+    return visible_namespaces(request[keys.PRINCIPAL], request.match_info.get("namespace"))
+
+
+def _caller(request) -> dict:
+    ip = request.remote or ""
+    return {"user": request[keys.PRINCIPAL].name, "ip": ip,
+            "user_agent": request.headers.get("User-Agent", ""),
+            "location": request.app[keys.LOCATOR].locate(ip)}
+
+
+# ---------------------------------------------------------------------------- reading
+
+async def list_actions(request: web.Request) -> web.Response:
+    params = single_query(request)
+    try:
+        filters = LIST_QUERY_SCHEMA.load(params)
+    except ValidationError as err:
+        raise InvalidRequest("invalid query: " + _describe(err, "parameter")) from None
+    limit = filters.pop("limit", LIST_DEFAULT_LIMIT)
+    limit = LIST_MAX_LIMIT if limit == 0 else min(limit, LIST_MAX_LIMIT)
+    offset = filters.pop("offset", 0)
+    newest_first = filters.pop("order_by", "-start_date") == "-start_date"
+    query = ListQuery(_namespaces(request), limit, offset, newest_first, filters)
+    total, docs = await request.app[keys.STORE].list_actions(query)
+
+    kept = [(k, v) for k, v in params.items() if k not in ("limit", "offset")]
+    path = request.path if request.path.endswith("/") else request.path + "/"
+
+    def page(at):
+        return path + "?" + urlencode(kept + [("limit", limit), ("offset", at)], quote_via=quote)
+
+    meta = {
+        "limit": limit,
+        "next": page(offset + limit) if offset + limit < total else None,
+        "offset": offset,
+        "previous": page(max(0, offset - limit)) if offset > 0 else None,
+        "total_count": total,
+    }
+    return json_text('{"meta": ' + json.dumps(meta) + ', "objects": [' + ", ".join(docs) + "]}")
+
+
+async def get_action(request: web.Request) -> web.Response:
+    single_query(request, allowed=())
+    doc = await request.app[keys.STORE].get_action_doc(request.match_info["uuid"],
+                                                       _namespaces(request))
+    return json_text(doc)
+
+
+# ---------------------------------------------------------------------------- user operations
+
+async def cancel_action(request: web.Request) -> web.Response:
+    single_query(request, allowed=())
+    action = await request.app[keys.STORE].cancel(request.match_info["uuid"], _namespaces(request))
+    return action_response(action, 202)
+
+
+async def retry_action(request: web.Request) -> web.Response:
+    single_query(request, allowed=())
+    action = await request.app[keys.STORE].retry(request.match_info["uuid"], _namespaces(request),
+                                                 _caller(request))
+    return action_response(action, 202)
+
+
+# ---------------------------------------------------------------------------- producer API
+
+async def record_action(request: web.Request) -> web.Response:
+    require_role(request[keys.PRINCIPAL], "producer")
+    single_query(request, allowed=())
+    payload = await json_body(request)
+    if not isinstance(payload, dict):
+        raise InvalidRequest("the request body must be a JSON object with at least 'action'")
+    try:
+        fields = RECORD_ACTION_SCHEMA.load(payload)
+    except ValidationError as err:
+        raise InvalidRequest(_describe(err)) from None
+    namespace = request.match_info.get("namespace")
+    if namespace is not None:
+        if fields.setdefault("namespace", namespace) != namespace:
+            raise InvalidRequest(f"namespace '{fields['namespace']}' in the body differs from "
+                                 f"'{namespace}' in the path")
+    caller = _caller(request)
+    fields.setdefault("user", caller["user"])
+    fields.setdefault("ip", caller["ip"])
+    fields.setdefault("user_agent", caller["user_agent"])
+    fields["location"] = request.app[keys.LOCATOR].locate(fields["ip"])
+    action = await request.app[keys.STORE].record_action(new_action(**fields))
+    return action_response(action, 201)
+
+
+async def change_state(request: web.Request) -> web.Response:
+    require_role(request[keys.PRINCIPAL], "producer")
+    single_query(request, allowed=())
+    payload = await json_body(request)
+    if not isinstance(payload, dict):
+        raise InvalidRequest('the request body must be a JSON object: {"state": "..."}')
+    try:
+        state = STATE_CHANGE_SCHEMA.load(payload)["state"]
+    except ValidationError as err:
+        raise InvalidRequest(_describe(err)) from None
+    action = await request.app[keys.STORE].change_state(request.match_info["uuid"], state,
+                                                        _namespaces(request))
+    return action_response(action, 200)
+
+
+async def append_logs(request: web.Request) -> web.Response:
+    require_role(request[keys.PRINCIPAL], "producer")
+    single_query(request, allowed=())
+    now = dates.now()
+    if request.content_type == "text/plain":
+        text = (await request.read()).decode("utf-8", errors="replace")
+        payload = text.split("\n")
+        if payload and payload[-1] == "":
+            payload.pop()
+        payload = [line[:-1] if line.endswith("\r") else line for line in payload]
+    else:
+        payload = await json_body(request)
+    try:
+        lines = load_log_lines(payload, now)
+    except ValidationError as err:
+        raise InvalidRequest(_describe(err)) from None
+    count = await request.app[keys.STORE].append_logs(request.match_info["uuid"], lines,
+                                                      _namespaces(request))
+    return json_text(json.dumps({"appended": count}), 201)
+
+
+def _describe(err: ValidationError, noun: str = "key") -> str:
+    return describe_errors(err.messages, noun)

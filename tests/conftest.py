@@ -1,0 +1,170 @@
+"""Shared fixtures: an in-process app on a real SQLite file, and a real `auditd serve` process."""
+import base64
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from auditd.app import create_app
+from auditd.config import Config
+from auditd.keys import STORE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def basic(user: str, key: str) -> dict:
+    token = base64.b64encode(f"{user}:{key}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+class Api:
+    """A test client that knows the users' keys: `api.get(path, as_="alice")`."""
+
+    def __init__(self, client, keys):
+        self.client = client
+        self.keys = keys
+        self.app = client.server.app
+
+    @property
+    def store(self):
+        return self.app[STORE]
+
+    def headers(self, as_, extra=None):
+        headers = basic(as_, self.keys[as_]) if as_ else {}
+        headers.update(extra or {})
+        return headers
+
+    def request(self, method, path, as_="admin", headers=None, **kw):
+        return self.client.request(method, path, headers=self.headers(as_, headers), **kw)
+
+    def get(self, path, as_="admin", **kw):
+        return self.request("GET", path, as_, **kw)
+
+    def post(self, path, as_="admin", **kw):
+        return self.request("POST", path, as_, **kw)
+
+    def patch(self, path, as_="admin", **kw):
+        return self.request("PATCH", path, as_, **kw)
+
+    async def record(self, as_="producer", **fields) -> dict:
+        fields.setdefault("action", "Service Create")
+        resp = await self.post("/api/audit/v1/action/", as_=as_, json=fields)
+        assert resp.status == 201, await resp.text()
+        return await resp.json()
+
+    async def set_state(self, uuid, state, as_="producer"):
+        resp = await self.patch(f"/api/audit/v1/action/{uuid}/", as_=as_, json={"state": state})
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    async def append(self, uuid, lines, as_="producer"):
+        resp = await self.post(f"/api/audit/v1/action/{uuid}/logs/", as_=as_, json=lines)
+        assert resp.status == 201, await resp.text()
+        return await resp.json()
+
+    async def list(self, query="", as_="admin", path="/api/audit/v1/action/"):
+        resp = await self.get(path + ("?" + query if query else ""), as_=as_)
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return Config(db=str(tmp_path / "auditd.db"))
+
+
+@pytest.fixture
+async def api(aiohttp_client, config) -> Api:
+    """The app on a fresh database with users admin, producer, alice, bob and carol; carol and
+    alice are members of the organization acme."""
+    client = await aiohttp_client(create_app(config))
+    store = client.server.app[STORE]
+    keys = {"admin": await store.add_user("admin", "admin"),
+            "producer": await store.add_user("producer", "producer")}
+    for name in ("alice", "bob", "carol"):
+        keys[name] = await store.add_user(name, "user")
+    await store.add_org("acme")
+    await store.add_member("acme", "alice")
+    await store.add_member("acme", "carol")
+    return Api(client, keys)
+
+
+# ---------------------------------------------------------------------------- a real server process
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m auditd serve` on a free loopback port; knows the admin key it printed."""
+
+    def __init__(self, db: Path, extra_args=(), env=None):
+        self.db, self.port = db, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_args, self.env = list(extra_args), env
+        self.proc = None
+        self.admin_key = None
+        self.stderr_lines = []
+
+    def start(self):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "auditd", "serve", "--port", str(self.port), "--db",
+             str(self.db), *self.extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        # Wait for the line that says it listens (the process prints it once the port is bound),
+        # then keep draining stderr so the server never blocks on a full pipe.
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+            if "listening on" in line:
+                break
+        else:
+            raise RuntimeError("auditd serve exited early:\n" + "".join(self.stderr_lines))
+        self._drainer = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)
+        self._drainer.start()
+        if self.admin_key is None:
+            self.admin_key = self._read_banner_key()
+        return self
+
+    def _read_banner_key(self):
+        # The banner is printed (to stdout) before listening, only on an empty database.
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        text = self.proc.stdout.read() or ""
+        os.set_blocking(self.proc.stdout.fileno(), True)
+        match = re.search(r"DOCKERCLOUD_APIKEY=(\S+)", text)
+        return match.group(1) if match else None
+
+    def _drain(self, stream):
+        with stream:
+            for line in stream:
+                self.stderr_lines.append(line)
+
+    def stop(self, sig=None):
+        if self.proc and self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        if self.proc:
+            self.proc.stdout.close()
+            self._drainer.join(timeout=10)
+        return self.proc.returncode if self.proc else None
+
+    def cli(self, *args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "auditd", *args, "--db", str(self.db)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = ServerProcess(tmp_path / "server.db").start()
+    yield srv
+    srv.stop()
