@@ -6,7 +6,7 @@ import logging
 from aiohttp import WSCloseCode, web
 from marshmallow import ValidationError
 
-from . import keys, stream_views, views
+from . import data, demo, keys, ops, stream_views, views
 from .auth import authenticate
 from .config import Config
 from .errors import AuditdError
@@ -124,4 +124,6 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(_store_context)
     app.on_shutdown.append(_close_sockets)
     setup_routes(app)
+    for module in (ops, data, demo):
+        module.setup(app)
     return app

@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_db(sub)
     _add_db(org_commands.add_parser("list", help="list organizations and their members"))
     org.set_defaults(func=cmd_org)
+
+    from . import data, demo
+    data.register_commands(commands)
+    demo.register_commands(commands)
     return parser
 
 

@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def setup(app):
+    """Add this module's routes and background tasks to the application."""
