@@ -28,10 +28,10 @@ from pathlib import Path
 
 import aiosqlite
 
-from . import dates
-from .errors import Conflict, InvalidRequest, NotFound, SchemaVersionError, Unavailable
-from .schemas import (CANCELABLE_STATES, FINAL_STATES, STATES, TRANSITIONS, render_action)
-from .uris import normalize_object_uri
+from .. import dates
+from ..errors import Conflict, InvalidRequest, NotFound, SchemaVersionError, Unavailable
+from ..schemas import (CANCELABLE_STATES, FINAL_STATES, STATES, TRANSITIONS, render_action)
+from ..uris import normalize_object_uri
 
 log = logging.getLogger("auditd.store")
 
