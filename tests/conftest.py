@@ -1,5 +1,6 @@
 """Shared fixtures: an in-process app on a real SQLite file, and a real `auditd serve` process."""
 import base64
+import json
 import os
 import re
 import socket
@@ -71,6 +72,35 @@ class Api:
         resp = await self.get(path + ("?" + query if query else ""), as_=as_)
         assert resp.status == 200, await resp.text()
         return await resp.json()
+
+    async def fetch(self, uuid, as_="admin") -> dict:
+        resp = await self.get(f"/api/audit/v1/action/{uuid}/", as_=as_)
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    async def all_uuids(self, as_="admin") -> list:
+        """Every uuid the caller can list, newest first (one page of the cap)."""
+        page = await self.list("limit=1000", as_=as_)
+        return [a["uuid"] for a in page["objects"]]
+
+    async def read_logs(self, uuid, as_="admin") -> list:
+        """The action's stored log messages, read the way a client reads them: the logs stream
+        with tail=all and follow=false, which closes once it has sent them."""
+        ws = await self.client.ws_connect(f"/api/audit/v1/action/{uuid}/logs/?tail=all&follow=false",
+                                          headers=self.headers(as_))
+        messages = [json.loads(m.data) async for m in ws]
+        await ws.close()
+        return messages
+
+
+async def error_of(resp, status: int) -> str:
+    """Assert `resp` is the JSON error `{"error": "..."}` with `status`; return the message."""
+    text = await resp.text()
+    assert resp.status == status, f"expected {status}, got {resp.status}: {text}"
+    assert resp.content_type == "application/json", (resp.content_type, text)
+    body = json.loads(text)
+    assert list(body) == ["error"] and isinstance(body["error"], str) and body["error"], body
+    return body["error"]
 
 
 @pytest.fixture
