@@ -111,6 +111,21 @@ class BodyValue(fields.Field):
         return encoded
 
 
+class PageCursor(fields.Field):
+    """The position token `next` links carry: `<start_ts>.<id>` of the previous page's last row."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        ts, sep, row = str(value).partition(".")
+        if not sep or not ts.lstrip("-").isdigit() or not row.isdigit():
+            raise ValidationError("must be the token a 'next' link carries; "
+                                  "drop it and use offset instead")
+        return int(ts), int(row)
+
+
+def format_cursor(position) -> str:
+    return f"{position[0]}.{position[1]}"
+
+
 def _short(**kw):
     return fields.String(validate=validate.Length(max=MAX_SHORT), **kw)
 
@@ -149,6 +164,7 @@ class ListQuerySchema(Schema):
         ("start_date", "-start_date"), error="must be 'start_date' or '-start_date'"))
     limit = fields.Integer(validate=validate.Range(min=0, error="must be an integer >= 0"))
     offset = fields.Integer(validate=validate.Range(min=0, error="must be an integer >= 0"))
+    cursor = PageCursor()
 
     @validates_schema
     def _related_needs_object(self, data, **kwargs):

@@ -9,7 +9,7 @@ from . import dates, keys
 from .auth import require_role, visible_namespaces
 from .errors import InvalidRequest
 from .schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, RECORD_ACTION_SCHEMA,
-                      STATE_CHANGE_SCHEMA, describe_errors, load_log_lines)
+                      STATE_CHANGE_SCHEMA, describe_errors, format_cursor, load_log_lines)
 from .store import ListQuery, new_action
 from .uris import action_uri
 
@@ -75,23 +75,29 @@ async def list_actions(request: web.Request) -> web.Response:
     limit = LIST_MAX_LIMIT if limit == 0 else min(limit, LIST_MAX_LIMIT)
     offset = filters.pop("offset", 0)
     newest_first = filters.pop("order_by", "-start_date") == "-start_date"
-    query = ListQuery(_namespaces(request), limit, offset, newest_first, filters)
-    total, docs = await request.app[keys.STORE].list_actions(query)
+    cursor = filters.pop("cursor", None)
+    query = ListQuery(_namespaces(request), limit, offset, newest_first, filters, cursor)
+    page = await request.app[keys.STORE].list_actions(query)
 
-    kept = [(k, v) for k, v in params.items() if k not in ("limit", "offset")]
+    kept = [(k, v) for k, v in params.items() if k not in ("limit", "offset", "cursor")]
     path = request.path if request.path.endswith("/") else request.path + "/"
 
-    def page(at):
-        return path + "?" + urlencode(kept + [("limit", limit), ("offset", at)], quote_via=quote)
+    def link(at, position=None):
+        extra = [("cursor", format_cursor(position))] if position else []
+        return path + "?" + urlencode(kept + [("limit", limit), ("offset", at)] + extra,
+                                      quote_via=quote)
 
+    has_next = offset + limit < page.total and len(page.docs) == limit
     meta = {
         "limit": limit,
-        "next": page(offset + limit) if offset + limit < total else None,
+        # next carries the last row's position, so following it never rescans skipped rows
+        "next": link(offset + limit, page.last) if has_next else None,
         "offset": offset,
-        "previous": page(max(0, offset - limit)) if offset > 0 else None,
-        "total_count": total,
+        "previous": link(max(0, offset - limit)) if offset > 0 else None,
+        "total_count": page.total,
     }
-    return json_text('{"meta": ' + json.dumps(meta) + ', "objects": [' + ", ".join(docs) + "]}")
+    return json_text('{"meta": ' + json.dumps(meta) + ', "objects": [' + ", ".join(page.docs)
+                     + "]}")
 
 
 async def get_action(request: web.Request) -> web.Response:

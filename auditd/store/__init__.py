@@ -74,6 +74,14 @@ class ListQuery:
     offset: int = 0
     newest_first: bool = True
     filters: dict = field(default_factory=dict)
+    cursor: tuple[int, int] | None = None   # (start_ts, id) of the row before this page
+
+
+@dataclass
+class Page:
+    total: int
+    docs: list[str]
+    last: tuple[int, int] | None      # (start_ts, id) of the page's last row: the next cursor
 
 
 # ---------------------------------------------------------------------------- opening a database
@@ -380,11 +388,11 @@ class Store:
             raise NotFound(f"No action with uuid {uuid}")
         return dict(zip(_ACTION_COLUMNS, rows[0]))
 
-    async def list_actions(self, query: ListQuery) -> tuple[int, list[str]]:
-        """(total_count, [Action JSON]) for one page, read in one statement (one snapshot)."""
+    async def list_actions(self, query: ListQuery) -> Page:
+        """One page of Action JSON and the total count, read in one statement (one snapshot)."""
         sql, params = _list_sql(query)
         rows = await self._read(sql, params)
-        return rows[0][1], [r[0] for r in rows[1:]]
+        return Page(rows[0][1], [r[0] for r in rows[1:]], rows[-1][2:] if len(rows) > 1 else None)
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         """[(seq, ts, stream_type, line)] after `after_seq`, oldest first."""
@@ -678,7 +686,13 @@ def _list_sql(query: ListQuery):
         count_sql, count_params = f"SELECT count(*) FROM actions{clause}", list(params)
 
     order = "DESC" if query.newest_first else "ASC"
-    sql = (f"{cte}SELECT NULL, ({count_sql}) UNION ALL SELECT * FROM ("
-           f"SELECT doc, NULL FROM actions{clause} ORDER BY start_ts {order}, id {order} "
-           f"LIMIT ? OFFSET ?)")
-    return sql, [*cte_params, *count_params, *params, query.limit, query.offset]
+    page_params, offset = list(params), query.offset
+    if query.cursor is not None:   # keyset: a deep page costs what the first one does
+        where.append(f"(start_ts, id) {'<' if query.newest_first else '>'} (?, ?)")
+        page_params.extend(query.cursor)
+        offset = 0
+    page_clause = (" WHERE " + " AND ".join(where)) if where else ""
+    sql = (f"{cte}SELECT NULL, ({count_sql}), NULL, NULL UNION ALL SELECT * FROM ("
+           f"SELECT doc, NULL, start_ts, id FROM actions{page_clause} "
+           f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?)")
+    return sql, [*cte_params, *count_params, *page_params, query.limit, offset]
