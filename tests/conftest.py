@@ -1,4 +1,5 @@
 """Shared fixtures: an in-process app on a real SQLite file, and a real `auditd serve` process."""
+import asyncio
 import base64
 import json
 import os
@@ -114,13 +115,13 @@ async def api(aiohttp_client, config) -> Api:
     alice are members of the organization acme."""
     client = await aiohttp_client(create_app(config))
     store = client.server.app[STORE]
-    keys = {"admin": await store.add_user("admin", "admin"),
-            "producer": await store.add_user("producer", "producer")}
-    for name in ("alice", "bob", "carol"):
-        keys[name] = await store.add_user(name, "user")
-    await store.add_org("acme")
-    await store.add_member("acme", "alice")
-    await store.add_member("acme", "carol")
+    roles = {"admin": "admin", "producer": "producer", "alice": "user", "bob": "user",
+             "carol": "user"}
+    # concurrent, so the writer commits them together: this fixture runs for most tests
+    created = await asyncio.gather(*(store.add_user(n, r) for n, r in roles.items()),
+                                   store.add_org("acme"))
+    keys = dict(zip(roles, created))
+    await asyncio.gather(store.add_member("acme", "alice"), store.add_member("acme", "carol"))
     return Api(client, keys)
 
 
