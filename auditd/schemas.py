@@ -238,26 +238,31 @@ class LogLineSchema(Schema):
 LOG_LINE_SCHEMA = LogLineSchema()
 
 
+def _error_at(where: str, message: str) -> ValidationError:
+    # keyed messages: a bare ValidationError(message, field_name) outside a schema drops the name
+    return ValidationError({where: [message]})
+
+
 def load_log_lines(payload, now: int) -> list:
     """[(ts, stream_type, line)] from a JSON array of strings or of log objects."""
     if not isinstance(payload, list):
-        raise ValidationError("must be a JSON array of strings or of "
-                              '{"log": str, "timestamp": int, "streamType": str} objects', "lines")
+        raise _error_at("lines", "must be a JSON array of strings or of "
+                                 '{"log": str, "timestamp": int, "streamType": str} objects')
     if len(payload) > MAX_LOG_LINES:
-        raise ValidationError(f"at most {MAX_LOG_LINES} lines per request", "lines")
+        raise _error_at("lines", f"at most {MAX_LOG_LINES} lines per request")
     lines = []
     for i, item in enumerate(payload):
         if isinstance(item, str):
             if len(item) > MAX_LOG_LINE:
-                raise ValidationError(f"is longer than {MAX_LOG_LINE} characters", f"lines[{i}]")
+                raise _error_at(f"lines[{i}]", f"is longer than {MAX_LOG_LINE} characters")
             lines.append((now, None, item))
             continue
         if not isinstance(item, dict):
-            raise ValidationError("must be a string or a log object", f"lines[{i}]")
+            raise _error_at(f"lines[{i}]", "must be a string or a log object")
         try:
             loaded = LOG_LINE_SCHEMA.load(item)
         except ValidationError as err:
-            raise ValidationError(describe_errors(err.messages), f"lines[{i}]") from None
+            raise _error_at(f"lines[{i}]", describe_errors(err.messages)) from None
         lines.append((loaded.get("timestamp", now), loaded.get("streamType"), loaded["log"]))
     return lines
 
