@@ -1,7 +1,29 @@
-"""auditd's settings: one dataclass, filled from defaults, a TOML file, AUDITD_* variables and flags."""
+"""auditd's settings: one dataclass, filled from defaults, a TOML file, AUDITD_* variables and flags.
+
+Precedence, lowest first: the defaults below, the TOML file (`--config PATH`, else $AUDITD_CONFIG,
+else /etc/auditd/auditd.toml when it exists), `AUDITD_<NAME>` environment variables, command-line
+flags. The file uses the field names as top-level keys (`port = 9000`); the variables use them in
+capitals (`AUDITD_PORT=9000`). An unknown key or a bad value stops the start with a `ConfigError`
+that names where it came from and what is accepted.
+"""
+import math
 import os
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from .errors import AuditdError
+
+DEFAULT_CONFIG_FILE = "/etc/auditd/auditd.toml"
+ENV_PREFIX = "AUDITD_"
+CONFIG_ENV = "AUDITD_CONFIG"      # names the file; not a setting itself
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(AuditdError):
+    """A setting is unknown or its value is not accepted: the start stops."""
 
 
 def default_db_path() -> str:
@@ -30,3 +52,175 @@ class Config:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+# Fields whose value must never be printed (none yet; `config show` hides any listed here).
+SECRET_FIELDS: frozenset = frozenset()
+_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+# ---------------------------------------------------------------------------- checking values
+
+def _convert(name: str, value, source: str):
+    """`value` (a string from the environment or a flag, or a TOML value) as the field's type."""
+    kind = _TYPES[name]
+    kind = {"str": str, "int": int, "float": float, "bool": bool}.get(kind, kind)
+    where = f"{source}: {name}"
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where} must be a whole number, not {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a whole number, not {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where} must be a number of seconds, not {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number of seconds, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, not {value!r}")
+        return number
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    return value
+
+
+def _check(name: str, value, source: str):
+    """Range and choice checks; returns the value, normalized where that is harmless."""
+    where = f"{source}: {name}"
+    if name == "port" and not 0 <= value <= 65535:
+        raise ConfigError(f"{where} must be a port number from 0 to 65535, not {value}")
+    if name == "host" and not value.strip():
+        raise ConfigError(f"{where} must be an address to listen on, such as 127.0.0.1 or ::")
+    if name == "db" and not value.strip():
+        raise ConfigError(f"{where} must be the path of the SQLite database file")
+    if name == "synchronous":
+        if value.upper() not in SYNCHRONOUS_MODES:
+            raise ConfigError(f"{where} must be one of {', '.join(SYNCHRONOUS_MODES)}, "
+                              f"not {value!r}")
+        return value.upper()
+    if name == "log_level":
+        if value.lower() not in LOG_LEVELS:
+            raise ConfigError(f"{where} must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+        return value.lower()
+    if name == "retention_days" and value < 0:
+        raise ConfigError(f"{where} must be 0 (keep forever) or a number of days, not {value}")
+    if name in ("stream_stall_seconds", "shutdown_timeout") and value <= 0:
+        raise ConfigError(f"{where} must be a number of seconds above 0, not {value}")
+    if name == "max_body_bytes" and value < 1024:
+        raise ConfigError(f"{where} must be at least 1024 bytes, not {value}")
+    if name in ("geoip_db", "fixtures") and value and not Path(value).is_file():
+        raise ConfigError(f"{where}: no such file: {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------- the sources
+
+def config_file_path(explicit: str | None, environ) -> tuple[str | None, bool]:
+    """(path, required): the file to read, and whether its absence is an error."""
+    if explicit:
+        return explicit, True
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV], True
+    return (DEFAULT_CONFIG_FILE, False) if Path(DEFAULT_CONFIG_FILE).is_file() else (None, False)
+
+
+def _read_file(path: str, required: bool) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        return {}
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    known = set(Config.names())
+    unknown = sorted(key for key in table if key not in known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)}; known settings: {', '.join(Config.names())}")
+    return table
+
+
+def _read_environment(environ) -> dict[str, tuple[str, str]]:
+    """{name: (value, variable)} from AUDITD_* variables; an unknown AUDITD_ name is an error."""
+    known = set(Config.names())
+    found, unknown = {}, []
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_ENV:
+            continue
+        name = variable[len(ENV_PREFIX):].lower()
+        if name in known:
+            found[name] = (value, variable)
+        else:
+            unknown.append(variable)
+    if unknown:
+        accepted = ", ".join(ENV_PREFIX + n.upper() for n in Config.names())
+        raise ConfigError(f"unknown environment variable{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(sorted(unknown))}; accepted: {CONFIG_ENV}, {accepted}")
+    return found
+
+
+def load_config(flags: dict | None = None, config_file: str | None = None,
+                environ=None) -> tuple[Config, dict[str, str]]:
+    """The effective configuration and, for each setting, where its value came from.
+
+    `flags` maps field names to values given on the command line (None: not given); their source
+    is named `--flag-name` in messages."""
+    environ = os.environ if environ is None else environ
+    config, sources = Config(), {}
+    for name in Config.names():
+        sources[name] = "default"
+    path, required = config_file_path(config_file, environ)
+    layers = []
+    if path:
+        layers += [(name, value, path) for name, value in _read_file(path, required).items()]
+    layers += [(name, value, variable)
+               for name, (value, variable) in _read_environment(environ).items()]
+    layers += [(name, value, "--" + name.replace("_", "-"))
+               for name, value in (flags or {}).items() if value is not None]
+    for name, value, source in layers:
+        setattr(config, name, _check(name, _convert(name, value, source), source))
+        sources[name] = source
+    return config, sources
+
+
+# ---------------------------------------------------------------------------- showing it
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               .replace("\t", "\\t"))
+    escaped = "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
+    return f'"{escaped}"'
+
+
+def render_toml(config: Config, sources: dict[str, str] | None = None) -> str:
+    """The configuration as a TOML file that `--config` accepts; secrets are left out."""
+    lines = []
+    for name in Config.names():
+        if name in SECRET_FIELDS:
+            lines.append(f"# {name} = (set, hidden)")
+            continue
+        line = f"{name} = {_toml_value(getattr(config, name))}"
+        if sources:
+            line += f"  # {sources[name]}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

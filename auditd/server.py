@@ -1,27 +1,122 @@
-"""Running the application: listening, the first admin key, signals and a graceful stop."""
+"""Running the application: listening, the first admin key, signals, systemd and a graceful stop."""
 import asyncio
+import json
 import logging
+import os
+import re
 import signal
+import sqlite3
 import sys
+import time
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from . import keys
+from . import keys, systemd
 from .app import create_app
 from .config import Config
+from .errors import AuditdError
 
 log = logging.getLogger("auditd")
 
+# How long past shutdown_timeout the stop may take (closing streams, the last commit) before the
+# process gives up waiting and exits anyway. Acknowledged writes are committed already by then.
+SHUTDOWN_GRACE = 5.0
+
+
+class StartError(AuditdError):
+    """The server cannot start: the address is taken, the database cannot be opened, ..."""
+
+
+# ---------------------------------------------------------------------------- logging
+
+_BARE = re.compile(r"[A-Za-z0-9_.:/@+{}\-]+")
+_SECRETS = [
+    (re.compile(r"(?i)\b(token|apikey|api_key|key|password|secret)=([^&\s\"']+)"),
+     r"\1=<redacted>"),
+    (re.compile(r"(?i)\b(Basic|Bearer|ApiKey)\s+[A-Za-z0-9+/=._~:-]+"), r"\1 <redacted>"),
+]
+_SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+def logfmt_value(value) -> str:
+    text = str(value)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _stderr_is_journal() -> bool:
+    """systemd sets $JOURNAL_STREAM to the device:inode of the stream it connected to the journal."""
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{stat.st_dev}:{stat.st_ino}"
+
+
+class KeyValueFormatter(logging.Formatter):
+    """One line per event: `level=info logger=auditd msg="..." key=value...`.
+
+    Structured fields come from `extra={"fields": {...}}`. Tracebacks stay on the same line (as an
+    escaped `exc=` value). Under journald the time is left to the journal and the line starts with
+    a `<priority>` prefix, so `journalctl -p warning` works. Anything that looks like a credential
+    is replaced by `<redacted>`, whatever logger wrote it."""
+
+    def __init__(self, journald: bool = False):
+        super().__init__()
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = []
+        if not self.journald:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            parts.append(f"time={stamp}.{int(record.msecs):03d}Z")
+        parts.append(f"level={record.levelname.lower()}")
+        parts.append(f"logger={record.name}")
+        parts.append(f"msg={logfmt_value(record.getMessage())}")
+        for key, value in getattr(record, "fields", {}).items():
+            parts.append(f"{key}={logfmt_value(value)}")
+        if record.exc_info:
+            parts.append(f"exc={logfmt_value(self.formatException(record.exc_info))}")
+        line = redact(" ".join(parts))
+        if self.journald:
+            line = f"<{_SYSLOG_PRIORITY.get(record.levelname, 6)}>{line}"
+        return line
+
+
+def setup_logging(level: str):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter(journald=_stderr_is_journal()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
 
 class AccessLogger(AbstractAccessLogger):
-    """One key=value line per request; the path only, so no `token=` ever reaches the log."""
+    """One line per request: the route template and the path, never the query string (the streams
+    take `?user=&token=`) nor any header, so no credential reaches the log."""
 
     def log(self, request, response, time):
-        self.logger.info('access method=%s path="%s" status=%s ms=%.1f remote=%s',
-                         request.method, request.path, response.status, time * 1000,
-                         request.remote)
+        resource = request.match_info.route.resource
+        principal = request.get(keys.PRINCIPAL)
+        self.logger.info("request", extra={"fields": {
+            "method": request.method,
+            "route": resource.canonical if resource is not None else "-",
+            "path": request.path,
+            "status": response.status,
+            "ms": f"{time * 1000:.1f}",
+            "remote": request.remote or "-",
+            "user": principal.name if principal else "-",
+        }})
 
+
+# ---------------------------------------------------------------------------- serving
 
 def banner(config: Config, key: str) -> str:
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
@@ -44,43 +139,102 @@ async def ensure_first_admin(app: web.Application, config: Config):
         print(banner(config, key), flush=True)
 
 
-async def serve(config: Config, sockets=None, ready=None) -> int:
-    """Serve until SIGTERM or SIGINT; then stop accepting, finish in-flight requests, close the
-    streams with 1001, commit what is pending and return 0."""
-    app = create_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger,
-                           access_log=logging.getLogger("auditd.access") if config.access_log
-                           else None, shutdown_timeout=config.shutdown_timeout,
-                           handle_signals=False)
-    await runner.setup()
+async def _watchdog(app: web.Application, interval: float):
+    """Ping systemd's watchdog while the loop runs and the database answers a query."""
+    store = app[keys.STORE]
+    while True:
+        try:
+            await asyncio.wait_for(store.ping(), timeout=interval)
+        except Exception as err:   # noqa: BLE001 - a missed ping is how systemd learns of it
+            log.warning("watchdog: the database did not answer (%r); not pinging systemd", err)
+        else:
+            systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def _start_sites(runner: web.AppRunner, config: Config, sockets):
     try:
-        await ensure_first_admin(app, config)
         if sockets:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
         else:
             await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+    except OSError as err:
+        raise StartError(f"cannot listen on {config.host}:{config.port}: "
+                         f"{err.strerror or err}; choose another --port or --host") from None
+
+
+async def serve(config: Config, sockets=None, ready=None) -> int:
+    """Serve until SIGTERM or SIGINT; then stop accepting, finish in-flight requests, close the
+    streams with 1001, commit what is pending and return 0.
+
+    `sockets`: listening sockets to serve on; by default the ones systemd passed (socket
+    activation), else a new one bound to config.host:config.port."""
+    loop = asyncio.get_running_loop()
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal(signum):
+        if stop.is_set():
+            log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
+            force.set()
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    if sockets is None:
+        sockets = systemd.listen_sockets()
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log_class=AccessLogger,
+                           access_log=logging.getLogger("auditd.access") if config.access_log
+                           else None, shutdown_timeout=config.shutdown_timeout,
+                           handle_signals=False)
+    try:
+        await runner.setup()
+    except (OSError, sqlite3.Error) as err:
+        raise StartError(f"cannot open the database {config.db}: {err}") from None
+    watchdog = None
+    try:
+        await ensure_first_admin(app, config)
+        await _start_sites(runner, config, sockets)
         addresses = ", ".join(str(a) for a in runner.addresses)
-        log.info("listening on %s (database %s)", addresses, config.db)
+        log.info("listening on %s (database %s)", addresses, config.db,
+                 extra={"fields": {"socket_activated": bool(sockets)}})
+        systemd.notify("READY=1", f"STATUS=listening on {addresses}")
+        interval = systemd.watchdog_interval()
+        if interval:
+            watchdog = asyncio.create_task(_watchdog(app, interval))
         if ready is not None:
             ready(runner)
         await stop.wait()
         log.info("stopping: finishing requests in flight and closing streams")
+        systemd.notify("STOPPING=1", "STATUS=stopping")
     finally:
-        await runner.cleanup()
+        if watchdog is not None:
+            watchdog.cancel()
+        if not await _stop(runner, config, force):
+            _exit_now(1)
     log.info("stopped")
     return 0
 
 
-def setup_logging(level: str):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+async def _stop(runner: web.AppRunner, config: Config, force: asyncio.Event) -> bool:
+    """Run the graceful stop; False when it took too long or a second signal cut it short."""
+    cleanup = asyncio.create_task(runner.cleanup())
+    forced = asyncio.create_task(force.wait())
+    done, _ = await asyncio.wait({cleanup, forced}, timeout=config.shutdown_timeout
+                                 + SHUTDOWN_GRACE, return_when=asyncio.FIRST_COMPLETED)
+    forced.cancel()
+    if cleanup in done:
+        cleanup.result()
+        return True
+    log.error("the stop did not finish in time; exiting now (acknowledged writes are committed)")
+    return False
+
+
+def _exit_now(code: int):
+    """Leave without waiting for threads (a stuck database thread must not hold the exit)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    os._exit(code)
