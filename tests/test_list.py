@@ -295,7 +295,11 @@ async def test_include_related_for_an_unknown_object_is_empty(api, graph):
 # ---------------------------------------------------------------------------- pagination
 
 def _query(path: str) -> dict:
-    return dict(parse_qsl(urlsplit(path).query))
+    """The link's query parameters, without the position token `next` links may carry (an
+    optimisation: following next seeks instead of skipping; limit and offset stay exact)."""
+    query = dict(parse_qsl(urlsplit(path).query))
+    query.pop("cursor", None)
+    return query
 
 
 async def test_pages_and_exact_meta(api):
@@ -350,15 +354,17 @@ async def test_sdk_style_paging_with_offset_plus_limit(api):
     assert seen == recorded
 
 
-async def test_next_and_previous_keep_every_filter_and_are_followable(api):
+@pytest.mark.parametrize("order", ["-start_date", "start_date"])
+async def test_next_and_previous_keep_every_filter_and_are_followable(api, order):
     wanted = []
     for i in range(7):
         wanted.append((await api.record(state="Success", user="alice", start_date=T + i,
                                         object=SV1, action="Service Stop"))["uuid"])
         await api.record(state="Failed", user="alice", start_date=T + i, object=SV1)
-    wanted.reverse()
+    if order == "-start_date":
+        wanted.reverse()
     filters = {"state": "Success", "user": "alice", "object": SV1, "action": "Service Stop",
-               "start_date__gte": "Wed, 17 Sep 2014 08:26:22 +0000", "order_by": "-start_date",
+               "start_date__gte": "Wed, 17 Sep 2014 08:26:22 +0000", "order_by": order,
                "is_user_action": "true"}
     first = "/api/audit/v1/action/?" + "&".join(
         f"{k}={v.replace(' ', '%20').replace('+', '%2B').replace(',', '%2C')}"
