@@ -174,9 +174,12 @@ async def serve(config: Config, sockets=None, ready=None) -> int:
     stop, force = asyncio.Event(), asyncio.Event()
 
     def on_signal(signum):
-        if stop.is_set():
-            log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
+        # A second Ctrl-C means "now"; a repeated SIGTERM (process managers resend it) does not.
+        if stop.is_set() and signum == signal.SIGINT:
+            log.warning("second SIGINT: exiting without waiting")
             force.set()
+        elif stop.is_set():
+            log.info("already stopping (%s)", signal.Signals(signum).name)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
