@@ -1,0 +1,126 @@
+"""Processes the benchmark starts: auditd servers, the trivial reference, users on a database."""
+import base64
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+LOG_DIR = Path(__file__).resolve().parent / "data" / "logs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(port: int, path: str = "/") -> bool:
+    """True once an HTTP request to the port gets any response."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", path)
+        conn.getresponse().read()
+        conn.close()
+        return True
+    except OSError:
+        return False
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def basic(user: str, key: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()
+
+
+def cli(*args) -> str:
+    """Run `python -m auditd ARGS`; its stdout (a key for `user add`)."""
+    done = subprocess.run([PYTHON, "-m", "auditd", *args], cwd=REPO, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"auditd {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def ensure_user(db: Path, name: str, role: str) -> str:
+    """A fresh key for `name` on `db`: rotated when the user exists, else created."""
+    try:
+        return cli("user", "rotate-key", name, "--db", str(db))
+    except RuntimeError:
+        return cli("user", "add", name, "--role", role, "--db", str(db))
+
+
+class Server:
+    """A server process on a free port; stopped with SIGTERM."""
+
+    def __init__(self, name: str, argv: list[str]):
+        self.name, self.argv = name, argv
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.started_in = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self, probe_path: str = "/", timeout: float = 60) -> float:
+        """Start and wait until the port answers; returns the seconds that took."""
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(LOG_DIR / f"{self.name}.log", "ab")
+        began = time.perf_counter()
+        argv = [str(self.port) if a == "{port}" else a for a in self.argv]
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        while not answers(self.port, probe_path):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: see "
+                                   f"{LOG_DIR / (self.name + '.log')}")
+            if time.perf_counter() - began > timeout:
+                raise RuntimeError(f"{self.name} did not answer within {timeout}s")
+            time.sleep(0.005)
+        self.started_in = time.perf_counter() - began
+        return self.started_in
+
+    def rss_kb(self, field="VmRSS") -> int:
+        return rss_kb(self.pid, field)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def auditd_server(name: str, db: Path, *extra) -> Server:
+    # `port` is filled in by Server.start
+    return Server(name, [PYTHON, "-m", "auditd", "serve", "--db", str(db), *extra,
+                         "--port", "{port}"])
+
+
+def trivial_server() -> Server:
+    return Server("trivial", [PYTHON, str(Path(__file__).with_name("trivial.py")), "{port}"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
