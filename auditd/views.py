@@ -1,6 +1,6 @@
 """The REST handlers of the Actions API. Thin: parse, ask the store, answer."""
+import functools
 import json
-from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from marshmallow import ValidationError
@@ -65,27 +65,38 @@ def _caller(request) -> dict:
 
 # ---------------------------------------------------------------------------- reading
 
-async def list_actions(request: web.Request) -> web.Response:
-    params = single_query(request)
+@functools.lru_cache(maxsize=1024)
+def _parse_list_query(items: tuple) -> tuple:
+    """(filters, limit, offset, newest_first, cursor) from the query's (name, value) pairs.
+    Clients repeat the same few queries, so the marshmallow load is done once per distinct one."""
     try:
-        filters = LIST_QUERY_SCHEMA.load(params)
+        filters = LIST_QUERY_SCHEMA.load(dict(items))
     except ValidationError as err:
         raise InvalidRequest("invalid query: " + _describe(err, "parameter")) from None
     limit = filters.pop("limit", LIST_DEFAULT_LIMIT)
     limit = LIST_MAX_LIMIT if limit == 0 else min(limit, LIST_MAX_LIMIT)
     offset = filters.pop("offset", 0)
     newest_first = filters.pop("order_by", "-start_date") == "-start_date"
-    cursor = filters.pop("cursor", None)
-    query = ListQuery(_namespaces(request), limit, offset, newest_first, filters, cursor)
+    return filters, limit, offset, newest_first, filters.pop("cursor", None)
+
+
+_PAGING_PARAMS = ("limit", "offset", "cursor")
+
+
+async def list_actions(request: web.Request) -> web.Response:
+    params = single_query(request)
+    filters, limit, offset, newest_first, cursor = _parse_list_query(tuple(params.items()))
+    query = ListQuery(_namespaces(request), limit, offset, newest_first, dict(filters), cursor)
     page = await request.app[keys.STORE].list_actions(query)
 
-    kept = [(k, v) for k, v in params.items() if k not in ("limit", "offset", "cursor")]
+    # next/previous keep every filter exactly as the client wrote it
+    kept = "".join(part + "&" for part in request.query_string.split("&")
+                   if part and part.partition("=")[0] not in _PAGING_PARAMS)
     path = request.path if request.path.endswith("/") else request.path + "/"
 
     def link(at, position=None):
-        extra = [("cursor", format_cursor(position))] if position else []
-        return path + "?" + urlencode(kept + [("limit", limit), ("offset", at)] + extra,
-                                      quote_via=quote)
+        extra = f"&cursor={format_cursor(position)}" if position else ""
+        return f"{path}?{kept}limit={limit}&offset={at}{extra}"
 
     has_next = offset + limit < page.total and len(page.docs) == limit
     meta = {

@@ -228,7 +228,7 @@ class Store:
         self._writer: _Writer | None = None
         self._readers: asyncio.Queue | None = None
         self._reader_conns: list = []
-        self._auth_conn: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None
 
     # -- lifecycle
 
@@ -244,9 +244,10 @@ class Store:
             await conn.execute("PRAGMA busy_timeout = 10000")
             self._reader_conns.append(conn)
             self._readers.put_nowait(conn)
-        # Credentials are looked up on the loop itself: one indexed row, cheaper than a thread hop.
-        self._auth_conn = _connect(self.path)
-        self._auth_conn.execute("PRAGMA query_only = 1")
+        # Short, bounded reads (credentials, one action, a first page, a chunk of log lines) run
+        # on the loop itself: cheaper than a thread hop, and no GIL hand-over between threads.
+        self._inline = _connect(self.path)
+        self._inline.execute("PRAGMA query_only = 1")
         return self
 
     async def close(self):
@@ -257,9 +258,9 @@ class Store:
         for conn in self._reader_conns:
             await conn.close()
         self._reader_conns = []
-        if self._auth_conn is not None:
-            self._auth_conn.close()
-            self._auth_conn = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
 
     async def __aenter__(self):
         return await self.open()
@@ -280,7 +281,16 @@ class Store:
             raise Unavailable("the store is closed: the server is shutting down")
         return await self._writer.submit(fn, *args)
 
+    def _read_inline(self, sql: str, params=()):
+        """For statements that seek an index and return a bounded number of rows."""
+        try:
+            return self._inline.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as err:
+            log.error("read failed: %s", err)
+            raise Unavailable(f"the database could not be read ({err}); retry shortly") from None
+
     async def _read(self, sql: str, params=()):
+        """For statements whose cost depends on the data: off the loop, on the reader pool."""
         conn = await self._readers.get()
         try:
             return await conn.execute_fetchall(sql, params)
@@ -298,18 +308,18 @@ class Store:
 
     def principal(self, name: str, key: str) -> Principal | None:
         """The user whose name and key these are, or None. Constant-time in the key."""
-        row = self._auth_conn.execute(
-            "SELECT id, role, key_hash FROM users WHERE name = ?", (name,)).fetchone()
+        rows = self._read_inline(
+            "SELECT role, key_hash, (SELECT group_concat(o.name, char(31)) FROM org_members m "
+            "JOIN orgs o ON o.id = m.org_id WHERE m.user_id = users.id) "
+            "FROM users WHERE name = ?", (name,))
         given = hash_key(key)
-        stored = row[2] if row else "0" * 64
-        if not secrets.compare_digest(given, stored) or row is None:
+        stored = rows[0][1] if rows else "0" * 64
+        if not secrets.compare_digest(given, stored) or not rows:
             return None
-        if row[1] != "user":
-            return Principal(name, row[1], None)
-        orgs = self._auth_conn.execute(
-            "SELECT o.name FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ?",
-            (row[0],)).fetchall()
-        return Principal(name, row[1], frozenset([name, *(o[0] for o in orgs)]))
+        role, _, orgs = rows[0]
+        if role != "user":
+            return Principal(name, role, None)
+        return Principal(name, role, frozenset([name, *(orgs.split("\x1f") if orgs else ())]))
 
     async def add_user(self, name: str, role: str = "user") -> str:
         """Create a user; returns its API key, which is not kept anywhere."""
@@ -376,14 +386,14 @@ class Store:
     # -- actions: reads
 
     async def get_action_doc(self, uuid: str, namespaces) -> str:
-        rows = await self._read("SELECT doc, namespace FROM actions WHERE uuid = ?",
-                                (uuid.lower(),))
+        rows = self._read_inline("SELECT doc, namespace FROM actions WHERE uuid = ?",
+                                 (uuid.lower(),))
         if not rows or (namespaces is not None and rows[0][1] not in namespaces):
             raise NotFound(f"No action with uuid {uuid}")
         return rows[0][0]
 
     async def get_action(self, uuid: str, namespaces) -> dict:
-        rows = await self._read(_SELECT_ACTION + " WHERE uuid = ?", (uuid.lower(),))
+        rows = self._read_inline(_SELECT_ACTION + " WHERE uuid = ?", (uuid.lower(),))
         if not rows or (namespaces is not None and rows[0][2] not in namespaces):
             raise NotFound(f"No action with uuid {uuid}")
         return dict(zip(_ACTION_COLUMNS, rows[0]))
@@ -391,12 +401,12 @@ class Store:
     async def list_actions(self, query: ListQuery) -> Page:
         """One page of Action JSON and the total count, read in one statement (one snapshot)."""
         sql, params = _list_sql(query)
-        rows = await self._read(sql, params)
+        rows = self._read_inline(sql, params) if _is_bounded(query) else await self._read(sql, params)
         return Page(rows[0][1], [r[0] for r in rows[1:]], rows[-1][2:] if len(rows) > 1 else None)
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         """[(seq, ts, stream_type, line)] after `after_seq`, oldest first."""
-        return await self._read(
+        return self._read_inline(
             "SELECT seq, ts, stream_type, line FROM action_logs "
             "WHERE action_id = ? AND seq > ? ORDER BY seq LIMIT ?", (action_id, after_seq, limit))
 
@@ -644,6 +654,17 @@ _COLUMN_FILTERS = {
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
     prefix = prefix.lower()
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+INLINE_MAX_OFFSET = 1000
+
+
+def _is_bounded(query: ListQuery) -> bool:
+    """Whether a list query seeks one index range and reads at most offset+limit rows of it:
+    one namespace (or all), filtered by state at most, counted by action_counts."""
+    return (set(query.filters) <= {"state"}
+            and (query.namespaces is None or len(query.namespaces) == 1)
+            and query.offset <= INLINE_MAX_OFFSET)
 
 
 def _list_sql(query: ListQuery):
