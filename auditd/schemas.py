@@ -5,7 +5,8 @@ as `{"error": ...}`.
 """
 import json
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate,
+                         validates_schema)
 
 from . import dates
 from .uris import action_uri
@@ -139,13 +140,36 @@ def _state_field(choices, **kw):
         validate=validate.OneOf(choices, error="must be one of: " + ", ".join(choices)), **kw)
 
 
-# ---------------------------------------------------------------------------- list query
+# ---------------------------------------------------------------------------- what clients send
 
-class ListQuerySchema(Schema):
-    """The list endpoint's query string (CONTRACT.md section 4)."""
+class StrictSchema(Schema):
+    """Refuses unknown names with one message that names them and lists the accepted ones."""
 
     class Meta:
         unknown = RAISE
+
+    noun = "key"
+    unlisted = frozenset()    # accepted but not advertised in the message
+
+    @pre_load
+    def _refuse_unknown(self, data, **kwargs):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.load_fields))
+            if unknown:
+                accepted = sorted(set(self.load_fields) - self.unlisted)
+                raise ValidationError([
+                    f"unknown {self.noun} {', '.join(repr(n) for n in unknown)}; accepted: "
+                    + ", ".join(accepted)])
+        return data
+
+
+# ---------------------------------------------------------------------------- list query
+
+class ListQuerySchema(StrictSchema):
+    """The list endpoint's query string (CONTRACT.md section 4)."""
+
+    noun = "parameter"
+    unlisted = frozenset({"cursor"})   # only ever copied from a next link
 
     uuid = fields.String(validate=validate.Length(max=64))
     uuid__startswith = fields.String(validate=validate.Regexp(
@@ -179,11 +203,8 @@ LIST_MAX_LIMIT = 1000
 
 # ---------------------------------------------------------------------------- producer bodies
 
-class RecordActionSchema(Schema):
+class RecordActionSchema(StrictSchema):
     """POST /api/audit/v1/action/ (CONTRACT.md section 6)."""
-
-    class Meta:
-        unknown = RAISE
 
     action = fields.String(required=True, validate=validate.Length(min=1, max=MAX_SHORT))
     object = _long()
@@ -216,20 +237,14 @@ class RecordActionSchema(Schema):
 RECORD_ACTION_SCHEMA = RecordActionSchema()
 
 
-class StateChangeSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class StateChangeSchema(StrictSchema):
     state = _state_field(STATES, required=True)
 
 
 STATE_CHANGE_SCHEMA = StateChangeSchema()
 
 
-class LogLineSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class LogLineSchema(StrictSchema):
     log = fields.String(required=True, validate=validate.Length(max=MAX_LOG_LINE))
     timestamp = fields.Integer(strict=True)
     streamType = fields.String(validate=validate.Length(max=32))
