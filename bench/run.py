@@ -102,6 +102,19 @@ def check_page(server, path, auth, what) -> int:
     return page["meta"]["total_count"]
 
 
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor())
+    import os
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo")
+                  if line.startswith("MemTotal:"))
+    return f"{model}, {os.cpu_count()} CPUs, {mem_kb / 1024 / 1024:.1f} GiB RAM"
+
+
+def load() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
 def median(values):
     return statistics.median(values)
 
@@ -183,6 +196,7 @@ def main(argv=None):
 
     say(f"auditd benchmark ({'quick' if args.quick else 'full'}) of {procs.REPO / 'auditd'}: "
         f"{plan}")
+    say(f"machine: {machine()}; load average {load()}")
     small_db = build.ensure_database(plan.small, say)
     big_db = build.ensure_database(plan.big, say)
     say("creating users with `python -m auditd user add/rotate-key`")
@@ -375,6 +389,8 @@ def main(argv=None):
     if m("trivial_32", "rps") < 5000:
         say("note: the trivial reference is below 5,000 req/s: the machine is busy; ratios still "
             "compare like with like")
+    say(f"load average at the end: {load()} (other processes compete for the 2 cores: absolute "
+        "figures such as lines/s move with it)")
     say(f"({time.monotonic() - began:.0f} s; each figure the median of {plan.rounds} runs; "
         f"python {platform.python_version()}, asyncio; wrk -t2 over loopback)")
     (build.DATA_DIR / "last-run.json").write_text(json.dumps({
