@@ -199,3 +199,12 @@ def server(tmp_path):
     srv = ServerProcess(tmp_path / "server.db").start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    """One server process for a whole module whose tests use distinct names (starting a
+    process costs about a second)."""
+    srv = ServerProcess(tmp_path_factory.mktemp("server") / "server.db").start()
+    yield srv
+    srv.stop()
