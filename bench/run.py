@@ -47,6 +47,12 @@ QUICK = Plan(small=10_000, big=50_000, rounds=2, seconds=2, fanout_seconds=3,
 
 LIST_USER = "ns00"                 # a user whose one namespace is ns00
 LIST_PATH = "/api/audit/v1/action/?state=Success&limit=25"
+RECORD_BODY = {       # an action on a service, with its stack as parent
+    "action": "Service Start", "namespace": "ns01", "state": "Success",
+    "object": "/api/app/v1/ns01/service/6f1c1d1e-3b0a-4c8e-9a53-2f1f3a0b7c11/",
+    "parents": ["/api/app/v1/ns01/stack/0b5ae2c5-67a4-4d55-8f5b-12c4b8f0e9a3/"],
+    "method": "POST", "path": "/api/app/v1/ns01/service/6f1c/start/",
+    "user": "ns01", "ip": "10.1.2.3", "user_agent": "docker-cloud-cli/1.0.9"}
 FOLLOWERS, FOLLOWER_PROCS = 100, 2
 FANOUT_RATE, FANOUT_BATCH = 300, 30     # 300 lines/s x 100 followers = 30,000 deliveries/s offered
 
@@ -241,12 +247,7 @@ def main(argv=None):
         if related < 221:
             raise RuntimeError(f"include_related found {related} actions, expected >= 221")
 
-        record_body = json.dumps({
-            "action": "Service Start", "namespace": "ns01", "state": "Success",
-            "object": "/api/app/v1/ns01/service/6f1c1d1e-3b0a-4c8e-9a53-2f1f3a0b7c11/",
-            "parents": ["/api/app/v1/ns01/stack/0b5ae2c5-67a4-4d55-8f5b-12c4b8f0e9a3/"],
-            "method": "POST", "path": "/api/app/v1/ns01/service/6f1c/start/",
-            "user": "ns01", "ip": "10.1.2.3", "user_agent": "docker-cloud-cli/1.0.9"})
+        record_body = json.dumps(RECORD_BODY)
         post = {"method": "POST", "body": record_body,
                 "headers": {"Authorization": writer_keys["producer"],
                             "Content-Type": "application/json"}}
