@@ -13,6 +13,22 @@ ACCEPTED_FORMATS = (
 )
 
 
+# The dates every form can express and format: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TS = -62135596800
+MAX_TS = 253402300799
+ACCEPTED_RANGE = "dates from 0001-01-01 to 9999-12-31 (UTC) are accepted"
+
+
+class DateRangeError(ValueError):
+    """A well-formed date outside MIN_TS..MAX_TS."""
+
+
+def in_range(ts: int) -> int:
+    if not MIN_TS <= ts <= MAX_TS:
+        raise DateRangeError(f"out of range: {ACCEPTED_RANGE}")
+    return ts
+
+
 def now() -> int:
     return int(time.time())
 
@@ -29,29 +45,37 @@ def format_iso(ts: float) -> str:
 
 
 def parse_date(value: str) -> int:
-    """Unix seconds from any accepted form; ValueError when none fits."""
+    """Unix seconds from any accepted form; ValueError when none fits (DateRangeError when the
+    date is well formed but outside the years 1 to 9999)."""
     text = value.strip()
     if not text:
         raise ValueError("empty date")
     if text.lstrip("-").isdigit():
-        return int(text)
-    if text[:1].isdigit():
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"not a date: {value!r}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return calendar.timegm(parsed.utctimetuple())
-    # RFC 2822; a '+' that arrived decoded as a space in a query string is put back.
-    if len(text) > 6 and text[-5] == " " and text[-4:].isdigit() and text[-6] == " ":
-        text = text[:-5] + "+" + text[-4:]
+        return in_range(int(text))
     try:
-        parsed = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        raise ValueError(f"not a date: {value!r}") from None
+        parsed = _parse_text(text)
+    except OverflowError:
+        raise DateRangeError(f"out of range: {ACCEPTED_RANGE}") from None
     if parsed is None:
         raise ValueError(f"not a date: {value!r}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return calendar.timegm(parsed.utctimetuple())
+    try:
+        return in_range(calendar.timegm(parsed.utctimetuple()))
+    except OverflowError:   # a year-1 or year-9999 date pushed over the edge by its zone
+        raise DateRangeError(f"out of range: {ACCEPTED_RANGE}") from None
+
+
+def _parse_text(text: str) -> datetime | None:
+    if text[:1].isdigit():
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    # RFC 2822; a '+' that arrived decoded as a space in a query string is put back.
+    if len(text) > 6 and text[-5] == " " and text[-4:].isdigit() and text[-6] == " ":
+        text = text[:-5] + "+" + text[-4:]
+    try:
+        return email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None

@@ -4,6 +4,7 @@ Validation errors become one readable sentence (`describe_errors`) that the erro
 as `{"error": ...}`.
 """
 import json
+import math
 
 from marshmallow import (EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate,
                          validates_schema)
@@ -28,6 +29,7 @@ MAX_BODY = 256 * 1024    # the audited call's body, encoded
 MAX_LOG_LINE = 64 * 1024
 MAX_LOG_LINES = 10_000   # per request
 MAX_PARENTS = 16
+MAX_OFFSET = 2**62       # SQLite's OFFSET is a 64-bit integer
 
 
 # ---------------------------------------------------------------------------- the Action, dumped
@@ -90,23 +92,28 @@ class DateValue(fields.Field):
     """Unix seconds from any accepted date form; JSON numbers are Unix seconds too."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            raise ValidationError("must be a date: " + dates.ACCEPTED_FORMATS)
-        if isinstance(value, (int, float)):
-            return int(value)
-        if not isinstance(value, str):
-            raise ValidationError("must be a date: " + dates.ACCEPTED_FORMATS)
         try:
-            return dates.parse_date(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    raise ValueError("not a number")
+                return dates.in_range(int(value))
+            if isinstance(value, str):
+                return dates.parse_date(value)
+        except dates.DateRangeError:
+            raise ValidationError("is out of range: " + dates.ACCEPTED_RANGE) from None
         except ValueError:
-            raise ValidationError("must be a date: " + dates.ACCEPTED_FORMATS) from None
+            pass
+        raise ValidationError("must be a date: " + dates.ACCEPTED_FORMATS)
 
 
 class BodyValue(fields.Field):
     """A string kept as is, or any other JSON value stored JSON-encoded."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        encoded = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        try:
+            encoded = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        except (RecursionError, ValueError):
+            raise ValidationError("is nested too deeply to store") from None
         if len(encoded) > MAX_BODY:
             raise ValidationError(f"is longer than {MAX_BODY} characters")
         return encoded
@@ -117,7 +124,8 @@ class PageCursor(fields.Field):
 
     def _deserialize(self, value, attr, data, **kwargs):
         ts, sep, row = str(value).partition(".")
-        if not sep or not ts.lstrip("-").isdigit() or not row.isdigit():
+        if (not sep or not ts.lstrip("-").isdigit() or not row.isdigit()
+                or len(ts) > 13 or len(row) > 18):   # both must fit SQLite's 64-bit integers
             raise ValidationError("must be the token a 'next' link carries; "
                                   "drop it and use offset instead")
         return int(ts), int(row)
@@ -187,7 +195,8 @@ class ListQuerySchema(StrictSchema):
     order_by = fields.String(validate=validate.OneOf(
         ("start_date", "-start_date"), error="must be 'start_date' or '-start_date'"))
     limit = fields.Integer(validate=validate.Range(min=0, error="must be an integer >= 0"))
-    offset = fields.Integer(validate=validate.Range(min=0, error="must be an integer >= 0"))
+    offset = fields.Integer(validate=validate.Range(
+        min=0, max=MAX_OFFSET, error=f"must be an integer from 0 to {MAX_OFFSET}"))
     cursor = PageCursor()
 
     @validates_schema
@@ -246,7 +255,9 @@ STATE_CHANGE_SCHEMA = StateChangeSchema()
 
 class LogLineSchema(StrictSchema):
     log = fields.String(required=True, validate=validate.Length(max=MAX_LOG_LINE))
-    timestamp = fields.Integer(strict=True)
+    timestamp = fields.Integer(strict=True, validate=validate.Range(
+        min=dates.MIN_TS, max=dates.MAX_TS,
+        error="must be Unix seconds within the years 1 to 9999"))
     streamType = fields.String(validate=validate.Length(max=32))
 
 

@@ -46,10 +46,30 @@ async def json_body(request: web.Request):
             text=f"Content-Type {request.content_type} is not accepted: send application/json")
     raw = await request.read()
     try:
-        return json.loads(raw)
+        payload = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as err:
         raise InvalidRequest(f"the request body is not valid JSON ({err}); send a JSON object") \
             from None
+    except RecursionError:
+        raise InvalidRequest("the request body is nested too deeply") from None
+    if b"\\u" in raw and _has_lone_surrogate(payload):
+        raise InvalidRequest("the request body is not valid JSON: a \\u escape is half of a "
+                             "surrogate pair, which is no character")
+    return payload
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _has_lone_surrogate(payload) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:
+        return False
+    return False
 
 
 def _namespaces(request):

@@ -44,6 +44,15 @@ LIST_CASES = [
     case("bad-order-by", "GET", LIST + "?order_by=uuid", 400, ["order_by", "start_date"]),
     case("bad-uuid-prefix", "GET", LIST + "?uuid__startswith=zz", 400, ["uuid__startswith"]),
     case("bad-cursor", "GET", LIST + "?cursor=abc", 400, ["cursor"]),
+    case("date-beyond-9999", "GET", LIST + "?start_date__gte=99999999999999999999", 400,
+         ["start_date__gte", "range"]),
+    case("date-before-year-1", "GET", LIST + "?end_date__lte=-99999999999", 400,
+         ["end_date__lte", "range"]),
+    case("zone-pushes-past-9999", "GET", LIST + "?start_date__lte=9999-12-31T23:59:59-01:00", 400,
+         ["start_date__lte", "range"]),
+    case("huge-offset", "GET", LIST + "?offset=99999999999999999999", 400, ["offset"]),
+    case("huge-cursor", "GET", LIST + "?cursor=99999999999999999999.99999999999999999999", 400,
+         ["cursor"]),
     case("negative-limit", "GET", LIST + "?limit=-5", 400, ["limit"]),
     case("text-offset", "GET", LIST + "?offset=ten", 400, ["offset"]),
     case("query-on-get-one", "GET", ONE + "?fields=all", 400, ["fields"]),
@@ -81,6 +90,23 @@ RECORD_CASES = [
          json={"action": "X", "start_date": "soon"}),
     case("bool-start-date", "POST", RECORD, 400, ["start_date"], as_="producer",
          json={"action": "X", "start_date": True}),
+    case("start-date-huge", "POST", RECORD, 400, ["start_date", "range"], as_="producer",
+         json={"action": "X", "start_date": 99999999999999999999}),
+    case("start-date-huge-float", "POST", RECORD, 400, ["start_date", "range"], as_="producer",
+         json={"action": "X", "start_date": 1e300}),
+    case("end-date-huge", "POST", RECORD, 400, ["end_date", "range"], as_="producer",
+         json={"action": "X", "state": "Success", "end_date": 10**20}),
+    case("nan-is-not-json", "POST", RECORD, 400, ["NaN"], as_="producer",
+         data='{"action": "X", "start_date": NaN}', headers={"Content-Type": "application/json"}),
+    case("infinity-is-not-json", "POST", RECORD, 400, ["Infinity"], as_="producer",
+         data='{"action": "X", "body": Infinity}', headers={"Content-Type": "application/json"}),
+    case("lone-surrogate", "POST", RECORD, 400, ["surrogate"], as_="producer",
+         data='{"action": "X\\ud800"}', headers={"Content-Type": "application/json"}),
+    case("nested-too-deeply", "POST", RECORD, 400, ["nested"], as_="producer",
+         data="[" * 100_000, headers={"Content-Type": "application/json"}),
+    case("body-nested-too-deeply", "POST", RECORD, 400, ["nested"], as_="producer",
+         data='{"action": "X", "body": ' + "[" * 5000 + "]" * 5000 + "}",
+         headers={"Content-Type": "application/json"}),
     case("parents-not-list", "POST", RECORD, 400, ["parents"], as_="producer",
          json={"action": "X", "parents": "/api/app/v1/stack/S/"}),
     case("parents-not-strings", "POST", RECORD, 400, ["parents"], as_="producer",
@@ -123,6 +149,10 @@ CHANGE_CASES = [
          json=[{"text": "a"}]),
     case("logs-bad-timestamp", "POST", LOGS, 400, ["lines[0]", "timestamp"], as_="producer",
          json=[{"log": "a", "timestamp": "now"}]),
+    case("logs-timestamp-huge", "POST", LOGS, 400, ["lines[0]", "timestamp"], as_="producer",
+         json=[{"log": "a", "timestamp": 10**20}]),
+    case("logs-lone-surrogate", "POST", LOGS, 400, ["surrogate"], as_="producer",
+         data='["\\udfff"]', headers={"Content-Type": "application/json"}),
     case("logs-malformed", "POST", LOGS, 400, ["JSON"], as_="producer", data='["a", ',
          headers={"Content-Type": "application/json"}),
     case("logs-xml", "POST", LOGS, 415, ["application/xml"], as_="producer", data="<log/>",
@@ -174,7 +204,10 @@ async def _run_table(api, cases):
             assert not missing, f"message {message!r} does not mention {missing}"
             if status == 405:
                 assert resp.headers.get("Allow"), "a 405 without an Allow header"
-            assert await _snapshot(api, action["uuid"]) == before, "the request changed data"
+            after = await _snapshot(api, action["uuid"])
+            if after != before:
+                before = after      # so that only this case is blamed
+                raise AssertionError("the request changed data")
         except AssertionError as err:
             problems.append(f"{param.id}: {err}")
     assert not problems, "\n".join(problems)

@@ -439,3 +439,11 @@ async def test_bad_limit_or_offset_is_400(api, query, parameter):
     message = await error_of(await api.get("/api/audit/v1/action/?" + query), 400)
     assert parameter in message
     assert "integer" in message
+
+
+async def test_extreme_but_valid_date_bounds(api, dated):
+    everything = [dated["day_after"], dated["second_after"], dated["at"], dated["day_before"]]
+    for query in ("start_date__gte=0001-01-01", "start_date__lte=9999-12-31T23:59:59Z",
+                  "start_date__gte=-62135596800&start_date__lte=253402300799",
+                  "start_date__lte=Fri,%2031%20Dec%209999%2023:59:59%20%2B0000"):
+        assert uuids(await api.list(query)) == everything, query
