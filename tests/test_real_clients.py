@@ -1,5 +1,6 @@
 """The real docker-cloud CLI 1.0.9 and python-dockercloud SDK 1.0.12 against a real `auditd serve`:
-every REST operation on actions (issue 2). Needs Python 2.7; skips with the reason where there is none.
+every REST operation on actions (issue 2). Needs Python 2.7; skips with the reason where there is
+none.
 """
 import json
 import time
@@ -47,7 +48,7 @@ def record_four(rig) -> dict:
     return acts
 
 
-# ---------------------------------------------------------------------------- docker-cloud action ls
+# ---------------------------------------------------------------------------- action ls
 
 def test_cli_ls_prints_columns_newest_first_with_humanized_dates(alice):
     acts = record_four(alice)

@@ -4,6 +4,10 @@ The follow tests read the client's stdout as it prints: lines are appended over 
 history has been printed (so the client is connected), and the client must exit by itself once the
 action is moved to a final state.
 """
+import json
+import re
+import threading
+
 import pytest
 
 from realclients import real_clients, rig  # noqa: F401 (fixtures)
@@ -19,9 +23,17 @@ def lines(first: int, last: int) -> list[str]:
     return [f"step {i}: pulling layer {i:04x} \u2713" for i in range(first, last + 1)]
 
 
-def access_log(rig, path: str) -> list[str]:
-    """The server's access-log lines for `path` (it logs method, path and status per request)."""
-    return [line for line in rig.server.stderr_lines if f'path="{path}"' in line]
+FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def access_log(rig, path: str) -> list[dict]:
+    """The server's access-log entries for `path`: its key=value fields (quoted values decoded)."""
+    entries = []
+    for line in rig.server.stderr_lines:
+        fields = {k: json.loads(v) if v.startswith('"') else v for k, v in FIELD.findall(line)}
+        if fields.get("path") == path and "status" in fields:
+            entries.append(fields)
+    return entries
 
 
 def test_cli_logs_tail_prints_exactly_the_last_lines(alice):
@@ -30,8 +42,10 @@ def test_cli_logs_tail_prints_exactly_the_last_lines(alice):
 
     out = alice.cli_ok("alice", "action", "logs", "-t", "5", action["uuid"])
     assert out.splitlines() == lines(8, 12)
-    # Without -t the server's default (300) applies: everything here; by short id too.
+    # Without -t the server's default (300) applies; by short id too.
     assert alice.cli_ok("alice", "action", "logs", action["uuid"][:8]).splitlines() == lines(1, 12)
+    alice.append(action["uuid"], lines(13, 350))
+    assert alice.cli_ok("alice", "action", "logs", action["uuid"]).splitlines() == lines(51, 350)
 
 
 def test_cli_logs_follow_prints_history_then_live_lines_and_exits_on_success(alice):
@@ -58,6 +72,41 @@ def test_cli_logs_follow_of_a_finished_action_prints_its_lines_and_exits(alice):
     alice.append(action["uuid"], lines(1, 4))
     result = alice.cli("alice", "action", "logs", "-f", action["uuid"])
     assert (result.returncode, result.stdout.splitlines(), result.stderr) == (0, lines(1, 4), "")
+
+
+def test_cli_logs_follow_while_lines_arrive_prints_each_once_in_order(alice):
+    """A producer appends batches all the while the client starts, connects and reads its
+    history, and on after the first line is printed: wherever the boundary between history and
+    live lines falls, every line is printed once, in order."""
+    action = alice.record(user="alice", state="In progress")
+    printing = threading.Event()
+    appended, errors = [], []
+
+    def produce():
+        try:
+            after_first = 0
+            while after_first < 20 and len(appended) < 20000:
+                batch = lines(len(appended) + 1, len(appended) + 5)
+                alice.append(action["uuid"], batch)
+                appended.extend(batch)
+                after_first += printing.is_set()
+        except Exception as err:    # noqa: BLE001 - reported by the test thread below
+            errors.append(err)
+            printing.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    follower = alice.start_cli("alice", "action", "logs", "-f", "-t", "100000", action["uuid"])
+    try:
+        printed = [follower.next_line()]
+    finally:
+        printing.set()
+        producer.join(timeout=120)
+    assert not producer.is_alive() and errors == []
+    printed += follower.take(len(appended) - 1)
+    assert printed == appended
+    alice.set_state(action["uuid"], "Success")
+    assert follower.finish() == (0, [])
 
 
 SDK_FOLLOW = """
@@ -91,7 +140,7 @@ def test_sdk_follow_through_the_namespaced_path(alice):
     assert (rc, rest, "".join(follower.stderr)) == (0, lines(6, 6) + ["-- stream closed --"], "")
 
     served = access_log(alice, f"/api/audit/v1/acme/action/{action['uuid']}/logs/")
-    assert len(served) == 1 and "status=101" in served[0], served
+    assert [entry["status"] for entry in served] == ["101"], served
 
 
 def test_sdk_logs_in_a_namespace_the_user_cannot_see_gets_nothing(alice):
@@ -102,11 +151,12 @@ def test_sdk_logs_in_a_namespace_the_user_cannot_see_gets_nothing(alice):
     # client prints no line (it reports handshake failures silently) and ends.
     code = SDK_FOLLOW.replace("dockercloud.Action.fetch(sys.argv[1])",
                               "dockercloud.Action(uuid=sys.argv[1])")
-    follower = alice.start_sdk("alice", code, action["uuid"], env={"DOCKERCLOUD_NAMESPACE": "bob"})
+    follower = alice.start_sdk("alice", code, action["uuid"],
+                               env={"DOCKERCLOUD_NAMESPACE": "bob"})
     rc, rest = follower.finish()
     assert (rc, rest) == (0, ["-- stream closed --"])
     served = access_log(alice, f"/api/audit/v1/bob/action/{action['uuid']}/logs/")
-    assert len(served) == 1 and "status=404" in served[0], served
+    assert [entry["status"] for entry in served] == ["404"], served
     # Through the CLI bob's action cannot even be resolved.
     result = alice.cli("alice", "action", "logs", action["uuid"])
     assert (result.returncode, result.stdout) == (3, "")
