@@ -74,6 +74,16 @@ def test_cli_logs_follow_of_a_finished_action_prints_its_lines_and_exits(alice):
     assert (result.returncode, result.stdout.splitlines(), result.stderr) == (0, lines(1, 4), "")
 
 
+def test_cli_logs_follow_ends_when_the_action_is_canceled_with_the_cli(alice):
+    action = alice.record(user="alice", state="Pending")
+    alice.append(action["uuid"], lines(1, 2))
+    follower = alice.start_cli("alice", "action", "logs", "-f", action["uuid"][:8])
+    assert follower.take(2) == lines(1, 2)
+    assert alice.cli_ok("alice", "action", "cancel", action["uuid"]) == ""    # Pending: Canceled
+    assert follower.finish() == (0, [])
+    assert alice.get(action["uuid"])["state"] == "Canceled"
+
+
 def test_cli_logs_follow_while_lines_arrive_prints_each_once_in_order(alice):
     """A producer appends batches all the while the client starts, connects and reads its
     history, and on after the first line is printed: wherever the boundary between history and
