@@ -91,14 +91,19 @@ def prepare_fixtures(items, source: str, default_user: str, locator) -> list[tup
             record = new_action(**loaded)
             if uuid is not None:
                 record["uuid"] = str(uuid)
-            lines = [] if logs is None else load_log_lines(logs, record["start_ts"])
+            lines = [] if logs is None else _log_lines(logs, record["start_ts"])
         except ValidationError as err:
-            messages = err.messages if isinstance(err.messages, dict) else {"logs": err.messages}
-            if "lines" in messages:
-                messages = {"logs": messages.pop("lines"), **messages}
-            raise InvalidRequest(f"{source}: {where}: {describe_errors(messages)}") from None
+            raise InvalidRequest(f"{source}: {where}: {describe_errors(err.messages)}") from None
         prepared.append((record, lines))
     return prepared
+
+
+def _log_lines(logs, default_ts: int) -> list:
+    try:
+        return load_log_lines(logs, default_ts)
+    except ValidationError as err:     # its keys say lines[i]; here they are logs[i]
+        raise ValidationError({"logs" + key[len("lines"):]: value
+                               for key, value in err.messages.items()}) from None
 
 
 # ---------------------------------------------------------------------------- reset and seed

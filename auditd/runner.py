@@ -229,7 +229,7 @@ class Run:
         else:
             state = "Success" if returncode == 0 else "Failed"
         if returncode != 0:
-            how = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
+            how = (f"was killed by {signal.Signals(-returncode).name}" if returncode < 0
                    else f"exited with code {returncode}")
             shipper.add("stderr", f"auditd run: the command {how}")
         await shipper.close()
