@@ -310,3 +310,20 @@ async def test_reset_stops_the_demo_operation(demo_client):
         event = json.loads((await ws.receive()).data)
         assert event["resource_uri"] == marker_uri
     assert [a["action"] for a in await demo_client.list()] == ["Marker", "Only This"]
+
+
+async def test_reset_ends_the_log_streams_of_deleted_actions(api):
+    running = await api.record(state="In progress")
+    await api.append(running["uuid"], ["one"])
+    async with api.client.ws_connect(f"{ACTIONS}{running['uuid']}/logs/?follow=true",
+                                     headers=api.headers("admin")) as ws:
+        assert json.loads((await ws.receive()).data)["log"] == "one"
+        resp = await api.post("/_auditd/reset")
+        assert resp.status == 200
+        closing = await ws.receive()
+        assert (closing.type, ws.close_code) == (aiohttp.WSMsgType.CLOSE, 1000)
+    again = await api.record(state="In progress")       # a new action, maybe with the same id
+    async with api.client.ws_connect(f"{ACTIONS}{again['uuid']}/logs/?follow=true",
+                                     headers=api.headers("admin")) as ws:
+        await api.append(again["uuid"], ["fresh"])
+        assert json.loads((await ws.receive()).data)["log"] == "fresh"
