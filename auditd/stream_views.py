@@ -1,4 +1,11 @@
-"""The WebSocket handlers: an action's log lines, and the events stream (CONTRACT.md section 7)."""
+"""The WebSocket handlers: an action's log lines, and the events stream (CONTRACT.md section 7).
+
+Each stream runs two tasks: a sender that writes shared, pre-rendered frames (see streams.py)
+straight to the socket's transport, and a reader that answers the client's pings and notices
+when it leaves. The sender waits for the client to take what it was sent (the transport's flow
+control); one that takes nothing for `config.stream_stall_seconds` is closed with 1013, so a
+stalled client holds at most one batch and the transport's write buffer.
+"""
 import asyncio
 import contextlib
 import json
@@ -10,14 +17,26 @@ from . import keys
 from .auth import visible_namespaces
 from .errors import InvalidRequest
 from .schemas import FINAL_STATES
-from .streams import Subscriber, log_message
+from .streams import BATCH_BYTES, StreamSocket, log_frame, text_frame
 from .views import single_query
 
 log = logging.getLogger("auditd.streams")
 
 DEFAULT_TAIL = 300
-READ_CHUNK = 500          # lines read from the store at a time by a follower behind the window
+READ_CHUNK = 256          # lines read from the store at a time by a follower behind the window
+CLOSE_TIMEOUT = 5.0       # how long a close waits for the client's answering close frame
 TRY_AGAIN_LATER = 1013
+
+STALLED = "reader too slow: it took nothing for {:g} s; reconnect to resume"
+OVERFLOWED = "subscriber too slow: {} events waited for it, later ones were dropped; reconnect"
+
+
+class Stalled(Exception):
+    """The client took nothing for stall_seconds."""
+
+
+class Gone(Exception):
+    """The socket is closed or closing: nothing more can be sent."""
 
 
 def _parse_tail(value: str | None) -> int | None:
@@ -38,61 +57,98 @@ def _parse_bool(name: str, value: str | None, default: bool) -> bool:
         return True
     if lowered in ("false", "0"):
         return False
-    raise InvalidRequest(f"{name} must be 'true' or 'false', not {value!r}")
+    raise InvalidRequest(f"{name} must be 'true' or 'false' (or 1 or 0), not {value!r}")
 
 
-async def _open_socket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=64 * 1024)
-    if not ws.can_prepare(request).ok:
-        raise InvalidRequest("this endpoint is a WebSocket: send an Upgrade: websocket handshake")
-    await ws.prepare(request)
-    request.app[keys.STREAMS].sockets.add(ws)
-    return ws
+class Stream:
+    """One open WebSocket: writing frames with flow control, and closing it once."""
 
+    def __init__(self, request: web.Request, kind: str):
+        self.request = request
+        self.kind = kind
+        self.streams = request.app[keys.STREAMS]
+        self.stall_seconds = request.app[keys.CONFIG].stream_stall_seconds
+        self.ws = web.WebSocketResponse(autoping=True, compress=False, timeout=CLOSE_TIMEOUT,
+                                        max_msg_size=64 * 1024)
+        self.stop: asyncio.Future | None = None    # resolved with (code, reason) to end it
 
-async def _drain_client(ws: web.WebSocketResponse):
-    """Read (and so answer pings) until the client closes or goes away."""
-    async for message in ws:
-        if message.type == WSMsgType.ERROR:
-            break
+    async def open(self):
+        if not self.ws.can_prepare(self.request).ok:
+            raise InvalidRequest("this endpoint is a WebSocket: send an Upgrade: websocket "
+                                 "handshake")
+        self.writer = await self.ws.prepare(self.request)
+        self.transport = self.request.transport
+        self.socket = StreamSocket(self.ws)
+        self.streams.sockets.add(self.socket)
+        self.stop = asyncio.get_running_loop().create_future()
+        self.streams.count(f"{self.kind}_opened")
 
+    async def write(self, data: bytes):
+        """Send frames; return once the client has taken enough that more may be written."""
+        transport = self.transport
+        if self.ws.closed or transport is None or transport.is_closing():
+            raise Gone()
+        transport.write(data)
+        try:
+            async with asyncio.timeout(self.stall_seconds):
+                await self.writer.drain()
+        except TimeoutError:
+            raise Stalled() from None
 
-async def _serve(request, ws, pump):
-    """Run `pump` until it ends or the client leaves; then close the socket."""
-    streams = request.app[keys.STREAMS]
-    sender = asyncio.create_task(pump)
-    reader = asyncio.create_task(_drain_client(ws))
-    try:
-        await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sender, reader):
-            if not task.done():
+    def end(self, code: int, reason: str):
+        """Ask the stream to close with `code` (from outside the sender)."""
+        if not self.stop.done():
+            self.stop.set_result((code, reason))
+
+    async def serve(self, sender) -> web.WebSocketResponse:
+        """Run `sender` (it returns the close code and reason) until it ends, the client leaves
+        or `end()` is called; then close the socket."""
+        send = asyncio.create_task(self._send(sender))
+        read = asyncio.create_task(self._read())
+        code = None
+        try:
+            done, _ = await asyncio.wait({send, read, self.stop},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if send in done:
+                code, reason = send.result()
+            elif self.stop in done:
+                code, reason = self.stop.result()
+            if code is not None and not self.ws.closed:
+                if code == TRY_AGAIN_LATER:
+                    self.streams.count(f"{self.kind}_closed_slow")
+                # The close frame goes after what is buffered; the read task, still running,
+                # takes the client's answering close (waited for at most CLOSE_TIMEOUT).
+                await self.ws.close(code=code, message=reason.encode(), drain=False)
+        finally:
+            for task in (send, read):
                 task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
-        if sender.done() and not sender.cancelled() and sender.exception() is not None:
-            log.warning("stream ended with an error: %r", sender.exception())
-        streams.sockets.discard(ws)
-        if not ws.closed:
-            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"stream ended unexpectedly")
-    return ws
+            for task in (send, read):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.streams.sockets.discard(self.socket)
+            self.streams.count(f"{self.kind}_closed")
+        return self.ws
 
+    async def _send(self, sender):
+        try:
+            return await sender
+        except Stalled:
+            log.info("closing a %s stream whose client took nothing for %g s",
+                     self.kind, self.stall_seconds)
+            return TRY_AGAIN_LATER, STALLED.format(self.stall_seconds)
+        except (Gone, ConnectionError):
+            return None, ""
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("a %s stream failed", self.kind)
+            return WSCloseCode.INTERNAL_ERROR, "internal error: the server log has the details"
 
-async def _send_all(ws, messages, stall_seconds: float):
-    """Send in order; a reader that takes no line for `stall_seconds` is closed with 1013."""
-    try:
-        async with asyncio.timeout(stall_seconds):
-            for message in messages:
-                await ws.send_str(message)
-    except TimeoutError:
-        log.info("closing a stream whose reader stopped reading")
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):
-                await ws.close(code=TRY_AGAIN_LATER,
-                               message=b"reader too slow: reconnect and resume with tail")
-        raise ConnectionResetError("reader stalled") from None
+    async def _read(self):
+        """Read (and so answer pings) until the client closes or goes away."""
+        async for message in self.ws:
+            if message.type == WSMsgType.ERROR:
+                break
 
 
 # ---------------------------------------------------------------------------- action logs
@@ -104,40 +160,59 @@ async def action_logs(request: web.Request) -> web.StreamResponse:
     namespaces = visible_namespaces(request[keys.PRINCIPAL], request.match_info.get("namespace"))
     store = request.app[keys.STORE]
     action = await store.get_action(request.match_info["uuid"], namespaces)   # 404 before upgrade
-    ws = await _open_socket(request)
+    stream = Stream(request, "logs")
+    await stream.open()
     hub = request.app[keys.STREAMS].logs
     feed = hub.attach(action["id"])
     try:
-        # Read the action again now that the feed is attached: a line committed after this read
-        # reaches the feed, one committed before it is in the store. Nothing falls in between.
+        # Read the action again now that the feed is attached. Commits reach the feed on this
+        # loop after they are durable: one this read does not see reaches the feed after it,
+        # one that reached the feed before the attach is in what this read sees. No line can
+        # fall between the two.
         action = await store.get_action(action["uuid"], None)
-        feed.known(action["log_count"], action["state"] in FINAL_STATES)
-        start = 0 if tail is None else max(0, action["log_count"] - tail)
-        stop_at = None if follow else action["log_count"]
-        stall = request.app[keys.CONFIG].stream_stall_seconds
-        return await _serve(request, ws, _follow(ws, store, feed, start, stop_at, stall))
+        count = action["log_count"]
+        feed.known(count)
+        start = 0 if tail is None else max(0, count - tail)
+        # Without follow, or on an action that is final already, the lines committed by now
+        # are the whole stream (late lines on a final action included).
+        stop_at = count if (action["state"] in FINAL_STATES or not follow) else None
+        return await stream.serve(_follow(stream, store, feed, start, stop_at))
     finally:
         hub.detach(feed)
 
 
-async def _follow(ws, store, feed, cursor: int, stop_at: int | None, stall: float):
+async def _follow(stream: Stream, store, feed, cursor: int, stop_at: int | None):
+    """Send the lines after `cursor` up to `stop_at`, or, when following, up to the line count
+    at which the action became final; then close normally."""
     while True:
-        limit = READ_CHUNK if stop_at is None else min(READ_CHUNK, stop_at - cursor)
-        if limit > 0 and cursor < feed.latest:
-            batch = feed.window_after(cursor, limit)
+        last = stop_at if stop_at is not None else feed.final_seq
+        if last is not None and cursor >= last:
+            return WSCloseCode.OK, "end of the log"
+        upto = feed.latest if last is None else last
+        if cursor < upto:
+            batch = feed.batch_after(cursor, upto)
             if batch is None:
-                rows = await store.read_logs(feed.action_id, cursor, limit)
-                batch = [(seq, log_message(ts, stream, line)) for seq, ts, stream, line in rows]
-            if batch:
-                await _send_all(ws, [message for _, message in batch], stall)
-                cursor = batch[-1][0]
-                continue
-        if stop_at is not None and cursor >= stop_at:
-            break
-        if feed.final and cursor >= feed.latest:
-            break
+                batch = await _read_batch(store, feed.action_id, cursor, upto)
+                if batch[0] == cursor:
+                    return WSCloseCode.OK, "the action's log is no longer stored"
+            cursor, data = batch
+            await stream.write(data)
+            continue
         await feed.wait_beyond(cursor)
-    await ws.close(code=WSCloseCode.OK)
+
+
+async def _read_batch(store, action_id: int, cursor: int, last: int) -> tuple[int, bytes]:
+    """The next lines from the store, for a follower behind the window."""
+    rows = await store.read_logs(action_id, cursor, min(READ_CHUNK, last - cursor))
+    frames, size = [], 0
+    for seq, ts, stream_type, line in rows:
+        frame = log_frame(ts, stream_type, line)
+        frames.append(frame)
+        cursor = seq
+        size += len(frame)
+        if size >= BATCH_BYTES:
+            break
+    return cursor, b"".join(frames)
 
 
 # ---------------------------------------------------------------------------- events
@@ -148,23 +223,25 @@ async def events(request: web.Request) -> web.StreamResponse:
     namespaces = visible_namespaces(principal, request.match_info.get("namespace"))
     parents = [p for key in ("parent", "parents") if key in params
                for p in params[key].split(",") if p]
-    subscriber = Subscriber(namespaces, params.get("type"), params.get("object"), parents)
-    ws = await _open_socket(request)
+    stream = Stream(request, "events")
+    await stream.open()
     hub = request.app[keys.STREAMS].events
-    hub.subscribe(subscriber)
+    subscriber = hub.subscribe(namespaces, params.get("type") or None,
+                               params.get("object") or None, parents)
+    # A subscriber blocked on a full socket would notice its overflow only at the stall timeout.
+    subscriber.on_overflow = lambda: stream.end(
+        TRY_AGAIN_LATER, OVERFLOWED.format(subscriber.backlog_limit))
     try:
-        await ws.send_str(json.dumps({"type": "auth", "user": principal.name}))
-        stall = request.app[keys.CONFIG].stream_stall_seconds
-        return await _serve(request, ws, _publish(ws, subscriber, stall))
+        auth = text_frame(json.dumps({"type": "auth", "user": principal.name}))
+        return await stream.serve(_publish(stream, subscriber, auth))
     finally:
         hub.unsubscribe(subscriber)
 
 
-async def _publish(ws, subscriber: Subscriber, stall: float):
+async def _publish(stream: Stream, subscriber, auth: bytes):
+    await stream.write(auth)
     while True:
-        message = await subscriber.queue.get()
+        await subscriber.wait()
         if subscriber.overflowed:
-            await ws.close(code=TRY_AGAIN_LATER,
-                           message=b"subscriber too slow: events were dropped; reconnect")
-            return
-        await _send_all(ws, [message], stall)
+            return TRY_AGAIN_LATER, OVERFLOWED.format(subscriber.backlog_limit)
+        await stream.write(subscriber.take())

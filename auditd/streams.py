@@ -1,80 +1,146 @@
 """What the live streams are fed from: committed log lines and action changes.
 
-`LogHub` keeps, for each action somebody follows, a `LogFeed`: the highest committed line number,
-whether the action is final, and a bounded window of recent lines already rendered as messages.
-A follower is a cursor (the last line number it sent): it takes lines from the window when they
-are there and from the store otherwise, so a slow follower costs the server nothing but its cursor.
+Every message is rendered once, as a complete WebSocket text frame (a server's frames are not
+masked, so the same bytes serve every client), and shared by all the sockets it goes to.
 
-`EventHub` fans action events out to subscribers, each with a bounded queue; a subscriber whose
-queue fills up is dropped (closed 1013 by its handler) instead of growing memory.
+`LogHub` keeps, for each action somebody follows, a `LogFeed`: the highest committed line number,
+the line count at which the action became final, and a bounded window of recent lines as frames.
+A follower is a cursor (the last line number it sent): it takes lines from the window when the
+window still holds them and from the store otherwise, so a slow follower costs the server its
+cursor and its socket's bounded write buffer, nothing else.
+
+`EventHub` fans action events out to subscribers, each with a bounded backlog; a subscriber whose
+backlog overflows is told to stop (its handler closes the socket with 1013) instead of growing
+memory.
 """
 import asyncio
 import json
+import struct
 import uuid as uuidlib
-from collections import deque
+from bisect import bisect_right
+from collections import Counter, deque
 
 from . import dates
 from .schemas import FINAL_STATES
 from .uris import action_uri, normalize_object_uri
 
-LOG_WINDOW = 2048          # recent lines kept per followed action
-EVENT_QUEUE = 1000         # events waiting for one subscriber before it is dropped
+WINDOW_LINES = 4096            # recent lines kept per followed action...
+WINDOW_BYTES = 2 * 1024 * 1024  # ...and at most this many bytes of them
+BATCH_BYTES = 64 * 1024        # one write to one socket takes at most this (or one line)
+EVENT_BACKLOG = 1000           # events waiting for one subscriber before it is dropped
 
 
-def log_message(ts: int, stream_type, line: str) -> str:
+def text_frame(text: str) -> bytes:
+    """`text` as one unmasked WebSocket text frame (RFC 6455 section 5.2)."""
+    payload = text.encode("utf-8")
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+def log_frame(ts: int, stream_type, line: str) -> bytes:
     message = {"type": "log", "log": line, "timestamp": ts}
     if stream_type:
         message["streamType"] = stream_type
-    return json.dumps(message, ensure_ascii=False)
+    return text_frame(json.dumps(message, ensure_ascii=False))
+
+
+def _changed(waiter: asyncio.Future | None):
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class LogFeed:
+    """One followed action: what is committed, and the recent lines as frames."""
+
     def __init__(self, action_id: int):
         self.action_id = action_id
-        self.latest = 0            # highest committed line number known
-        self.final = False
-        self.window: deque = deque(maxlen=LOG_WINDOW)    # (seq, message), consecutive seqs
-        self.followers = 0
-        self._waiters: list[asyncio.Future] = []
+        self.latest = 0             # highest committed line number known
+        self.final_seq = None       # the line count when the action became final; later lines
+        self.followers = 0          # are late and not streamed to followers already open
+        self._frames: list[bytes] = []      # lines _first, _first + 1, ... (consecutive)
+        self._ends: list[int] = []          # running byte total after each frame
+        self._first = 1
+        self._bytes = 0
+        self._joined = (0, 0, b"")          # the last batch handed out: (first, last, bytes)
+        self._waiter: asyncio.Future | None = None   # one future shared by every waiting follower
 
-    def known(self, latest: int, final: bool):
-        """What a fresh read of the store said; never moves backwards."""
+    def known(self, latest: int):
+        """A line count read from the store; never moves backwards."""
         if latest > self.latest:
             self.latest = latest
-        if final:
-            self.final = True
-        self._wake()
+            self._wake()
 
-    def append(self, lines):
+    def lines_committed(self, lines):
+        frames, ends = self._frames, self._ends
         for seq, ts, stream_type, line in lines:
-            if self.window and self.window[-1][0] != seq - 1:
-                self.window.clear()
-            self.window.append((seq, log_message(ts, stream_type, line)))
-            self.latest = max(self.latest, seq)
+            if frames and seq != self._first + len(frames):
+                frames.clear()
+                ends.clear()
+            if not frames:
+                self._first = seq
+            frame = log_frame(ts, stream_type, line)
+            self._bytes += len(frame)
+            frames.append(frame)
+            ends.append(self._bytes)
+            if seq > self.latest:
+                self.latest = seq
+        if len(frames) > WINDOW_LINES * 3 // 2 or (
+                frames and ends[-1] - ends[0] > WINDOW_BYTES * 3 // 2):
+            self._trim()
         self._wake()
 
-    def window_after(self, cursor: int, limit: int) -> list[tuple[int, str]] | None:
-        """The lines after `cursor` if the window still holds the next one, else None."""
-        if not self.window or self.window[0][0] > cursor + 1:
+    def state_committed(self, log_count: int, final: bool):
+        # Only a commit sets final_seq: a read may already see lines appended after the final
+        # state, and those are late lines that open followers must not get.
+        if final and self.final_seq is None:
+            self.final_seq = log_count
+        self.latest = max(self.latest, log_count)
+        self._wake()
+
+    def _trim(self):
+        drop = max(0, len(self._frames) - WINDOW_LINES)
+        limit = self._ends[-1] - WINDOW_BYTES
+        drop = max(drop, min(bisect_right(self._ends, limit), len(self._frames) - 1))
+        del self._frames[:drop]
+        del self._ends[:drop]
+        self._first += drop
+
+    def batch_after(self, cursor: int, last: int) -> tuple[int, bytes] | None:
+        """(last line number, frames) of the next lines after `cursor`, up to line `last` and
+        about BATCH_BYTES; None when the window does not hold line `cursor + 1` (not any more,
+        or not yet: a read of the store may see a commit before its lines reach the feed)."""
+        first, frames = self._first, self._frames
+        start = cursor + 1 - first
+        stop = min(len(frames), last - first + 1)
+        if start < 0 or start >= stop:
             return None
-        start = cursor + 1 - self.window[0][0]
-        if start >= len(self.window):
-            return []
-        return [self.window[i] for i in range(start, min(len(self.window), start + limit))]
+        ends = self._ends
+        budget = ends[start] - len(frames[start]) + BATCH_BYTES
+        stop = max(start + 1, bisect_right(ends, budget, start, stop))
+        low, high, data = self._joined
+        if low != cursor + 1 or high != first + stop - 1:
+            # Followers that keep up ask for the same batch: join it once for all of them.
+            data = frames[start] if stop == start + 1 else b"".join(frames[start:stop])
+            self._joined = (cursor + 1, first + stop - 1, data)
+        return first + stop - 1, data
 
     async def wait_beyond(self, cursor: int):
         """Return once there is a line after `cursor`, or the action is final."""
-        if self.latest > cursor or self.final:
+        if self.latest > cursor or self.final_seq is not None:
             return
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        await future
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)
 
     def _wake(self):
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
+        waiter, self._waiter = self._waiter, None
+        _changed(waiter)
 
 
 class LogHub:
@@ -96,42 +162,70 @@ class LogHub:
     def lines_committed(self, action_id: int, lines):
         feed = self.feeds.get(action_id)
         if feed is not None:
-            feed.append(lines)
+            feed.lines_committed(lines)
 
     def action_committed(self, action: dict):
         feed = self.feeds.get(action["id"])
         if feed is not None:
-            feed.known(action["log_count"], action["state"] in FINAL_STATES)
+            feed.state_committed(action["log_count"], action["state"] in FINAL_STATES)
 
 
 class Subscriber:
-    """One events stream: what it may see, what it asked for, and its bounded queue."""
+    """One events stream: what it may see, what it asked for, and its bounded backlog."""
 
-    def __init__(self, namespaces, type_=None, object_=None, parents=()):
+    def __init__(self, namespaces, type_=None, object_=None, parents=(), backlog=EVENT_BACKLOG):
         self.namespaces = namespaces
         self.type = type_
-        self.object = object_
+        self.object = normalize_object_uri(object_).lower() if object_ else None
         self.parents = frozenset(normalize_object_uri(p) for p in parents)
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=EVENT_QUEUE)
+        self.backlog_limit = backlog
+        self.backlog: deque[bytes] = deque()
         self.overflowed = False
+        self.on_overflow = None         # called once when the backlog overflows
+        self._waiter: asyncio.Future | None = None
 
-    def wants(self, namespace: str, event: dict) -> bool:
+    def wants(self, namespace: str, event: dict, parents: frozenset) -> bool:
         if self.namespaces is not None and namespace not in self.namespaces:
             return False
         if self.type is not None and event["type"] != self.type:
             return False
         if self.object is not None and event["resource_uri"] != self.object:
             return False
-        if self.parents and not self.parents.intersection(event["_normalized_parents"]):
+        if self.parents and self.parents.isdisjoint(parents):
             return False
         return True
+
+    def push(self, frame: bytes):
+        if len(self.backlog) >= self.backlog_limit:
+            self.overflowed = True
+            self.backlog.clear()
+            if self.on_overflow is not None:
+                self.on_overflow()
+        else:
+            self.backlog.append(frame)
+        waiter, self._waiter = self._waiter, None
+        _changed(waiter)
+
+    async def wait(self):
+        """Return once there are events to send, or the subscriber overflowed."""
+        if self.backlog or self.overflowed:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    def take(self) -> bytes:
+        data = b"".join(self.backlog)
+        self.backlog.clear()
+        return data
 
 
 class EventHub:
     def __init__(self):
         self.subscribers: set[Subscriber] = set()
+        self.backlog_limit = EVENT_BACKLOG
 
-    def subscribe(self, subscriber: Subscriber) -> Subscriber:
+    def subscribe(self, namespaces, type_=None, object_=None, parents=()) -> Subscriber:
+        subscriber = Subscriber(namespaces, type_, object_, parents, self.backlog_limit)
         self.subscribers.add(subscriber)
         return subscriber
 
@@ -146,27 +240,37 @@ class EventHub:
             "resource_uri": action_uri(action["uuid"]), "state": action["state"],
             "uuid": str(uuidlib.uuid4()), "datetime": dates.format_iso(dates.now()),
         }
-        event["_normalized_parents"] = {normalize_object_uri(p) for p in parents}
-        text = None
-        for subscriber in list(self.subscribers):
-            if subscriber.overflowed or not subscriber.wants(action["namespace"], event):
+        normalized = frozenset(normalize_object_uri(p) for p in parents)
+        frame = None
+        for subscriber in self.subscribers:
+            if subscriber.overflowed or not subscriber.wants(action["namespace"], event,
+                                                             normalized):
                 continue
-            if text is None:
-                text = json.dumps({k: v for k, v in event.items() if not k.startswith("_")})
-            try:
-                subscriber.queue.put_nowait(text)
-            except asyncio.QueueFull:
-                # The handler sees `overflowed` and closes the socket with 1013.
-                subscriber.overflowed = True
+            if frame is None:
+                frame = text_frame(json.dumps(event, ensure_ascii=False))
+            subscriber.push(frame)
+
+
+class StreamSocket:
+    """An open stream's WebSocket as the shutdown sees it: `close()` never waits on a client
+    that stopped reading (aiohttp's own close would wait for its write buffer to drain)."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    async def close(self, *, code: int, message: bytes = b""):
+        return await self.ws.close(code=code, message=message, drain=False)
 
 
 class Streams:
-    """Both hubs, fed from the store's commits."""
+    """Both hubs, fed from the store's commits, and what is open now."""
 
     def __init__(self):
         self.logs = LogHub()
         self.events = EventHub()
-        self.sockets: set = set()      # every open WebSocket, closed with 1001 at shutdown
+        self.sockets: set[StreamSocket] = set()   # closed with 1001 at shutdown
+        self.counts: Counter = Counter()          # streams opened and closed, by how they ended
+        self._changed = asyncio.Event()
 
     def committed(self, notes):
         for note in notes:
@@ -176,3 +280,13 @@ class Streams:
                 _, kind, action, parents = note
                 self.logs.action_committed(action)
                 self.events.action_committed(kind, action, parents)
+
+    def count(self, what: str):
+        self.counts[what] += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_until(self, predicate):
+        """Wait until `predicate()` holds; it is checked each time a stream opens or ends."""
+        while not predicate():
+            await self._changed.wait()
