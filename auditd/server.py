@@ -118,9 +118,20 @@ class AccessLogger(AbstractAccessLogger):
 
 # ---------------------------------------------------------------------------- serving
 
-def banner(config: Config, key: str) -> str:
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
-    base = f"{host}:{config.port}"
+def public_address(config: Config, addresses) -> str:
+    """host:port a client on this machine can use (the first TCP address actually listened on)."""
+    for address in addresses:
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            break
+    else:
+        host, port = config.host, config.port
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def banner(base: str, key: str) -> str:
     return (
         "auditd: created the first user 'admin' (role admin). Its API key is shown only this once:\n"
         f"\n    {key}\n\n"
@@ -132,11 +143,12 @@ def banner(config: Config, key: str) -> str:
         "then try:  docker-cloud action ls\n")
 
 
-async def ensure_first_admin(app: web.Application, config: Config):
+async def ensure_first_admin(app: web.Application, base: str):
+    """On an empty database, create 'admin' and print its key (stdout, once)."""
     store = app[keys.STORE]
     if await store.count_users() == 0:
         key = await store.add_user("admin", "admin")
-        print(banner(config, key), flush=True)
+        print(banner(base, key), flush=True)
 
 
 async def _watchdog(app: web.Application, interval: float):
@@ -198,8 +210,9 @@ async def serve(config: Config, sockets=None, ready=None) -> int:
         raise StartError(f"cannot open the database {config.db}: {err}") from None
     watchdog = None
     try:
-        await ensure_first_admin(app, config)
         await _start_sites(runner, config, sockets)
+        # Printed before "listening on" is logged: whoever waits for that line has the key.
+        await ensure_first_admin(app, public_address(config, runner.addresses))
         addresses = ", ".join(str(a) for a in runner.addresses)
         log.info("listening on %s (database %s)", addresses, config.db,
                  extra={"fields": {"socket_activated": bool(sockets)}})

@@ -5,8 +5,12 @@ import base64
 import signal
 import sqlite3
 
+import logging
+import sys
+
 import aiohttp
 
+from auditd.server import KeyValueFormatter
 from conftest import ServerProcess, basic
 
 WRITERS = 16
@@ -113,3 +117,16 @@ async def test_logs_are_key_value_lines_without_credentials(tmp_path):
     for line in server.stderr_lines:
         assert line.startswith("time=") and " level=" in line and " msg=" in line, line
     assert any("msg=stopped" in line for line in server.stderr_lines)
+
+
+def test_journald_lines_carry_a_priority_and_tracebacks_stay_on_one_line():
+    logger = logging.getLogger("auditd.test")
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        record = logger.makeRecord("auditd.test", logging.WARNING, __file__, 1,
+                                   "failed for token=%s", ("abc123",), sys.exc_info())
+    line = KeyValueFormatter(journald=True).format(record)
+    assert line.startswith("<4>level=warning logger=auditd.test ")
+    assert "\n" not in line and "time=" not in line and "abc123" not in line
+    assert "ValueError" in line and "token=<redacted>" in line

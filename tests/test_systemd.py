@@ -24,14 +24,15 @@ class Spawned:
     """`python -m auditd ARGS` (or another command) with stderr drained into `lines`."""
 
     def __init__(self, argv, env=None, **popen):
-        self.lines = []
+        self.lines, self.out_lines = [], []
         self.listening = threading.Event()
         self.proc = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
                                      **popen)
         self._threads = [threading.Thread(target=self._drain, args=(s, keep), daemon=True)
-                         for s, keep in ((self.proc.stderr, True), (self.proc.stdout, False))]
+                         for s, keep in ((self.proc.stderr, self.lines),
+                                         (self.proc.stdout, self.out_lines))]
         for thread in self._threads:
             thread.start()
 
@@ -43,10 +44,9 @@ class Spawned:
     def _drain(self, stream, keep):
         with stream:
             for line in stream:
-                if keep:
-                    self.lines.append(line)
-                    if "listening on" in line:
-                        self.listening.set()
+                keep.append(line)
+                if "listening on" in line:
+                    self.listening.set()
         self.listening.set()     # also on exit, so a waiter never hangs on a dead process
 
     def wait_listening(self):
@@ -159,6 +159,8 @@ def test_serves_on_the_socket_systemd_passes(tmp_path):
         code = server.stop()
     assert code == 0, server.stderr
     assert "socket_activated=True" in server.stderr
+    # The first-run banner points clients at the socket it serves on.
+    assert f"DOCKERCLOUD_REST_HOST=http://127.0.0.1:{port}\n" in "".join(server.out_lines)
 
 
 def test_sockets_meant_for_another_process_are_left_alone(monkeypatch):
