@@ -17,7 +17,7 @@ from . import keys
 from .auth import visible_namespaces
 from .errors import InvalidRequest
 from .schemas import FINAL_STATES
-from .streams import BATCH_BYTES, StreamSocket, log_frame, text_frame
+from .streams import BATCH_BYTES, log_frame, text_frame
 from .views import single_query
 
 log = logging.getLogger("auditd.streams")
@@ -61,7 +61,8 @@ def _parse_bool(name: str, value: str | None, default: bool) -> bool:
 
 
 class Stream:
-    """One open WebSocket: writing frames with flow control, and closing it once."""
+    """One open WebSocket: writing frames with flow control, and closing it once, with a proper
+    close handshake. It is what `Streams.sockets` holds: the shutdown calls its `close()`."""
 
     def __init__(self, request: web.Request, kind: str):
         self.request = request
@@ -70,7 +71,6 @@ class Stream:
         self.stall_seconds = request.app[keys.CONFIG].stream_stall_seconds
         self.ws = web.WebSocketResponse(autoping=True, compress=False, timeout=CLOSE_TIMEOUT,
                                         max_msg_size=64 * 1024)
-        self.stop: asyncio.Future | None = None    # resolved with (code, reason) to end it
 
     async def open(self):
         if not self.ws.can_prepare(self.request).ok:
@@ -78,9 +78,10 @@ class Stream:
                                  "handshake")
         self.writer = await self.ws.prepare(self.request)
         self.transport = self.request.transport
-        self.socket = StreamSocket(self.ws)
-        self.streams.sockets.add(self.socket)
-        self.stop = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.stop = loop.create_future()      # resolved with (code, reason) to end the stream
+        self.ended = loop.create_future()     # resolved once the socket is closed
+        self.streams.sockets.add(self)
         self.streams.count(f"{self.kind}_opened")
 
     async def write(self, data: bytes):
@@ -96,37 +97,44 @@ class Stream:
             raise Stalled() from None
 
     def end(self, code: int, reason: str):
-        """Ask the stream to close with `code` (from outside the sender)."""
+        """Ask the stream to close with `code` and `reason`."""
         if not self.stop.done():
             self.stop.set_result((code, reason))
+
+    async def close(self, *, code: int, message: bytes = b""):
+        """End the stream and wait (briefly) until its socket is closed."""
+        self.end(code, message.decode("utf-8", "replace"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.ended), CLOSE_TIMEOUT + 1)
 
     async def serve(self, sender) -> web.WebSocketResponse:
         """Run `sender` (it returns the close code and reason) until it ends, the client leaves
         or `end()` is called; then close the socket."""
         send = asyncio.create_task(self._send(sender))
         read = asyncio.create_task(self._read())
-        code = None
         try:
             done, _ = await asyncio.wait({send, read, self.stop},
                                          return_when=asyncio.FIRST_COMPLETED)
+            code, reason = None, ""
             if send in done:
                 code, reason = send.result()
             elif self.stop in done:
                 code, reason = self.stop.result()
+            # Stop reading before closing: aiohttp's close() would otherwise drop the connection
+            # right after its close frame instead of waiting for the client's answer.
+            await _cancel(send, read)
             if code is not None and not self.ws.closed:
                 if code == TRY_AGAIN_LATER:
                     self.streams.count(f"{self.kind}_closed_slow")
-                # The close frame goes after what is buffered; the read task, still running,
-                # takes the client's answering close (waited for at most CLOSE_TIMEOUT).
-                await self.ws.close(code=code, message=reason.encode(), drain=False)
+                # The close frame goes after what is buffered; the client's answering close is
+                # waited for at most CLOSE_TIMEOUT.
+                await self.ws.close(code=code, message=reason.encode()[:123], drain=False)
         finally:
-            for task in (send, read):
-                task.cancel()
-            for task in (send, read):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            self.streams.sockets.discard(self.socket)
+            await _cancel(send, read)
+            self.streams.sockets.discard(self)
             self.streams.count(f"{self.kind}_closed")
+            if not self.ended.done():
+                self.ended.set_result(None)
         return self.ws
 
     async def _send(self, sender):
@@ -151,6 +159,14 @@ class Stream:
                 break
 
 
+async def _cancel(*tasks):
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 # ---------------------------------------------------------------------------- action logs
 
 async def action_logs(request: web.Request) -> web.StreamResponse:
@@ -165,25 +181,24 @@ async def action_logs(request: web.Request) -> web.StreamResponse:
     hub = request.app[keys.STREAMS].logs
     feed = hub.attach(action["id"])
     try:
-        # Read the action again now that the feed is attached. Commits reach the feed on this
-        # loop after they are durable: one this read does not see reaches the feed after it,
-        # one that reached the feed before the attach is in what this read sees. No line can
-        # fall between the two.
-        action = await store.get_action(action["uuid"], None)
-        count = action["log_count"]
-        feed.known(count)
-        start = 0 if tail is None else max(0, count - tail)
-        # Without follow, or on an action that is final already, the lines committed by now
-        # are the whole stream (late lines on a final action included).
-        stop_at = count if (action["state"] in FINAL_STATES or not follow) else None
-        return await stream.serve(_follow(stream, store, feed, start, stop_at))
+        return await stream.serve(_follow(stream, store, feed, action["uuid"], tail, follow))
     finally:
         hub.detach(feed)
 
 
-async def _follow(stream: Stream, store, feed, cursor: int, stop_at: int | None):
-    """Send the lines after `cursor` up to `stop_at`, or, when following, up to the line count
-    at which the action became final; then close normally."""
+async def _follow(stream: Stream, store, feed, uuid: str, tail: int | None, follow: bool):
+    """Send the last `tail` lines, then (following) every new line up to the line count at
+    which the action became final; then close normally."""
+    # Read the action again now that the feed is attached. Commits reach the feed on this loop
+    # after they are durable: one this read does not see reaches the feed after it, one that
+    # reached the feed before the attach is in what this read sees. No line falls in between.
+    action = await store.get_action(uuid, None)
+    count = action["log_count"]
+    feed.known(count)
+    cursor = 0 if tail is None else max(0, count - tail)
+    # Without follow, or on an action that is final already, the lines committed by now are
+    # the whole stream (late lines on a final action included).
+    stop_at = count if (action["state"] in FINAL_STATES or not follow) else None
     while True:
         last = stop_at if stop_at is not None else feed.final_seq
         if last is not None and cursor >= last:

@@ -159,6 +159,14 @@ class LogHub:
         if feed.followers <= 0 and self.feeds.get(feed.action_id) is feed:
             del self.feeds[feed.action_id]
 
+    def end_all(self):
+        """End every followed log where it is, for when the actions are deleted: followers
+        close normally, and the feeds are forgotten (new actions may reuse the ids)."""
+        feeds = list(self.feeds.values())
+        self.feeds.clear()
+        for feed in feeds:
+            feed.state_committed(feed.latest, True)
+
     def lines_committed(self, action_id: int, lines):
         feed = self.feeds.get(action_id)
         if feed is not None:
@@ -251,24 +259,16 @@ class EventHub:
             subscriber.push(frame)
 
 
-class StreamSocket:
-    """An open stream's WebSocket as the shutdown sees it: `close()` never waits on a client
-    that stopped reading (aiohttp's own close would wait for its write buffer to drain)."""
-
-    def __init__(self, ws):
-        self.ws = ws
-
-    async def close(self, *, code: int, message: bytes = b""):
-        return await self.ws.close(code=code, message=message, drain=False)
-
-
 class Streams:
     """Both hubs, fed from the store's commits, and what is open now."""
 
     def __init__(self):
         self.logs = LogHub()
         self.events = EventHub()
-        self.sockets: set[StreamSocket] = set()   # closed with 1001 at shutdown
+        # Every open stream, as an object with `async close(code=, message=)` that closes its
+        # socket without waiting on a client that stopped reading; the shutdown closes each
+        # with 1001.
+        self.sockets: set = set()
         self.counts: Counter = Counter()          # streams opened and closed, by how they ended
         self._changed = asyncio.Event()
 

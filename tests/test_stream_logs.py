@@ -184,6 +184,7 @@ async def test_late_lines_on_a_final_action_are_kept_but_do_not_reopen_streams(a
         assert await api.append(uuid, ["late 1", "late 2"]) == {"appended": 2}
         rest, code = await read_lines(open_ws)
         assert (first + rest, code) == (["line 1", "line 2", "line 3"], 1000)
+        assert open_ws.close_code == 1000     # a complete close handshake, not a dropped socket
     # A new follower of the final action gets everything stored, late lines included, and the
     # stream ends by itself.
     async with api.client.ws_connect(logs_path(uuid, "tail=all"),
