@@ -35,13 +35,16 @@ async def followers(base, uuid, auth, count, expected, window):
 
     async def follow(session):
         async with session.ws_connect(_logs_url(base, uuid), headers={"Authorization": auth},
-                                      max_msg_size=0) as ws:
+                                      max_msg_size=0,
+                                      timeout=aiohttp.ClientWSTimeout(ws_close=2)) as ws:
             connected[0] += 1
             if connected[0] == count:
                 ready.set()
             got, first = 0, None
             while got < expected:
-                timeout = 60 if first is None else max(0.01, first + window - time.time())
+                timeout = 60 if first is None else first + window - time.time()
+                if timeout <= 0:
+                    break
                 try:
                     msg = await ws.receive(timeout=timeout)
                 except asyncio.TimeoutError:

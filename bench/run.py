@@ -108,6 +108,17 @@ def check_page(server, path, auth, what) -> int:
     return page["meta"]["total_count"]
 
 
+def settle(server, quiet=0.05, limit=30.0):
+    """Wait until the server is idle (CPU share under `quiet` over 200 ms): queries a client gave
+    up on at the end of one run must not land in the next run's numbers."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = procs.cpu_seconds(server.pid)
+        time.sleep(0.2)
+        if procs.cpu_seconds(server.pid) - before < quiet * 0.2:
+            return
+
+
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                   if line.startswith("model name")), platform.processor())
@@ -268,6 +279,7 @@ def main(argv=None):
         say("warming up (1 s each)")
         for _, server, path, conns, extra in http_runs:
             wrk.run(server.url + path, conns, 1, **extra)
+            settle(server)
         rss_peak_kb = 0
         for round_no in range(1, plan.rounds + 1):
             for name, server, path, conns, extra in http_runs:
@@ -278,13 +290,16 @@ def main(argv=None):
                     rss_peak_kb = max(rss_peak_kb, rss.peak_kb)
                 else:
                     result = wrk.run(server.url + path, conns, plan.seconds, **extra)
-                result.server_cpu = ((procs.cpu_seconds(server.pid) - cpu)
-                                     / (time.perf_counter() - wall))
+                used = procs.cpu_seconds(server.pid) - cpu
+                result.server_cpu = used / (time.perf_counter() - wall)
+                result.cpu_us_per_request = used * 1e6 / max(1, result.requests)
+                settle(server)
                 results.setdefault(name, []).append(result)
                 flag = f"  ERRORS: {result.errors}" if result.errors else ""
                 say(f"  round {round_no} {name:14s} {result.rps:9,.0f} req/s  "
                     f"p50 {result.p50_ms:8.2f} ms  p99 {result.p99_ms:8.2f} ms  "
-                    f"server CPU {result.server_cpu:4.0%}{flag}")
+                    f"server CPU {result.server_cpu:4.0%}, "
+                    f"{result.cpu_us_per_request:,.0f} us/request{flag}")
         single.stop()
 
         say("sqlite3 reference: the same rows in batches of 64, synchronous=FULL")
@@ -362,6 +377,13 @@ def main(argv=None):
     r = m("record_group", "rps") / m("record_single", "rps")
     row("record: group commit vs --no-group-commit", m("record_group", "rps"), "req/s",
         m("record_single", "rps"), "req/s alone", r, ">= 3", r >= 3)
+    # CPU per request is steadier than req/s when other processes take the CPUs
+    r = m("trivial_32", "cpu_us_per_request") / m("list_big", "cpu_us_per_request")
+    row(f"list {big_label}: server CPU per request", m("list_big", "cpu_us_per_request"),
+        "us", m("trivial_32", "cpu_us_per_request"), "us trivial", r, "info (>= 0.25)", None)
+    r = m("trivial_64", "cpu_us_per_request") / m("record_group", "cpu_us_per_request")
+    row("record: server CPU per request", m("record_group", "cpu_us_per_request"), "us",
+        m("trivial_64", "cpu_us_per_request"), "us trivial", r, "info (>= 0.20)", None)
     r = m("record_group", "rps") / median(sqlite_rates)
     row("record vs sqlite3 batches of 64 (disk)", m("record_group", "rps"), "req/s",
         median(sqlite_rates), "rows/s", r, "info", None)
@@ -408,6 +430,8 @@ def _fmt(value, unit):
         return "-"
     if unit in ("req/s", "lines/s", "rows/s") or unit.startswith("req/s") or \
             unit.startswith("rows"):
+        return f"{value:,.0f} {unit}"
+    if unit.startswith("us"):
         return f"{value:,.0f} {unit}"
     if unit.startswith("ms") or unit == "MB":
         return f"{value:,.1f} {unit}"

@@ -25,6 +25,7 @@ class Result:
     requests: int
     errors: int          # non-2xx/3xx responses plus socket errors
     server_cpu: float = 0.0   # the server's CPU time / wall time during the run (1.0 = one core)
+    cpu_us_per_request: float = 0.0   # the server's CPU time per answered request
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
