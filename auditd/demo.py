@@ -337,7 +337,7 @@ def demo_history(world: World, namespace: str, now: int, rng) -> list[dict]:
     h.add("Service Redeploy", api_uri, [stack], "POST", service_path(api_uri, "redeploy"),
           20 * HOUR, 25, "Failed", ["Pulling image webshop/api:2.4.0",
                                     "Error: image webshop/api:2.4.0 not found: manifest unknown",
-                                    "Redeploy of service api aborted; api-1 and api-2 keep running"],
+                                    "Redeploy of service api aborted: api-1, api-2 keep running"],
           PEOPLE[3])
     h.add("Service Redeploy", api_uri, [stack], "POST", service_path(api_uri, "redeploy"),
           19 * HOUR, 80, "Success", _pull_lines("webshop/api:2.4.1", rng)
@@ -402,7 +402,8 @@ def live_operations(world: World, rng):
                 "path": f"/api/app/v1/service/{worker_uri.rstrip('/').rsplit('/', 1)[1]}/scale/"},
                ["Scaling service worker from 2 to 1 container", "Stopping container worker-2",
                 "worker-2: received SIGTERM, draining 1 job", "Container worker-2 exited with "
-                "code 0", "Terminating container worker-2", "Service worker: 1/1 container running"])
+                "code 0", "Terminating container worker-2",
+                "Service worker: 1/1 container running"])
 
 
 class Demo:
@@ -453,7 +454,7 @@ class Demo:
             self.current = None
 
     async def _honour_cancels(self, store) -> bool:
-        """Move every demo action whose cancel was requested to Canceled; True if the live one was."""
+        """Move each demo action whose cancel was requested to Canceled; True if the live one was."""
         live_canceled = False
         for uuid in [*self.watched, self.current]:
             try:

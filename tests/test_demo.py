@@ -297,8 +297,9 @@ async def test_reset_stops_the_demo_operation(demo_client):
     resp = await demo_client.client.post("/_auditd/reset", headers=demo_client.headers)
     assert resp.status == 200
     assert (await resp.json())["deleted"]["actions"] > 20
-    seeded = await demo_client.client.post("/_auditd/seed", headers=demo_client.headers,
-                                           json=[{"action": "Only This", "uuid": str(uuidlib.uuid4())}])
+    seeded = await demo_client.client.post(
+        "/_auditd/seed", headers=demo_client.headers,
+        json=[{"action": "Only This", "uuid": str(uuidlib.uuid4())}])
     assert seeded.status == 201
     # nothing else is being recorded: an events stream sees no new action before our own
     async with demo_client.client.ws_connect("/api/audit/v1/events/",
