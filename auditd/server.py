@@ -206,8 +206,12 @@ async def serve(config: Config, sockets=None, ready=None) -> int:
                            handle_signals=False)
     try:
         await runner.setup()
-    except (OSError, sqlite3.Error) as err:
-        raise StartError(f"cannot open the database {config.db}: {err}") from None
+    except BaseException as err:
+        # Undo what started (the store's threads would keep the process alive), then explain.
+        await runner.cleanup()
+        if isinstance(err, (OSError, sqlite3.Error)):
+            raise StartError(f"cannot open the database {config.db}: {err}") from None
+        raise
     watchdog = None
     try:
         await _start_sites(runner, config, sockets)
