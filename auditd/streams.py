@@ -24,15 +24,19 @@ from . import dates
 from .schemas import FINAL_STATES
 from .uris import action_uri, normalize_object_uri
 
-WINDOW_LINES = 4096            # recent lines kept per followed action...
-WINDOW_BYTES = 2 * 1024 * 1024  # ...and at most this many bytes of them
+WINDOW_LINES = 2048            # recent lines kept per followed action (followers that keep
+WINDOW_BYTES = 512 * 1024      # up need only the last few batches), and at most these bytes
 BATCH_BYTES = 64 * 1024        # one write to one socket takes at most this (or one line)
-EVENT_BACKLOG = 1000           # events waiting for one subscriber before it is dropped
+EVENT_BACKLOG = 1000           # events waiting for one subscriber before it is dropped...
+EVENT_BACKLOG_BYTES = 1024 * 1024   # ...or this many bytes of them
 
 
 def text_frame(text: str) -> bytes:
     """`text` as one unmasked WebSocket text frame (RFC 6455 section 5.2)."""
-    payload = text.encode("utf-8")
+    try:
+        payload = text.encode("utf-8")
+    except UnicodeEncodeError:   # a lone surrogate: send it \u-escaped, as valid UTF-8
+        payload = json.dumps(json.loads(text)).encode("ascii")
     size = len(payload)
     if size < 126:
         header = struct.pack("!BB", 0x81, size)
@@ -188,6 +192,7 @@ class Subscriber:
         self.parents = frozenset(normalize_object_uri(p) for p in parents)
         self.backlog_limit = backlog
         self.backlog: deque[bytes] = deque()
+        self.backlog_bytes = 0
         self.overflowed = False
         self.on_overflow = None         # called once when the backlog overflows
         self._waiter: asyncio.Future | None = None
@@ -204,13 +209,16 @@ class Subscriber:
         return True
 
     def push(self, frame: bytes):
-        if len(self.backlog) >= self.backlog_limit:
+        if len(self.backlog) >= self.backlog_limit or (
+                self.backlog and self.backlog_bytes + len(frame) > EVENT_BACKLOG_BYTES):
             self.overflowed = True
             self.backlog.clear()
+            self.backlog_bytes = 0
             if self.on_overflow is not None:
                 self.on_overflow()
         else:
             self.backlog.append(frame)
+            self.backlog_bytes += len(frame)
         waiter, self._waiter = self._waiter, None
         _changed(waiter)
 
@@ -224,6 +232,7 @@ class Subscriber:
     def take(self) -> bytes:
         data = b"".join(self.backlog)
         self.backlog.clear()
+        self.backlog_bytes = 0
         return data
 
 

@@ -346,7 +346,7 @@ async def test_a_follower_that_never_reads_costs_bounded_memory_and_shutdown_clo
 
         ws_url = server.url.replace("http", "ws") + logs_path(uuid, "tail=0")
         stalled = await slow.ws_connect(ws_url, headers=headers)
-        readers = [await http.ws_connect(ws_url) for _ in range(3)]
+        readers = [await http.ws_connect(ws_url) for _ in range(2)]
         received = [[] for _ in readers]
 
         async def read(ws, into, until):
