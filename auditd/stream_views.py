@@ -27,8 +27,8 @@ READ_CHUNK = 256          # lines read from the store at a time by a follower be
 CLOSE_TIMEOUT = 5.0       # how long a close waits for the client's answering close frame
 TRY_AGAIN_LATER = 1013
 
-STALLED = "reader too slow: it took nothing for {:g} s; reconnect to resume"
-OVERFLOWED = "subscriber too slow: {} events waited for it, later ones were dropped; reconnect"
+STALLED = "client too slow: it took nothing for {:g} s; reconnect"
+OVERFLOWED = "subscriber too slow: its backlog of events overflowed; reconnect"
 
 
 class Stalled(Exception):
@@ -244,8 +244,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     subscriber = hub.subscribe(namespaces, params.get("type") or None,
                                params.get("object") or None, parents)
     # A subscriber blocked on a full socket would notice its overflow only at the stall timeout.
-    subscriber.on_overflow = lambda: stream.end(
-        TRY_AGAIN_LATER, OVERFLOWED.format(subscriber.backlog_limit))
+    subscriber.on_overflow = lambda: stream.end(TRY_AGAIN_LATER, OVERFLOWED)
     try:
         auth = text_frame(json.dumps({"type": "auth", "user": principal.name}))
         return await stream.serve(_publish(stream, subscriber, auth))
@@ -258,5 +257,5 @@ async def _publish(stream: Stream, subscriber, auth: bytes):
     while True:
         await subscriber.wait()
         if subscriber.overflowed:
-            return TRY_AGAIN_LATER, OVERFLOWED.format(subscriber.backlog_limit)
+            return TRY_AGAIN_LATER, OVERFLOWED
         await stream.write(subscriber.take())

@@ -65,8 +65,10 @@ class LogFeed:
     def __init__(self, action_id: int):
         self.action_id = action_id
         self.latest = 0             # highest committed line number known
-        self.final_seq = None       # the line count when the action became final; later lines
-        self.followers = 0          # are late and not streamed to followers already open
+        # The line count when the action became final: later lines are late, and followers
+        # that were open then do not get them.
+        self.final_seq = None
+        self.followers = 0
         self._frames: list[bytes] = []      # lines _first, _first + 1, ... (consecutive)
         self._ends: list[int] = []          # running byte total after each frame
         self._first = 1
