@@ -109,9 +109,14 @@ async def _store_context(app: web.Application):
 
 
 async def _close_sockets(app: web.Application):
+    """Close every open stream with 1001; a client that does not answer is not waited for long."""
     sockets = list(app[keys.STREAMS].sockets)
-    await asyncio.gather(*(ws.close(code=GOING_AWAY, message=b"server shutting down")
-                           for ws in sockets), return_exceptions=True)
+    try:
+        async with asyncio.timeout(app[keys.CONFIG].shutdown_timeout):
+            await asyncio.gather(*(ws.close(code=GOING_AWAY, message=b"server shutting down")
+                                   for ws in sockets), return_exceptions=True)
+    except TimeoutError:
+        log.warning("%d stream(s) did not close in time", len(sockets))
 
 
 def create_app(config: Config | None = None) -> web.Application:
