@@ -103,6 +103,7 @@ async def _store_context(app: web.Application):
     store = Store(config.db, synchronous=config.synchronous, group_commit=config.group_commit)
     await store.open()
     store.on_commit = app[keys.STREAMS].committed
+    app[keys.STREAMS].lineage = store.lineage
     app[keys.STORE] = store
     yield
     await store.close()

@@ -83,7 +83,9 @@ class KeyValueFormatter(logging.Formatter):
             parts.append(f"{key}={logfmt_value(value)}")
         if record.exc_info:
             parts.append(f"exc={logfmt_value(self.formatException(record.exc_info))}")
-        line = redact(" ".join(parts))
+        line = " ".join(parts)
+        if not getattr(record, "redacted", False):   # the access log redacts its one free field
+            line = redact(line)
         if self.journald:
             line = f"<{_SYSLOG_PRIORITY.get(record.levelname, 6)}>{line}"
         return line
@@ -105,10 +107,13 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request, response, time):
         resource = request.match_info.route.resource
         principal = request.get(keys.PRINCIPAL)
-        self.logger.info("request", extra={"fields": {
+        path = request.path
+        if "=" in path or " " in path:
+            path = redact(path)
+        self.logger.info("request", extra={"redacted": True, "fields": {
             "method": request.method,
             "route": resource.canonical if resource is not None else "-",
-            "path": request.path,
+            "path": path,
             "status": response.status,
             "ms": f"{time * 1000:.1f}",
             "remote": request.remote or "-",

@@ -251,9 +251,11 @@ class EventHub:
     def unsubscribe(self, subscriber: Subscriber):
         self.subscribers.discard(subscriber)
 
-    def action_committed(self, kind: str, action: dict, parents: list[str]):
+    def action_committed(self, kind: str, action: dict, lineage):
+        """`lineage(action)` gives the event's parents: the object, then its ancestors."""
         if not self.subscribers:
             return
+        parents = lineage(action)
         event = {
             "type": "action", "action": kind, "parents": parents,
             "resource_uri": action_uri(action["uuid"]), "state": action["state"],
@@ -280,6 +282,7 @@ class Streams:
         # socket without waiting on a client that stopped reading; the shutdown closes each
         # with 1001.
         self.sockets: set = set()
+        self.lineage = lambda action: [action["object"]] if action["object"] else []  # the store's
         self.counts: Counter = Counter()          # streams opened and closed, by how they ended
         self._changed = asyncio.Event()
 
@@ -288,9 +291,9 @@ class Streams:
             if note[0] == "logs":
                 self.logs.lines_committed(note[1], note[2])
             else:
-                _, kind, action, parents = note
+                _, kind, action = note
                 self.logs.action_committed(action)
-                self.events.action_committed(kind, action, parents)
+                self.events.action_committed(kind, action, self.lineage)
 
     def count(self, what: str):
         self.counts[what] += 1

@@ -410,6 +410,15 @@ class Store:
             "SELECT seq, ts, stream_type, line FROM action_logs "
             "WHERE action_id = ? AND seq > ? ORDER BY seq LIMIT ?", (action_id, after_seq, limit))
 
+    def lineage(self, action: dict) -> list[str]:
+        """The action's object, then that object's ancestors' URIs, nearest first."""
+        if not action["object"]:
+            return []
+        if action["object_id"] is None:
+            return [action["object"]]
+        return [action["object"], *(r[0] for r in self._read_inline(_ANCESTORS_SQL,
+                                                                   (action["object_id"],)))]
+
     async def counts_by_state(self) -> dict[str, int]:
         rows = await self._read("SELECT state, sum(n) FROM action_counts GROUP BY state")
         counts = dict.fromkeys(STATES, 0)
@@ -521,22 +530,17 @@ def _object_id(conn, uri: str):
     return conn.execute("INSERT INTO objects (uri) VALUES (?)", (normalized,)).lastrowid
 
 
-def _ancestors(conn, object_id) -> list[str]:
-    """The object's ancestors' URIs, nearest first."""
-    if object_id is None:
-        return []
-    rows = conn.execute(
-        "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION "
-        "  SELECT p.parent_id, up.depth + 1 FROM object_parents p JOIN up ON p.child_id = up.id "
-        "  WHERE up.depth < 32) "
-        "SELECT o.uri FROM up JOIN objects o ON o.id = up.id WHERE up.depth > 0 "
-        "GROUP BY up.id ORDER BY min(up.depth), up.id", (object_id,)).fetchall()
-    return [r[0] for r in rows]
+_ANCESTORS_SQL = (
+    "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION "
+    "  SELECT p.parent_id, up.depth + 1 FROM object_parents p JOIN up ON p.child_id = up.id "
+    "  WHERE up.depth < 32) "
+    "SELECT o.uri FROM up JOIN objects o ON o.id = up.id WHERE up.depth > 0 "
+    "GROUP BY up.id ORDER BY min(up.depth), up.id")
 
 
 def _action_note(conn, kind: str, action: dict):
-    parents = [action["object"], *_ancestors(conn, action["object_id"])] if action["object"] else []
-    return ("action", kind, action, parents)
+    # The event's parents are looked up when it is delivered, and only if somebody listens.
+    return ("action", kind, action)
 
 
 def _insert_action(conn, record: dict):
