@@ -17,7 +17,7 @@ from auditd import data
 from auditd.app import create_app
 from auditd.config import Config
 from auditd.keys import STORE
-from auditd.store import ListQuery, Store, lifecycle, new_action
+from auditd.store import SCHEMA_VERSION, ListQuery, Store, lifecycle, new_action
 
 DAY = 86400
 NOW = int(time.time())
@@ -332,7 +332,7 @@ async def test_check_passes_a_good_database_and_fails_a_damaged_one(tmp_path):
             await store.record_action(new_action(user="u", action=f"A{i}"))
     good = cli("check", "--db", db)
     assert good.returncode == 0, good.stdout
-    assert "schema version: 1" in good.stdout and "actions: 20 (20 In progress)" in good.stdout
+    assert f"schema version: {SCHEMA_VERSION}" in good.stdout and "actions: 20 (20 In progress)" in good.stdout
 
     damaged = tmp_path / "damaged.db"
     raw = db.read_bytes()

@@ -16,6 +16,7 @@ writing another class with the same coroutines.
 """
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -35,10 +36,14 @@ from ..uris import normalize_object_uri
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
-# MIGRATIONS[v] turns a version-v database into version v+1 (none yet: version 1 is the first).
-MIGRATIONS: dict[int, str] = {}
+# MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
+MIGRATIONS: dict[int, str] = {
+    # 2: object filters check the namespace from the index, not from each row
+    1: "DROP INDEX actions_by_object; "
+       "CREATE INDEX actions_by_object ON actions (object_id, namespace, start_ts, id)",
+}
 
 ROLES = ("user", "producer", "admin")
 MAX_BATCH = 512
@@ -400,9 +405,26 @@ class Store:
 
     async def list_actions(self, query: ListQuery) -> Page:
         """One page of Action JSON and the total count, read in one statement (one snapshot)."""
-        sql, params = _list_sql(query)
-        rows = self._read_inline(sql, params) if _is_bounded(query) else await self._read(sql, params)
+        object_ids = None
+        if "object" in query.filters:
+            object_ids = self._object_ids(query.filters["object"],
+                                          query.filters.get("include_related", False))
+            if not object_ids:
+                return Page(0, [], None)
+        sql, params = _list_sql(query, object_ids)
+        if _is_bounded(query, object_ids):
+            rows = self._read_inline(sql, params)
+        else:
+            rows = await self._read(sql, params)
         return Page(rows[0][1], [r[0] for r in rows[1:]], rows[-1][2:] if len(rows) > 1 else None)
+
+    def _object_ids(self, uri: str, include_related: bool) -> list[int]:
+        """The object's id, with its ancestors' and descendants' when related ones are wanted."""
+        rows = self._read_inline("SELECT id FROM objects WHERE uri = ?",
+                                 (normalize_object_uri(uri),))
+        if not rows or not include_related:
+            return [rows[0][0]] if rows else []
+        return [r[0] for r in self._read_inline(_RELATED_SQL, (rows[0][0], rows[0][0]))]
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         """[(seq, ts, stream_type, line)] after `after_seq`, oldest first."""
@@ -639,13 +661,13 @@ def _append_logs(conn, uuid, lines, namespaces):
 
 # ---------------------------------------------------------------------------- list queries
 
-_RELATED_CTE = (
-    "WITH RECURSIVE target(id) AS (SELECT id FROM objects WHERE uri = ?), "
-    "up(id) AS (SELECT id FROM target UNION "
+# The object itself, all its ancestors and all its descendants (never its siblings).
+_RELATED_SQL = (
+    "WITH RECURSIVE up(id) AS (SELECT ? UNION "
     "  SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id), "
-    "down(id) AS (SELECT id FROM target UNION "
-    "  SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id), "
-    "related(id) AS (SELECT id FROM up UNION SELECT id FROM down) ")
+    "down(id) AS (SELECT ? UNION "
+    "  SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id) "
+    "SELECT id FROM up UNION SELECT id FROM down")
 
 _COLUMN_FILTERS = {
     "uuid": "uuid = ?", "state": "state = ?", "action": "action = ?", "user": "user = ?",
@@ -661,40 +683,45 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
 
 
 INLINE_MAX_OFFSET = 1000
+INLINE_MAX_OBJECTS = 256
 
 
-def _is_bounded(query: ListQuery) -> bool:
-    """Whether a list query seeks one index range and reads at most offset+limit rows of it:
-    one namespace (or all), filtered by state at most, counted by action_counts."""
+def _is_bounded(query: ListQuery, object_ids) -> bool:
+    """Whether a list query reads a bounded number of rows: the first offset+limit of one index
+    range (one namespace or all, state at most, counted by action_counts), or the actions of a few
+    objects."""
+    if query.offset > INLINE_MAX_OFFSET:
+        return False
+    if object_ids is not None:
+        return len(object_ids) <= INLINE_MAX_OBJECTS
     return (set(query.filters) <= {"state"}
-            and (query.namespaces is None or len(query.namespaces) == 1)
-            and query.offset <= INLINE_MAX_OFFSET)
+            and (query.namespaces is None or len(query.namespaces) == 1))
 
 
-def _list_sql(query: ListQuery):
-    """One statement: a first row (NULL, total_count), then one row per Action on the page."""
+def _list_sql(query: ListQuery, object_ids=None):
+    """One statement: a first row (NULL, total_count), then one row per Action on the page.
+    `object_ids`: the objects whose actions are wanted, when the query filters by object."""
     f = query.filters
-    where, params, cte, cte_params = [], [], "", []
+    # With an object filter the object index is the one to use: the others are kept out of the
+    # planner's reach (a unary + on a column), or it may walk a whole namespace instead.
+    col = (lambda c: "+" + c) if object_ids is not None else (lambda c: c)
+    where, params = [], []
     if query.namespaces is not None:
         names = sorted(query.namespaces)
-        where.append(f"namespace IN ({', '.join('?' * len(names))})")
+        where.append(f"{col('namespace')} IN ({', '.join('?' * len(names))})")
         params.extend(names)
     for name, clause in _COLUMN_FILTERS.items():
         if name in f:
-            where.append(clause)
+            where.append(col(clause))
             value = f[name]
             params.append(value.lower() if name == "uuid" else int(value) if name == "is_user_action"
                           else value)
     if "uuid__startswith" in f:
-        where.append("uuid >= ? AND uuid < ?")
+        where.append(f"{col('uuid')} >= ? AND {col('uuid')} < ?")
         params.extend(_prefix_bounds(f["uuid__startswith"]))
-    if "object" in f:
-        if f.get("include_related"):
-            cte, cte_params = _RELATED_CTE, [normalize_object_uri(f["object"])]
-            where.append("object_id IN (SELECT id FROM related)")
-        else:
-            where.append("object_id = (SELECT id FROM objects WHERE uri = ?)")
-            params.append(normalize_object_uri(f["object"]))
+    if object_ids is not None:
+        where.append("object_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(object_ids))
     clause = (" WHERE " + " AND ".join(where)) if where else ""
 
     if set(f) <= {"state"}:   # counted by action_counts, not by scanning actions
@@ -717,7 +744,10 @@ def _list_sql(query: ListQuery):
         page_params.extend(query.cursor)
         offset = 0
     page_clause = (" WHERE " + " AND ".join(where)) if where else ""
-    sql = (f"{cte}SELECT NULL, ({count_sql}), NULL, NULL UNION ALL SELECT * FROM ("
-           f"SELECT doc, NULL, start_ts, id FROM actions{page_clause} "
-           f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?)")
-    return sql, [*cte_params, *count_params, *page_params, query.limit, offset]
+    # The page's keys are found first and only its rows are read whole: a sort never carries docs.
+    sql = (f"SELECT NULL, ({count_sql}), NULL, NULL UNION ALL SELECT * FROM ("
+           f"SELECT a.doc, NULL, k.start_ts, k.id FROM ("
+           f"SELECT id, start_ts FROM actions{page_clause} "
+           f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?) AS k "
+           f"JOIN actions a ON a.id = k.id ORDER BY k.start_ts {order}, k.id {order})")
+    return sql, [*count_params, *page_params, query.limit, offset]
