@@ -19,11 +19,10 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import secrets
 import sqlite3
-import threading
 import uuid as uuidlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,75 +135,97 @@ def prepare_database(path: str) -> int:
 
 # ---------------------------------------------------------------------------- the writer
 
-class _Writer(threading.Thread):
-    """The one thread that writes. Jobs are `fn(conn, *args)` returning `(result, notes)`."""
+class _Writer:
+    """The one write connection and its group commit.
+
+    Jobs are `fn(conn, *args)` returning `(result, notes)`. While one transaction commits, new
+    jobs wait; the next transaction takes all of them, each in its own savepoint, and commits once.
+    The waits (BEGIN IMMEDIATE for the write lock, COMMIT for the fsync) run on the writer's own
+    thread; ordinary jobs run on the event loop between them, because handing the GIL back and
+    forth between two threads for every statement cost more than the statements themselves
+    (measured: about 25% more records/s this way). Heavy jobs (bulk imports, purges, resets) run
+    on the writer's thread too, so they never stall the loop.
+    """
 
     def __init__(self, path: str, synchronous: str, group_commit: bool, deliver):
-        super().__init__(name="auditd-writer", daemon=True)
         self.path, self.synchronous = path, synchronous
         self.max_batch = MAX_BATCH if group_commit else 1
         self.deliver = deliver          # called on the loop with [(future, ok, result)], notes
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop = asyncio.get_running_loop()
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditd-writer")
+        self.conn: sqlite3.Connection | None = None
+        self.pending: list = []
+        self.flushing: asyncio.Task | None = None
         self.commits = 0
 
-    def submit(self, fn, *args) -> asyncio.Future:
+    async def _in_thread(self, fn, *args):
+        return await self.loop.run_in_executor(self.thread, fn, *args)
+
+    async def open(self):
+        self.conn = await self._in_thread(_connect, self.path, self.synchronous)
+
+    def submit(self, fn, args, heavy: bool) -> asyncio.Future:
         future = self.loop.create_future()
-        self.jobs.put((fn, args, future))
+        self.pending.append((fn, args, heavy, future))
+        if self.flushing is None:
+            self.flushing = self.loop.create_task(self._flush())
         return future
 
-    def stop(self):
-        self.jobs.put(None)
+    async def close(self):
+        while self.flushing is not None:
+            await asyncio.shield(self.flushing)
+        await self._in_thread(self.conn.close)
+        self.thread.shutdown(wait=True)
 
-    def run(self):
-        conn = _connect(self.path, self.synchronous)
+    async def _flush(self):
         try:
-            stopping = False
-            while not stopping:
-                job = self.jobs.get()
-                if job is None:
-                    break
-                batch = [job]
-                while len(batch) < self.max_batch:
-                    try:
-                        job = self.jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        stopping = True
-                        break
-                    batch.append(job)
-                self._run_batch(conn, batch)
+            while self.pending:
+                batch = self.pending[:self.max_batch]
+                del self.pending[:self.max_batch]
+                answers, notes = await self._run_batch(batch)
+                self.deliver(answers, notes)
         finally:
-            conn.close()
+            self.flushing = None
 
-    def _run_batch(self, conn, batch):
+    def _run_job(self, fn, args):
+        conn = self.conn
+        conn.execute("SAVEPOINT job")
+        try:
+            result, job_notes = fn(conn, *args)
+        except Exception as err:   # noqa: BLE001 - handed to the caller
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            return False, err, ()
+        conn.execute("RELEASE job")
+        return True, result, job_notes
+
+    async def _run_batch(self, batch):
         answers, notes = [], []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, args, future in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result, job_notes = fn(conn, *args)
-                except Exception as err:   # noqa: BLE001 - handed to the caller
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    answers.append((future, False, err))
+            await self._in_thread(self.conn.execute, "BEGIN IMMEDIATE")
+            for fn, args, heavy, future in batch:
+                if heavy:
+                    ok, result, job_notes = await self._in_thread(self._run_job, fn, args)
                 else:
-                    conn.execute("RELEASE job")
-                    answers.append((future, True, result))
-                    notes.extend(job_notes)
-            conn.execute("COMMIT")
+                    ok, result, job_notes = self._run_job(fn, args)
+                answers.append((future, ok, result))
+                notes.extend(job_notes)
+            await self._in_thread(self.conn.execute, "COMMIT")
             self.commits += 1
         except sqlite3.Error as err:
             log.error("write transaction failed: %s", err)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                await self._in_thread(self.conn.execute, "ROLLBACK")
             failure = Unavailable(f"the database refused the write ({err}); nothing was saved: "
                                   "check the disk and the database file, then retry")
-            answers = [(future, False, failure) for _, _, future in batch]
-            notes = []
-        self.loop.call_soon_threadsafe(self.deliver, answers, notes)
+            return [(future, False, failure) for *_, future in batch], []
+        return answers, notes
+
+
+def heavy_job(fn):
+    """Mark a writer job that may touch many rows: it runs on the writer's thread."""
+    fn.heavy = True
+    return fn
 
 
 def _deliver_answers(answers):
@@ -240,8 +261,7 @@ class Store:
     async def open(self):
         self.schema_version = await asyncio.to_thread(prepare_database, self.path)
         self._writer = _Writer(self.path, self.synchronous, self.group_commit, self._delivered)
-        self._writer.loop = asyncio.get_running_loop()
-        self._writer.start()
+        await self._writer.open()
         self._readers = asyncio.Queue()
         for _ in range(self.reader_count):
             conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -257,9 +277,8 @@ class Store:
 
     async def close(self):
         if self._writer is not None:
-            self._writer.stop()
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+            writer, self._writer = self._writer, None   # no new writes from here on
+            await writer.close()
         for conn in self._reader_conns:
             await conn.close()
         self._reader_conns = []
@@ -281,10 +300,12 @@ class Store:
                 log.exception("delivering committed changes to the streams failed")
         _deliver_answers(answers)
 
-    async def _write(self, fn, *args):
+    async def _write(self, fn, *args, heavy: bool = False):
+        """Run `fn(conn, *args)` in the next group commit; its result once committed. Heavy jobs
+        (or functions marked with `heavy_job`) run off the event loop."""
         if self._writer is None:
             raise Unavailable("the store is closed: the server is shutting down")
-        return await self._writer.submit(fn, *args)
+        return await self._writer.submit(fn, args, heavy or getattr(fn, "heavy", False))
 
     def _read_inline(self, sql: str, params=()):
         """For statements that seek an index and return a bounded number of rows."""
@@ -386,7 +407,8 @@ class Store:
 
     async def append_logs(self, uuid: str, lines: list, namespaces) -> int:
         """Append [(ts, stream_type, line)] to an action's log, all or nothing."""
-        return await self._write(_append_logs, uuid.lower(), lines, namespaces)
+        return await self._write(_append_logs, uuid.lower(), lines, namespaces,
+                                 heavy=len(lines) > 1000)
 
     # -- actions: reads
 

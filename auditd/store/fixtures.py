@@ -1,8 +1,9 @@
 """Writes for the test stand-in mode: wiping every action, and loading prepared actions with their
 log lines. Both are one writer job each, so either all of it happens or none of it does."""
-from . import Store, _append_logs, _insert_action
+from . import Store, _append_logs, _insert_action, heavy_job
 
 
+@heavy_job
 def _reset(conn):
     counts = {
         "actions": conn.execute("SELECT count(*) FROM actions").fetchone()[0],
@@ -17,6 +18,7 @@ def _reset(conn):
     return counts, []
 
 
+@heavy_job
 def _load(conn, items):
     """items: [(record, lines)], record as made by `new_action` (its uuid kept), lines as for
     `append_logs`. Returns the stored actions, in the order given."""

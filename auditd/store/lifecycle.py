@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..schemas import FINAL_STATES, STATES
-from . import SCHEMA_VERSION, _ACTION_COLUMNS, _insert_action, _object_id
+from . import SCHEMA_VERSION, _ACTION_COLUMNS, _insert_action, _object_id, heavy_job
 
 _FINAL = tuple(sorted(FINAL_STATES))
 _EXPORT_COLUMNS = _ACTION_COLUMNS + ("doc",)
@@ -152,6 +152,7 @@ async def export_actions(store, filters: dict, with_logs: bool = True, page_size
 
 # ---------------------------------------------------------------------------- import
 
+@heavy_job
 def import_batch(conn, items: list):
     """Writer job: import parsed records, each in its own savepoint; an existing uuid is skipped.
 
@@ -231,6 +232,7 @@ async def count_purgeable(store, cut: int) -> tuple[int, int]:
     return rows[0][0], rows[0][1]
 
 
+@heavy_job
 def purge_batch(conn, cut: int, max_rows: int):
     """Writer job: delete final actions that ended before `cut`, oldest first, touching at most
     about `max_rows` rows (actions plus log lines), so the writer is never held long.
