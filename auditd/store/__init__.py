@@ -712,7 +712,7 @@ def _is_bounded(query: ListQuery, object_ids) -> bool:
     """Whether a list query reads a bounded number of rows: the first offset+limit of one index
     range (one namespace or all, state at most, counted by action_counts), or the actions of a few
     objects."""
-    if query.offset > INLINE_MAX_OFFSET:
+    if query.offset > INLINE_MAX_OFFSET and query.cursor is None:   # a cursor seeks, never skips
         return False
     if object_ids is not None:
         return len(object_ids) <= INLINE_MAX_OBJECTS
