@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from marshmallow import ValidationError, fields, validate
+from marshmallow import ValidationError
 
 from . import dates, keys
 from .auth import authenticate, require_role
 from .errors import InvalidRequest, NotFound
-from .schemas import (FINAL_STATES, MAX_SHORT, STATES, RecordActionSchema, describe_errors,
-                      load_log_lines)
+from .schemas import FINAL_STATES, FIXTURE_SCHEMA, STATES, describe_errors, load_log_lines
 from .store import fixtures, new_action
 
 log = logging.getLogger("auditd.demo")
@@ -32,18 +31,6 @@ LIVE_TICK = 0.5          # seconds between two lines of the simulated operation
 
 
 # ---------------------------------------------------------------------------- fixture format
-
-class FixtureActionSchema(RecordActionSchema):
-    """A producer-API action plus what only a fixture may set."""
-
-    uuid = fields.UUID()
-    state = fields.String(validate=validate.OneOf(STATES, error="must be one of: "
-                                                  + ", ".join(STATES)))
-    location = fields.String(validate=validate.Length(max=MAX_SHORT))
-    logs = fields.Raw()
-
-
-FIXTURE_SCHEMA = FixtureActionSchema()
 
 
 def parse_fixtures(text: str, source: str) -> list[tuple[str, dict]]:

@@ -246,6 +246,19 @@ class RecordActionSchema(StrictSchema):
 RECORD_ACTION_SCHEMA = RecordActionSchema()
 
 
+class FixtureActionSchema(RecordActionSchema):
+    """A fixture or seed item (auditd serve --fixtures, POST /_auditd/seed): a producer-API action
+    plus what only a fixture may set."""
+
+    uuid = fields.UUID()
+    state = _state_field(STATES)
+    location = fields.String(validate=validate.Length(max=MAX_SHORT))
+    logs = fields.Raw()
+
+
+FIXTURE_SCHEMA = FixtureActionSchema()
+
+
 class StateChangeSchema(StrictSchema):
     state = _state_field(STATES, required=True)
 
