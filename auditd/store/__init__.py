@@ -255,6 +255,8 @@ class Store:
         self._readers: asyncio.Queue | None = None
         self._reader_conns: list = []
         self._inline: sqlite3.Connection | None = None
+        self._cache: dict = {}
+        self._cache_version = None
 
     # -- lifecycle
 
@@ -307,6 +309,20 @@ class Store:
             raise Unavailable("the store is closed: the server is shutting down")
         return await self._writer.submit(fn, args, heavy or getattr(fn, "heavy", False))
 
+    def _cached(self, key, compute):
+        """`compute()`, remembered until the database changes: SQLite's data_version moves with
+        every commit made by any other connection (the writer, another process), so nothing
+        stale is ever returned. For lookups that are read far more often than anything is written."""
+        version = self._inline.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._cache_version or len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+            self._cache_version = version
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = compute()
+            return value
+
     def _read_inline(self, sql: str, params=()):
         """For statements that seek an index and return a bounded number of rows."""
         try:
@@ -334,10 +350,10 @@ class Store:
 
     def principal(self, name: str, key: str) -> Principal | None:
         """The user whose name and key these are, or None. Constant-time in the key."""
-        rows = self._read_inline(
+        rows = self._cached(("user", name), lambda: self._read_inline(
             "SELECT role, key_hash, (SELECT group_concat(o.name, char(31)) FROM org_members m "
             "JOIN orgs o ON o.id = m.org_id WHERE m.user_id = users.id) "
-            "FROM users WHERE name = ?", (name,))
+            "FROM users WHERE name = ?", (name,)))
         given = hash_key(key)
         stored = rows[0][1] if rows else "0" * 64
         if not secrets.compare_digest(given, stored) or not rows:
@@ -446,7 +462,8 @@ class Store:
                                  (normalize_object_uri(uri),))
         if not rows or not include_related:
             return [rows[0][0]] if rows else []
-        return [r[0] for r in self._read_inline(_RELATED_SQL, (rows[0][0], rows[0][0]))]
+        return self._cached(("related", rows[0][0]), lambda: [
+            r[0] for r in self._read_inline(_RELATED_SQL, (rows[0][0], rows[0][0]))])
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         """[(seq, ts, stream_type, line)] after `after_seq`, oldest first."""
@@ -705,6 +722,7 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
 
 
 INLINE_MAX_OFFSET = 1000
+CACHE_ENTRIES = 4096
 INLINE_MAX_OBJECTS = 256
 
 
