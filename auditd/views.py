@@ -127,8 +127,8 @@ async def list_actions(request: web.Request) -> web.Response:
         "previous": link(max(0, offset - limit)) if offset > 0 else None,
         "total_count": page.total,
     }
-    return json_text('{"meta": ' + json.dumps(meta) + ', "objects": [' + ", ".join(page.docs)
-                     + "]}")
+    body = b'{"meta": ' + json.dumps(meta).encode() + b', "objects": [' + b", ".join(page.docs)
+    return web.Response(body=body + b"]}", content_type="application/json", charset="utf-8")
 
 
 async def get_action(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ writing another class with the same coroutines.
   appended) to `on_commit` on the event loop: the live streams are fed from there.
 """
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -84,7 +85,7 @@ class ListQuery:
 @dataclass
 class Page:
     total: int
-    docs: list[str]
+    docs: list[bytes]                 # each Action's JSON, UTF-8
     last: tuple[int, int] | None      # (start_ts, id) of the page's last row: the next cursor
 
 
@@ -739,55 +740,64 @@ def _is_bounded(query: ListQuery, object_ids) -> bool:
 
 
 def _list_sql(query: ListQuery, object_ids=None):
-    """One statement: a first row (NULL, total_count), then one row per Action on the page.
-    `object_ids`: the objects whose actions are wanted, when the query filters by object."""
+    """One statement: a first row (NULL, total_count), then one row per Action on the page (its
+    JSON as bytes, sent as is). `object_ids`: the objects whose actions are wanted, when the query
+    filters by object. The statement's text depends only on the query's shape and is cached."""
     f = query.filters
-    # With an object filter the object index is the one to use: the others are kept out of the
-    # planner's reach (a unary + on a column), or it may walk a whole namespace instead.
-    col = (lambda c: "+" + c) if object_ids is not None else (lambda c: c)
-    where, params = [], []
-    if query.namespaces is not None:
-        names = sorted(query.namespaces)
-        where.append(f"{col('namespace')} IN ({', '.join('?' * len(names))})")
-        params.extend(names)
-    for name, clause in _COLUMN_FILTERS.items():
-        if name in f:
-            where.append(col(clause))
-            value = f[name]
-            params.append(value.lower() if name == "uuid" else int(value) if name == "is_user_action"
-                          else value)
+    names = sorted(query.namespaces) if query.namespaces is not None else None
+    filters = tuple(name for name in _COLUMN_FILTERS if name in f)
+    counted = set(f) <= {"state"}   # counted by action_counts, not by scanning actions
+    sql = _list_statement(None if names is None else len(names), filters, "uuid__startswith" in f,
+                          object_ids is not None, counted, query.newest_first,
+                          query.cursor is not None)
+    params = [*(names or ()), *(_filter_value(name, f[name]) for name in filters)]
     if "uuid__startswith" in f:
-        where.append(f"{col('uuid')} >= ? AND {col('uuid')} < ?")
         params.extend(_prefix_bounds(f["uuid__startswith"]))
     if object_ids is not None:
-        where.append("object_id IN (SELECT value FROM json_each(?))")
         params.append(json.dumps(object_ids))
+    state = [f["state"]] if "state" in f else []
+    count_params = [*(names or ()), *state] if counted else params
+    page_params = [*params, *query.cursor] if query.cursor is not None else params
+    offset = 0 if query.cursor is not None else query.offset
+    return sql, [*count_params, *page_params, query.limit, offset]
+
+
+def _filter_value(name: str, value):
+    if name == "uuid":
+        return value.lower()
+    return int(value) if name == "is_user_action" else value
+
+
+@functools.lru_cache(maxsize=512)
+def _list_statement(namespaces: int | None, filters: tuple, prefix: bool, by_object: bool,
+                    counted: bool, newest_first: bool, with_cursor: bool) -> str:
+    # With an object filter the object index is the one to use: the others are kept out of the
+    # planner's reach (a unary + on a column), or it may walk a whole namespace instead.
+    col = (lambda c: "+" + c) if by_object else (lambda c: c)
+    in_namespaces = f"IN ({', '.join('?' * namespaces)})" if namespaces is not None else ""
+    where = [f"{col('namespace')} {in_namespaces}"] if namespaces is not None else []
+    where += [col(_COLUMN_FILTERS[name]) for name in filters]
+    if prefix:
+        where.append(f"{col('uuid')} >= ? AND {col('uuid')} < ?")
+    if by_object:
+        where.append("object_id IN (SELECT value FROM json_each(?))")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
 
-    if set(f) <= {"state"}:   # counted by action_counts, not by scanning actions
-        count_where, count_params = [], []
-        if query.namespaces is not None:
-            count_where.append(f"namespace IN ({', '.join('?' * len(query.namespaces))})")
-            count_params.extend(sorted(query.namespaces))
-        if "state" in f:
-            count_where.append("state = ?")
-            count_params.append(f["state"])
+    if counted:
+        count_where = [f"namespace {in_namespaces}"] if namespaces is not None else []
+        count_where += ["state = ?"] if "state" in filters else []
         count_clause = (" WHERE " + " AND ".join(count_where)) if count_where else ""
         count_sql = f"SELECT coalesce(sum(n), 0) FROM action_counts{count_clause}"
     else:
-        count_sql, count_params = f"SELECT count(*) FROM actions{clause}", list(params)
+        count_sql = f"SELECT count(*) FROM actions{clause}"
 
-    order = "DESC" if query.newest_first else "ASC"
-    page_params, offset = list(params), query.offset
-    if query.cursor is not None:   # keyset: a deep page costs what the first one does
-        where.append(f"(start_ts, id) {'<' if query.newest_first else '>'} (?, ?)")
-        page_params.extend(query.cursor)
-        offset = 0
+    order = "DESC" if newest_first else "ASC"
+    if with_cursor:   # keyset: a deep page costs what the first one does
+        where.append(f"(start_ts, id) {'<' if newest_first else '>'} (?, ?)")
     page_clause = (" WHERE " + " AND ".join(where)) if where else ""
     # The page's keys are found first and only its rows are read whole: a sort never carries docs.
-    sql = (f"SELECT NULL, ({count_sql}), NULL, NULL UNION ALL SELECT * FROM ("
-           f"SELECT a.doc, NULL, k.start_ts, k.id FROM ("
-           f"SELECT id, start_ts FROM actions{page_clause} "
-           f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?) AS k "
-           f"JOIN actions a ON a.id = k.id ORDER BY k.start_ts {order}, k.id {order})")
-    return sql, [*count_params, *page_params, query.limit, offset]
+    return (f"SELECT NULL, ({count_sql}), NULL, NULL UNION ALL SELECT * FROM ("
+            f"SELECT CAST(a.doc AS BLOB), NULL, k.start_ts, k.id FROM ("
+            f"SELECT id, start_ts FROM actions{page_clause} "
+            f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?) AS k "
+            f"JOIN actions a ON a.id = k.id ORDER BY k.start_ts {order}, k.id {order})")
