@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 from . import dates, keys
 from .auth import authenticate, require_role
 from .errors import InvalidRequest, NotFound
-from .schemas import FINAL_STATES, FIXTURE_SCHEMA, STATES, describe_errors, load_log_lines
+from .schemas import FINAL_STATES, FIXTURE_SCHEMA, describe_errors, load_log_lines
 from .store import fixtures, new_action
 
 log = logging.getLogger("auditd.demo")

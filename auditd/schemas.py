@@ -6,7 +6,7 @@ as `{"error": ...}`.
 import json
 import math
 
-from marshmallow import (EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate,
+from marshmallow import (RAISE, Schema, ValidationError, fields, pre_load, validate,
                          validates_schema)
 
 from . import dates

@@ -3,7 +3,6 @@ import asyncio
 import json
 import re
 
-import aiohttp
 import pytest
 from aiohttp import WSMsgType
 

@@ -1,7 +1,6 @@
 """The log stream (CONTRACT.md section 7) over real WebSocket connections."""
 import asyncio
 import json
-import os
 import random
 import signal
 import socket

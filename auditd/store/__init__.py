@@ -19,7 +19,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import uuid as uuidlib
