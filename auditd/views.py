@@ -212,7 +212,8 @@ async def append_logs(request: web.Request) -> web.Response:
         raise InvalidRequest(_describe(err)) from None
     count = await request.app[keys.STORE].append_logs(request.match_info["uuid"], lines,
                                                       _namespaces(request))
-    return json_text(json.dumps({"appended": count}), 201)
+    return json_text(json.dumps({"appended": count}), 201,
+                     {ACTION_URI_HEADER: action_uri(request.match_info["uuid"].lower())})
 
 
 def _describe(err: ValidationError, noun: str = "key") -> str:

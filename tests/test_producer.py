@@ -191,6 +191,7 @@ async def test_append_log_objects(api):
                                 {"log": "oops", "timestamp": T + 1, "streamType": "stderr"},
                                 {"log": "no extras"}])
     assert resp.status == 201 and await resp.json() == {"appended": 3}
+    assert resp.headers["X-DockerCloud-Action-URI"] == action["resource_uri"]
     messages = await api.read_logs(action["uuid"])
     assert messages[:2] == [
         {"type": "log", "log": "pulling", "timestamp": T, "streamType": "stdout"},
