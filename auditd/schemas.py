@@ -237,8 +237,11 @@ class RecordActionSchema(StrictSchema):
     def _dates_fit_state(self, data, **kwargs):
         if "end_date" in data:
             if data.get("state") not in FINAL_STATES:
-                raise ValidationError("end_date is only accepted with a final state "
-                                      "(Success or Failed)", "end_date")
+                finals = [state for state in self.fields["state"].validate.choices
+                          if state in FINAL_STATES]
+                raise ValidationError("end_date is only accepted with a final state ("
+                                      + ", ".join(finals[:-1]) + " or " + finals[-1] + ")",
+                                      "end_date")
             if "start_date" in data and data["end_date"] < data["start_date"]:
                 raise ValidationError("end_date is before start_date", "end_date")
 
