@@ -213,3 +213,13 @@ async def test_org_membership_changes_take_effect(api, spread):
     await error_of(await api.get(f"/api/audit/v1/action/{acme_uuid}/", as_="carol"), 404)
     await api.store.add_member("acme", "bob")
     assert _uuids(await api.list(as_="bob")) == {spread["bob"]["uuid"], acme_uuid}
+
+
+def test_api_keys_are_long_random_url_safe_and_never_look_like_an_option():
+    import re
+    from auditd.store import new_key
+    keys = [new_key() for _ in range(2000)]
+    assert len(set(keys)) == len(keys)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43,}", key) for key in keys)
+    # `auditd run --apikey KEY` and friends would read a leading '-' as an option
+    assert not any(key.startswith("-") for key in keys)

@@ -59,7 +59,12 @@ def hash_key(key: str) -> str:
 
 
 def new_key() -> str:
-    return secrets.token_urlsafe(32)   # 256 bits, only A-Z a-z 0-9 _ -
+    """256 random bits in A-Z a-z 0-9 _ -, never starting with '-' (a command line would take
+    `--apikey -abc...` for an option)."""
+    while True:
+        key = secrets.token_urlsafe(32)
+        if not key.startswith("-"):
+            return key
 
 
 @dataclass
