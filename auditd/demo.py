@@ -157,9 +157,6 @@ class World:
     services: dict = field(default_factory=dict)    # name -> (uri, image)
     containers: dict = field(default_factory=dict)  # name -> (uri, service name, node name)
 
-    def service_of(self, container: str) -> str:
-        return self.containers[container][1]
-
 
 SERVICES = {"web": ("nginx:1.11-alpine", 2), "api": ("webshop/api:2.4.1", 2),
             "worker": ("webshop/worker:2.4.1", 1), "redis": ("redis:3.2", 1)}

@@ -3,12 +3,14 @@
 The rest of auditd speaks in actions, users and log lines, never in rows. Moving to PostgreSQL means
 writing another class with the same coroutines.
 
-- Writes go through one writer thread that owns the only write connection. It takes every write
-  that is waiting, runs each in its own savepoint inside one `BEGIN IMMEDIATE` transaction, commits
-  once (group commit), and only then answers each caller. A write that fails rolls back to its
-  savepoint and changes nothing; the others in the batch still commit.
-- Reads use a small pool of aiosqlite connections in autocommit mode: a read never waits for the
-  writer, and no read transaction stays open between statements (WAL checkpoints are not held up).
+- Writes go through the one write connection (`_Writer`). Every write waiting when a transaction
+  starts joins it, each in its own savepoint; the transaction commits once (group commit) and only
+  then is each caller answered. A write that fails rolls back to its savepoint and changes
+  nothing; the others in the batch still commit.
+- Reads that touch a bounded number of rows run on a connection used inline on the event loop;
+  reads whose cost depends on the data use a small pool of aiosqlite connections. Both are in
+  autocommit mode: a read never waits for the writer, and no read transaction stays open between
+  statements (WAL checkpoints are not held up).
 - Each action's wire JSON is rendered once per write (`actions.doc`), so a page of actions is a
   join of stored fragments, and `action_counts`, kept by triggers, makes `total_count` cheap.
 - After each commit the writer hands the batch's notes (actions created or changed, log lines
