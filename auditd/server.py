@@ -70,39 +70,105 @@ class KeyValueFormatter(logging.Formatter):
     def __init__(self, journald: bool = False):
         super().__init__()
         self.journald = journald
+        self._second, self._stamp = None, ""
+
+    def head(self, created: float, level: str, logger: str) -> str:
+        """`time=... level=... logger=...`, or `<priority>level=...` under journald."""
+        if self.journald:
+            return f"<{_SYSLOG_PRIORITY.get(level, 6)}>level={level.lower()} logger={logger}"
+        second = int(created)
+        if second != self._second:   # strftime once a second, not once a line
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millis = int((created - second) * 1000)
+        return f"time={self._stamp}.{millis:03d}Z level={level.lower()} logger={logger}"
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = []
-        if not self.journald:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            parts.append(f"time={stamp}.{int(record.msecs):03d}Z")
-        parts.append(f"level={record.levelname.lower()}")
-        parts.append(f"logger={record.name}")
+        parts = [self.head(record.created, record.levelname, record.name)]
         parts.append(f"msg={logfmt_value(record.getMessage())}")
         for key, value in getattr(record, "fields", {}).items():
             parts.append(f"{key}={logfmt_value(value)}")
         if record.exc_info:
             parts.append(f"exc={logfmt_value(self.formatException(record.exc_info))}")
         line = " ".join(parts)
-        if not getattr(record, "redacted", False):   # the access log redacts its one free field
-            line = redact(line)
-        if self.journald:
-            line = f"<{_SYSLOG_PRIORITY.get(record.levelname, 6)}>{line}"
-        return line
+        return line if getattr(record, "redacted", False) else redact(line)
+
+
+class LogHandler(logging.StreamHandler):
+    """The one log handler: key=value lines on stderr.
+
+    Access-log lines skip the logging module's per-record machinery (which cost more than the rest
+    of a small request) and are queued with `queue_access`; the queue is written in one go at the
+    end of the event loop's turn, so a busy server makes one write for many requests. Any other
+    record writes the queued lines first, so lines stay in order, and `flush` (at exit) writes
+    whatever is queued."""
+
+    def __init__(self, stream, journald: bool = False):
+        super().__init__(stream)
+        self.formatter = KeyValueFormatter(journald)
+        self.setFormatter(self.formatter)
+        self.queued: list[str] = []
+
+    def queue_access(self, fields: str):
+        """`fields`: the access line after its head, each value already logfmt-safe."""
+        self.queued.append(f"{self.formatter.head(time.time(), 'INFO', ACCESS_LOGGER)} {fields}")
+        if len(self.queued) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:    # no loop (never the case in the server): write it now
+                self.flush()
+
+    def _write_queued(self):
+        if self.queued:
+            lines, self.queued = self.queued, []
+            self.stream.write("\n".join(lines) + "\n")
+
+    def emit(self, record: logging.LogRecord):
+        self.acquire()
+        try:
+            self._write_queued()
+        finally:
+            self.release()
+        super().emit(record)
+
+    def flush(self):
+        self.acquire()
+        try:
+            self._write_queued()
+            super().flush()
+        except (OSError, ValueError):   # stderr closed: nothing more can be said
+            pass
+        finally:
+            self.release()
+
+
+ACCESS_LOGGER = "auditd.access"
 
 
 def setup_logging(level: str):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter(journald=_stderr_is_journal()))
+    handler = LogHandler(sys.stderr, journald=_stderr_is_journal())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Who logged from which thread and process is never printed: do not collect it per record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 class AccessLogger(AbstractAccessLogger):
     """One line per request: the route template and the path, never the query string (the streams
-    take `?user=&token=`) nor any header, so no credential reaches the log."""
+    take `?user=&token=`) nor any header, so no credential reaches the log. Written through the
+    `LogHandler` when there is one, else as an ordinary record."""
+
+    def __init__(self, logger, log_format):
+        super().__init__(logger, log_format)
+        handlers = logging.getLogger().handlers
+        self.handler = handlers[0] if len(handlers) == 1 and isinstance(handlers[0], LogHandler) \
+            else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request, response, time):
         resource = request.match_info.route.resource
@@ -110,7 +176,7 @@ class AccessLogger(AbstractAccessLogger):
         path = request.path
         if "=" in path or " " in path:
             path = redact(path)
-        self.logger.info("request", extra={"redacted": True, "fields": {
+        fields = {
             "method": request.method,
             "route": resource.canonical if resource is not None else "-",
             "path": path,
@@ -118,7 +184,12 @@ class AccessLogger(AbstractAccessLogger):
             "ms": f"{time * 1000:.1f}",
             "remote": request.remote or "-",
             "user": principal.name if principal else "-",
-        }})
+        }
+        if self.handler is None or not self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("request", extra={"redacted": True, "fields": fields})
+            return
+        self.handler.queue_access("msg=request " + " ".join(
+            f"{key}={logfmt_value(value)}" for key, value in fields.items()))
 
 
 # ---------------------------------------------------------------------------- serving
