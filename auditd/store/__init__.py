@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 import sqlite3
+import time
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ def new_key() -> str:
             return key
 
 
-@dataclass
+@dataclass(frozen=True)
 class Principal:
     """Who is calling: a user and the namespaces it may see (None: every namespace)."""
     name: str
@@ -264,6 +265,7 @@ class Store:
         self._inline: sqlite3.Connection | None = None
         self._cache: dict = {}
         self._cache_version = None
+        self._cache_checked = float("-inf")
 
     # -- lifecycle
 
@@ -302,6 +304,7 @@ class Store:
         await self.close()
 
     def _delivered(self, answers, notes):
+        self._cache_checked = float("-inf")   # what was cached may have changed: look again
         if notes and self.on_commit is not None:
             try:
                 self.on_commit(notes)
@@ -317,13 +320,21 @@ class Store:
         return await self._writer.submit(fn, args, heavy or getattr(fn, "heavy", False))
 
     def _cached(self, key, compute):
-        """`compute()`, remembered until the database changes: SQLite's data_version moves with
-        every commit made by any other connection (the writer, another process), so nothing
-        stale is ever returned. For lookups that are read far more often than anything is written."""
-        version = self._inline.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._cache_version or len(self._cache) >= CACHE_ENTRIES:
+        """`compute()`, remembered until the database changes. For lookups that are read far more
+        often than anything is written (credentials, related-object sets).
+
+        This store's own commits clear it before their callers are answered. A commit by another
+        process (the auditd CLI adding a user, rotating a key) moves SQLite's data_version, which
+        is looked at at most once every CACHE_RECHECK seconds: such a change shows within that."""
+        now = time.monotonic()
+        if now - self._cache_checked >= CACHE_RECHECK:
+            self._cache_checked = now
+            version = self._inline.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._cache_version:
+                self._cache.clear()
+                self._cache_version = version
+        if len(self._cache) >= CACHE_ENTRIES:
             self._cache.clear()
-            self._cache_version = version
         try:
             return self._cache[key]
         except KeyError:
@@ -357,18 +368,25 @@ class Store:
 
     def principal(self, name: str, key: str) -> Principal | None:
         """The user whose name and key these are, or None. Constant-time in the key."""
-        rows = self._cached(("user", name), lambda: self._read_inline(
+        known = self._cached(("user", name), lambda: self._load_principal(name))
+        given = hash_key(key)
+        stored = known[0] if known else "0" * 64
+        if not secrets.compare_digest(given, stored) or not known:
+            return None
+        return known[1]
+
+    def _load_principal(self, name: str) -> tuple[str, Principal] | None:
+        """(key hash, Principal) of a user, or None."""
+        rows = self._read_inline(
             "SELECT role, key_hash, (SELECT group_concat(o.name, char(31)) FROM org_members m "
             "JOIN orgs o ON o.id = m.org_id WHERE m.user_id = users.id) "
-            "FROM users WHERE name = ?", (name,)))
-        given = hash_key(key)
-        stored = rows[0][1] if rows else "0" * 64
-        if not secrets.compare_digest(given, stored) or not rows:
+            "FROM users WHERE name = ?", (name,))
+        if not rows:
             return None
-        role, _, orgs = rows[0]
-        if role != "user":
-            return Principal(name, role, None)
-        return Principal(name, role, frozenset([name, *(orgs.split("\x1f") if orgs else ())]))
+        role, key_hash, orgs = rows[0]
+        namespaces = None if role != "user" else \
+            frozenset([name, *(orgs.split("\x1f") if orgs else ())])
+        return key_hash, Principal(name, role, namespaces)
 
     async def add_user(self, name: str, role: str = "user") -> str:
         """Create a user; returns its API key, which is not kept anywhere."""
@@ -730,6 +748,7 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
 
 INLINE_MAX_OFFSET = 1000
 CACHE_ENTRIES = 4096
+CACHE_RECHECK = 0.005   # seconds between two looks at data_version (see Store._cached)
 INLINE_MAX_OBJECTS = 256
 
 
