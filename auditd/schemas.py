@@ -10,6 +10,7 @@ from marshmallow import (RAISE, Schema, ValidationError, fields, pre_load, valid
                          validates_schema)
 
 from . import dates
+from .compiled import compile_dump, compile_load
 from .uris import action_uri
 
 STATES = ("Pending", "In progress", "Canceling", "Canceled", "Success", "Failed")
@@ -61,10 +62,8 @@ class ActionSchema(Schema):
 
 ACTION_SCHEMA = ActionSchema()
 
-
-def render_action(action: dict) -> str:
-    """The Action's JSON text, as stored in `actions.doc` and sent as is."""
-    return json.dumps(ACTION_SCHEMA.dump(action), separators=(", ", ": "), ensure_ascii=False)
+# The Action's JSON text, as stored in `actions.doc` and sent as is: ACTION_SCHEMA.dump, compiled.
+render_action = compile_dump(ACTION_SCHEMA, separators=(", ", ": "), ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------- strict field types
@@ -247,6 +246,7 @@ class RecordActionSchema(StrictSchema):
 
 
 RECORD_ACTION_SCHEMA = RecordActionSchema()
+load_record_action = compile_load(RECORD_ACTION_SCHEMA)   # RECORD_ACTION_SCHEMA.load, compiled
 
 
 class FixtureActionSchema(RecordActionSchema):

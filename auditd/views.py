@@ -8,8 +8,8 @@ from marshmallow import ValidationError
 from . import dates, keys
 from .auth import require_role, visible_namespaces
 from .errors import InvalidRequest
-from .schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, RECORD_ACTION_SCHEMA,
-                      STATE_CHANGE_SCHEMA, describe_errors, format_cursor, load_log_lines)
+from .schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, STATE_CHANGE_SCHEMA,
+                      describe_errors, format_cursor, load_log_lines, load_record_action)
 from .store import ListQuery, new_action
 from .uris import action_uri
 
@@ -162,7 +162,7 @@ async def record_action(request: web.Request) -> web.Response:
     if not isinstance(payload, dict):
         raise InvalidRequest("the request body must be a JSON object with at least 'action'")
     try:
-        fields = RECORD_ACTION_SCHEMA.load(payload)
+        fields = load_record_action(payload)
     except ValidationError as err:
         raise InvalidRequest(_describe(err)) from None
     namespace = request.match_info.get("namespace")
