@@ -3,7 +3,7 @@
 Neither needs credentials: a load balancer and a Prometheus scraper have none. They show no
 action, user or namespace, only totals.
 
-The metrics middleware counts every request by method, route template and status, and observes
+The request middleware (app.py) counts every request by method, route template and status, and observes
 HTTP latency per route in a fixed-bucket histogram: a dict lookup and a bisect per request.
 Labels are route templates (`/api/audit/v1/action/{uuid}/`), never raw paths, so the number of
 series stays fixed whatever clients send.
@@ -73,27 +73,6 @@ class Metrics:
 
 
 METRICS = web.AppKey("metrics", Metrics)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler):
-    started = time.perf_counter()
-    metrics = request.app[METRICS]
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        metrics.observe(request, exc.status, time.perf_counter() - started)
-        raise
-    except asyncio.CancelledError:
-        raise     # the client went away: no status to count
-    except Exception:
-        metrics.observe(request, 500, time.perf_counter() - started)
-        raise
-    # A WebSocket's duration is the life of the stream, not a latency: counted, not timed.
-    streamed = isinstance(response, web.WebSocketResponse)
-    metrics.observe(request, response.status, None if streamed else
-                    time.perf_counter() - started)
-    return response
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -176,9 +155,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application):
-    """Add the health and metrics routes and the metrics middleware to the application."""
+    """Add the health and metrics routes; app.request_middleware counts into app[METRICS]."""
     app[METRICS] = Metrics()
-    # Outermost, so it sees the status the client gets after the JSON error middleware.
-    app.middlewares.insert(0, metrics_middleware)
     app.router.add_get(HEALTH_PATH, health)
     app.router.add_get(METRICS_PATH, metrics)
