@@ -1,6 +1,7 @@
 """Dates on the wire: RFC 2822 for actions, ISO 8601 for events, several forms accepted in filters."""
 import calendar
 import email.utils
+import functools
 import time
 from datetime import datetime, timezone
 
@@ -33,6 +34,7 @@ def now() -> int:
     return int(time.time())
 
 
+@functools.lru_cache(maxsize=4096)   # most dates rendered are "now": one per second
 def format_rfc2822(ts: int) -> str:
     """`Wed, 17 Sep 2014 08:26:22 +0000`, always UTC and English whatever the locale."""
     t = time.gmtime(ts)

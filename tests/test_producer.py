@@ -261,3 +261,49 @@ async def test_append_on_a_namespaced_path(api):
                           json=["wrong namespace"])
     await error_of(resp, 404)
     assert lines_of(await api.read_logs(action["uuid"], as_="alice")) == ["namespaced"]
+
+
+def test_new_uuids_are_random_version_4_uuids():
+    from auditd.store import new_uuid
+    made = [new_uuid() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuidlib.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuidlib.RFC_4122, text)
+    # every hex digit outside the fixed version and variant bits varies
+    for position in (0, 9, 15, 20, 35):
+        assert len({text[position] for text in made}) == 16
+
+
+async def test_objects_a_failed_or_reset_write_removed_are_created_again(tmp_path):
+    """The writer remembers object ids; a rollback or a reset must not leave it remembering
+    objects that are gone."""
+    from auditd.errors import Conflict
+    from auditd.store import ListQuery, Store, new_action
+    from auditd.store.fixtures import reset
+
+    service, stack = "/api/app/v1/u/service/2/", "/api/app/v1/u/stack/9/"
+
+    async def related_uuids(store, uri):
+        page = await store.list_actions(ListQuery(None, 25, filters={
+            "object": uri, "include_related": True}))
+        return [json.loads(doc)["uuid"] for doc in page.docs]
+
+    store = await Store(str(tmp_path / "objects.db")).open()
+    try:
+        first = await store.record_action(new_action(action="A", user="u"))
+        clash = new_action(action="B", user="u", object=service, parents=[stack])
+        clash["uuid"] = first["uuid"]
+        with pytest.raises(Conflict):
+            await store.record_action(clash)
+        again = await store.record_action(new_action(action="C", user="u", object=service,
+                                                     parents=[stack]))
+        assert await related_uuids(store, stack) == [again["uuid"]]
+
+        await reset(store)
+        after = await store.record_action(new_action(action="D", user="u", object=service,
+                                                     parents=[stack]))
+        assert await related_uuids(store, stack) == [after["uuid"]]
+        assert await related_uuids(store, service) == [after["uuid"]]
+    finally:
+        await store.close()

@@ -174,6 +174,8 @@ def import_batch(conn, items: list):
         except (sqlite3.IntegrityError, LookupError) as err:
             conn.execute("ROLLBACK TO import_record")
             conn.execute("RELEASE import_record")
+            if hasattr(conn, "forget"):   # objects it added are gone again
+                conn.forget()
             results.append((lineno, "error", 0, str(err)))
             continue
         conn.execute("RELEASE import_record")
