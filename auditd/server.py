@@ -173,23 +173,32 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request, response, time):
         resource = request.match_info.route.resource
         principal = request.get(keys.PRINCIPAL)
-        path = request.path
-        if "=" in path or " " in path:
-            path = redact(path)
-        fields = {
-            "method": request.method,
-            "route": resource.canonical if resource is not None else "-",
-            "path": path,
-            "status": response.status,
-            "ms": f"{time * 1000:.1f}",
-            "remote": request.remote or "-",
-            "user": principal.name if principal else "-",
-        }
+        route = resource.canonical if resource is not None else "-"
+        user = principal.name if principal else "-"
         if self.handler is None or not self.logger.isEnabledFor(logging.INFO):
-            self.logger.info("request", extra={"redacted": True, "fields": fields})
+            self.logger.info("request", extra={"redacted": True, "fields": {
+                "method": request.method, "route": route, "path": _log_path(request.path),
+                "status": response.status, "ms": f"{time * 1000:.1f}",
+                "remote": request.remote or "-", "user": user}})
             return
-        self.handler.queue_access("msg=request " + " ".join(
-            f"{key}={logfmt_value(value)}" for key, value in fields.items()))
+        # Clients repeat the same few requests: their fixed fields are formatted once.
+        key = (request.method, route, request.path, request.remote, user)
+        parts = _ACCESS_PARTS.get(key)
+        if parts is None:
+            if len(_ACCESS_PARTS) >= 4096:
+                _ACCESS_PARTS.clear()
+            parts = _ACCESS_PARTS[key] = (
+                f"msg=request method={logfmt_value(key[0])} route={logfmt_value(route)} "
+                f"path={logfmt_value(_log_path(key[2]))} status=",
+                f" remote={logfmt_value(key[3] or '-')} user={logfmt_value(user)}")
+        self.handler.queue_access(f"{parts[0]}{response.status} ms={time * 1000:.1f}{parts[1]}")
+
+
+_ACCESS_PARTS: dict[tuple, tuple[str, str]] = {}
+
+
+def _log_path(path: str) -> str:
+    return redact(path) if "=" in path or " " in path else path
 
 
 # ---------------------------------------------------------------------------- serving
