@@ -184,6 +184,7 @@ class _Writer:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditd-writer")
         self.conn: sqlite3.Connection | None = None
         self.pending: list = []
+        self.temp_store = "DEFAULT"
         self.flushing: asyncio.Task | None = None
         self.commits = 0
 
@@ -229,10 +230,21 @@ class _Writer:
         conn.execute("RELEASE job")
         return True, result, job_notes
 
+    def _begin(self, journal_in_memory: bool):
+        # Each job's SAVEPOINT keeps the pages it changes in a statement journal, which SQLite
+        # spills to a temporary file past 64 KiB: two writes per page, more than the WAL itself
+        # takes (measured). In memory it is a copy. A batch with a heavy job (a reset may touch
+        # every page) keeps it in a file.
+        mode = "MEMORY" if journal_in_memory else "DEFAULT"
+        if mode != self.temp_store:
+            self.conn.execute(f"PRAGMA temp_store = {mode}")
+            self.temp_store = mode
+        self.conn.execute("BEGIN IMMEDIATE")
+
     async def _run_batch(self, batch):
         answers, notes = [], []
         try:
-            await self._in_thread(self.conn.execute, "BEGIN IMMEDIATE")
+            await self._in_thread(self._begin, not any(heavy for _, _, heavy, _ in batch))
             for fn, args, heavy, future in batch:
                 if heavy:
                     ok, result, job_notes = await self._in_thread(self._run_job, fn, args)
