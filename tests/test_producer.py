@@ -1,4 +1,5 @@
 """The producer API: record an action, move its state, append log lines (CONTRACT.md section 6)."""
+import asyncio
 import json
 import time
 import uuid as uuidlib
@@ -307,3 +308,45 @@ async def test_objects_a_failed_or_reset_write_removed_are_created_again(tmp_pat
         assert await related_uuids(store, service) == [after["uuid"]]
     finally:
         await store.close()
+
+
+async def test_counts_stay_exact_through_failed_writes_and_changes_in_one_transaction(tmp_path):
+    """total_count comes from action_counts: failed jobs (rolled back to their savepoint), and a
+    state change or a deletion of an action added earlier in the same transaction, leave it
+    exact."""
+    from auditd.errors import Conflict
+    from auditd.store import Store, _insert_action, _set_state, new_action
+    from auditd.store.lifecycle import check
+
+    def insert_then_finish(conn, record):      # one job: add an action, then move its state
+        action, _ = _insert_action(conn, record)
+        return _set_state(conn, action, "Success")
+
+    def insert_then_fail(conn, record):
+        _insert_action(conn, record)
+        raise Conflict("refused after the insert")
+
+    def insert_then_delete(conn, record):
+        action, _ = _insert_action(conn, record)
+        conn.execute("DELETE FROM actions WHERE id = ?", (action["id"],))
+        return None, []
+
+    path = str(tmp_path / "counts.db")
+    async with Store(path) as store:
+        first = await store.record_action(new_action(action="A", user="u", state="Pending"))
+        clash = new_action(action="B", user="u", state="Failed")
+        clash["uuid"] = first["uuid"]
+        writes = [store.record_action(new_action(action="C", user=f"u{i % 3}", state="Pending"))
+                  for i in range(40)]
+        writes += [store.record_action(clash),
+                   store._write(insert_then_finish, new_action(action="D", user="new", state="In progress")),
+                   store._write(insert_then_delete, new_action(action="E", user="gone")),
+                   store._write(insert_then_fail, new_action(action="F", user="u", state="Failed")),
+                   store.change_state(first["uuid"], "In progress", None)]
+        results = await asyncio.gather(*writes, return_exceptions=True)   # one transaction
+        assert [type(r) for r in results if isinstance(r, Exception)] == [Conflict, Conflict]
+        assert store.commits <= 3
+        counts = await store.counts_by_state()
+    assert (counts["Pending"], counts["In progress"], counts["Success"], counts["Failed"]) == \
+        (40, 1, 1, 0)
+    assert check(path)["problems"] == []
