@@ -105,17 +105,30 @@ def _parse_list_query(items: tuple) -> tuple:
 
 
 _PAGING_PARAMS = ("limit", "offset", "cursor")
+_LIST_QUERIES: dict[str, tuple] = {}
+
+
+def _list_query(request: web.Request) -> tuple:
+    """`_parse_list_query`'s answer plus the filters to keep in next/previous links, remembered
+    per raw query string: a client polling a list sends the same one again and again."""
+    raw = request.rel_url.raw_query_string
+    parsed = _LIST_QUERIES.get(raw)
+    if parsed is None:
+        params = single_query(request)   # raises for a bad query: nothing is remembered
+        # next/previous keep every filter exactly as the client wrote it
+        kept = "".join(part + "&" for part in request.query_string.split("&")
+                       if part and part.partition("=")[0] not in _PAGING_PARAMS)
+        parsed = (*_parse_list_query(tuple(params.items())), kept)
+        if len(_LIST_QUERIES) >= 1024:
+            _LIST_QUERIES.clear()
+        _LIST_QUERIES[raw] = parsed
+    return parsed
 
 
 async def list_actions(request: web.Request) -> web.Response:
-    params = single_query(request)
-    filters, limit, offset, newest_first, cursor = _parse_list_query(tuple(params.items()))
+    filters, limit, offset, newest_first, cursor, kept = _list_query(request)
     query = ListQuery(_namespaces(request), limit, offset, newest_first, dict(filters), cursor)
     page = await request.app[keys.STORE].list_actions(query)
-
-    # next/previous keep every filter exactly as the client wrote it
-    kept = "".join(part + "&" for part in request.query_string.split("&")
-                   if part and part.partition("=")[0] not in _PAGING_PARAMS)
     path = request.path if request.path.endswith("/") else request.path + "/"
 
     def link(at, position=None):
