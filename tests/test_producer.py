@@ -350,3 +350,57 @@ async def test_counts_stay_exact_through_failed_writes_and_changes_in_one_transa
     assert (counts["Pending"], counts["In progress"], counts["Success"], counts["Failed"]) == \
         (40, 1, 1, 0)
     assert check(path)["problems"] == []
+
+
+async def test_records_in_one_batch_go_in_together_and_a_clash_fails_only_itself(tmp_path,
+                                                                                  monkeypatch):
+    """Consecutive records in a batch are inserted in one statement run; when one of them
+    conflicts, the batch falls back to one at a time and only that one fails."""
+    from auditd import store as store_module
+    from auditd.errors import Conflict
+    from auditd.store import ListQuery, Store, new_action
+
+    bulk_runs = []
+
+    def counted_bulk(conn, jobs):
+        bulk_runs.append(len(jobs))
+        return store_module._insert_actions(conn, jobs)
+
+    monkeypatch.setattr(store_module._insert_action, "bulk", counted_bulk)
+
+    async with Store(str(tmp_path / "bulk.db")) as store:
+        first = await store.record_action(new_action(action="A", user="u"))
+        records = [new_action(action=f"B{i}", user="u", object=f"/api/app/v1/u/service/{i % 4}/",
+                              parents=["/api/app/v1/u/stack/s/"]) for i in range(30)]
+        clash = new_action(action="C", user="u")
+        clash["uuid"] = first["uuid"]
+        for batch in (records[:15], records[15:] + [clash]):
+            commits = store.commits
+            results = await asyncio.gather(*(store.record_action(r) for r in batch),
+                                           return_exceptions=True)
+            assert store.commits == commits + 1
+            stored = [r for r in results if not isinstance(r, Exception)]
+            assert [type(r) for r in results if isinstance(r, Exception)] == \
+                ([Conflict] if clash in batch else [])
+            for action in stored:
+                assert await store.get_action_doc(action["uuid"], None) == action["doc"]
+        assert bulk_runs == [15, 16]   # the first went in; the second fell back (the clash)
+        page = await store.list_actions(ListQuery(None, 100, filters={
+            "object": "/api/app/v1/u/stack/s/", "include_related": True}))
+        assert page.total == 30
+        ids = [json.loads(doc)["uuid"] for doc in page.docs]
+        assert sorted(ids) == sorted(r["uuid"] for r in records)
+
+
+def test_a_forked_process_never_repeats_its_parents_uuids():
+    import os
+
+    from auditd.store import new_uuid
+    new_uuid()          # the pool of random bytes is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child
+        os.write(write, new_uuid().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64).decode() != new_uuid()
