@@ -4,9 +4,10 @@ The rest of auditd speaks in actions, users and log lines, never in rows. Moving
 writing another class with the same coroutines.
 
 - Writes go through the one write connection (`_Writer`). Every write waiting when a transaction
-  starts joins it, each in its own savepoint; the transaction commits once (group commit) and only
-  then is each caller answered. A write that fails rolls back to its savepoint and changes
-  nothing; the others in the batch still commit.
+  starts joins it, each in its own savepoint (consecutive records share one, and are retried one
+  by one if any of them fails); the transaction commits once (group commit) and only then is each
+  caller answered. A write that fails rolls back to its savepoint and changes nothing; the others
+  in the batch still commit.
 - Reads that touch a bounded number of rows run on a connection used inline on the event loop;
   reads whose cost depends on the data use a small pool of aiosqlite connections. Both are in
   autocommit mode: a read never waits for the writer, and no read transaction stays open between
@@ -169,6 +170,8 @@ class _Writer:
 
     Jobs are `fn(conn, *args)` returning `(result, notes)`. While one transaction commits, new
     jobs wait; the next transaction takes all of them, each in its own savepoint, and commits once.
+    A job with a bulk form (`fn.bulk(conn, [args, ...])` returning one `(result, notes)` each) runs
+    it for a run of consecutive calls, in one savepoint; if that raises, they run one by one.
     The waits (BEGIN IMMEDIATE for the write lock, COMMIT for the fsync) run on the writer's own
     thread; ordinary jobs run on the event loop between them, because handing the GIL back and
     forth between two threads for every statement cost more than the statements themselves
