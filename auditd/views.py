@@ -1,5 +1,4 @@
 """The REST handlers of the Actions API. Thin: parse, ask the store, answer."""
-import functools
 import json
 
 from aiohttp import web
@@ -89,12 +88,11 @@ def _caller(request) -> dict:
 
 # ---------------------------------------------------------------------------- reading
 
-@functools.lru_cache(maxsize=1024)
-def _parse_list_query(items: tuple) -> tuple:
-    """(filters, limit, offset, newest_first, cursor) from the query's (name, value) pairs.
-    Clients repeat the same few queries, so the marshmallow load is done once per distinct one."""
+def _parse_list_query(params: dict) -> tuple:
+    """(filters, limit, offset, newest_first, cursor) from the query's parameters.
+    `_list_query` remembers the answer per raw query string."""
     try:
-        filters = LIST_QUERY_SCHEMA.load(dict(items))
+        filters = LIST_QUERY_SCHEMA.load(params)
     except ValidationError as err:
         raise InvalidRequest("invalid query: " + _describe(err, "parameter")) from None
     limit = filters.pop("limit", LIST_DEFAULT_LIMIT)
@@ -118,7 +116,7 @@ def _list_query(request: web.Request) -> tuple:
         # next/previous keep every filter exactly as the client wrote it
         kept = "".join(part + "&" for part in request.query_string.split("&")
                        if part and part.partition("=")[0] not in _PAGING_PARAMS)
-        parsed = (*_parse_list_query(tuple(params.items())), kept)
+        parsed = (*_parse_list_query(params), kept)
         if len(_LIST_QUERIES) >= 1024:
             _LIST_QUERIES.clear()
         _LIST_QUERIES[raw] = parsed
