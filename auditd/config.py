@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import AuditdError
+from .model.errors import AuditdError
 
 DEFAULT_CONFIG_FILE = "/etc/auditd/auditd.toml"
 ENV_PREFIX = "AUDITD_"

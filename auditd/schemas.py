@@ -1,28 +1,19 @@
-"""Everything that crosses the wire, defined once: the Action as dumped, what clients send as loaded.
+"""What clients send, defined once and loaded with marshmallow: the list query, the producer's
+bodies, log lines, and a fixture item. (The Action as sent is `auditd.model.document`.)
 
 Validation errors become one readable sentence (`describe_errors`) that the error middleware sends
 as `{"error": ...}`.
 """
 import json
 import math
+import uuid as uuidlib
 
 from marshmallow import (RAISE, Schema, ValidationError, fields, pre_load, validate,
                          validates_schema)
 
-from . import dates
-from .compiled import compile_dump, compile_load
-from .uris import action_uri
-
-STATES = ("Pending", "In progress", "Canceling", "Canceled", "Success", "Failed")
-FINAL_STATES = frozenset({"Success", "Failed", "Canceled"})
-CANCELABLE_STATES = frozenset({"Pending", "In progress"})
-START_STATES = ("Pending", "In progress", "Success", "Failed")
-TRANSITIONS = {
-    "Pending": ("In progress", "Canceling", "Canceled", "Failed"),
-    "In progress": ("Success", "Failed", "Canceling"),
-    "Canceling": ("Canceled", "Success", "Failed"),
-    "Success": (), "Failed": (), "Canceled": (),
-}
+from .model import dates
+from .model.actions import FINAL_STATES, START_STATES, STATES
+from .model.compiled import compile_load
 
 MAX_SHORT = 256          # action names, methods, users, ips
 MAX_LONG = 4096          # paths, object URIs, user agents
@@ -30,40 +21,8 @@ MAX_BODY = 256 * 1024    # the audited call's body, encoded
 MAX_LOG_LINE = 64 * 1024
 MAX_LOG_LINES = 10_000   # per request
 MAX_PARENTS = 16
+MAX_EDGES = 4096         # [child, parent] edges an imported action may carry
 MAX_OFFSET = 2**62       # SQLite's OFFSET is a 64-bit integer
-
-
-# ---------------------------------------------------------------------------- the Action, dumped
-
-class ActionSchema(Schema):
-    """The Action exactly as in CONTRACT.md section 2: these 17 keys, no others, strings never null."""
-
-    resource_uri = fields.Function(lambda a: action_uri(a["uuid"]))
-    uuid = fields.String()
-    object = fields.String()
-    action = fields.String()
-    method = fields.String()
-    path = fields.String()
-    user = fields.String()
-    user_agent = fields.String()
-    start_date = fields.Function(lambda a: dates.format_rfc2822(a["start_ts"]))
-    end_date = fields.Function(
-        lambda a: None if a["end_ts"] is None else dates.format_rfc2822(a["end_ts"]))
-    state = fields.String()
-    ip = fields.String()
-    location = fields.String()
-    is_user_action = fields.Function(lambda a: bool(a["is_user_action"]))
-    can_be_canceled = fields.Function(
-        lambda a: bool(a["cancelable"]) and a["state"] in CANCELABLE_STATES)
-    can_be_retried = fields.Function(
-        lambda a: bool(a["retriable"]) and a["state"] in FINAL_STATES)
-    body = fields.String(allow_none=True)
-
-
-ACTION_SCHEMA = ActionSchema()
-
-# The Action's JSON text, as stored in `actions.doc` and sent as is: ACTION_SCHEMA.dump, compiled.
-render_action = compile_dump(ACTION_SCHEMA, separators=(", ", ": "), ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------- strict field types
@@ -77,14 +36,23 @@ class StrictBool(fields.Boolean):
         return value
 
 
+QUERY_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def query_bool(value: str) -> bool:
+    """A boolean query parameter: true or false (any case), or 1 or 0; ValueError otherwise."""
+    try:
+        return QUERY_BOOLS[str(value).lower()]
+    except KeyError:
+        raise ValueError("must be 'true' or 'false' (or 1 or 0)") from None
+
+
 class QueryBool(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
-        lowered = str(value).lower()
-        if lowered in ("true", "1"):
-            return True
-        if lowered in ("false", "0"):
-            return False
-        raise ValidationError("must be 'true' or 'false'")
+        try:
+            return query_bool(value)
+        except ValueError as err:
+            raise ValidationError(str(err)) from None
 
 
 class DateValue(fields.Field):
@@ -128,10 +96,6 @@ class PageCursor(fields.Field):
             raise ValidationError("must be the token a 'next' link carries; "
                                   "drop it and use offset instead")
         return int(ts), int(row)
-
-
-def format_cursor(position) -> str:
-    return f"{position[0]}.{position[1]}"
 
 
 def _short(**kw):
@@ -234,7 +198,7 @@ class RecordActionSchema(StrictSchema):
 
     @validates_schema
     def _dates_fit_state(self, data, **kwargs):
-        if "end_date" in data:
+        if data.get("end_date") is not None:
             if data.get("state") not in FINAL_STATES:
                 finals = [state for state in self.fields["state"].validate.choices
                           if state in FINAL_STATES]
@@ -249,17 +213,54 @@ RECORD_ACTION_SCHEMA = RecordActionSchema()
 load_record_action = compile_load(RECORD_ACTION_SCHEMA)   # RECORD_ACTION_SCHEMA.load, compiled
 
 
-class FixtureActionSchema(RecordActionSchema):
-    """A fixture or seed item (auditd serve --fixtures, POST /_auditd/seed): a producer-API action
-    plus what only a fixture may set."""
+class UuidText(fields.Field):
+    """A uuid in any case, as its lowercase text."""
 
-    uuid = fields.UUID()
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return str(uuidlib.UUID(value))
+        except (TypeError, ValueError, AttributeError):
+            raise ValidationError(f"{value!r} is not a uuid") from None
+
+
+class ParentsValue(fields.Field):
+    """The object graph above an action's object: a producer's chain of parent URIs, nearest
+    first, or an export's [child URI, parent URI] edges. Loaded as edges, given the object."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list) or len(value) > MAX_EDGES:
+            raise ValidationError(f"must be a list of at most {MAX_EDGES} parent URIs or "
+                                  "[child URI, parent URI] pairs")
+        if all(isinstance(p, list) and len(p) == 2
+               and all(isinstance(u, str) and 0 < len(u) <= MAX_LONG for u in p) for p in value):
+            return [list(p) for p in value]
+        if all(isinstance(p, str) and 0 < len(p) <= MAX_LONG for p in value):
+            chain = [data.get("object") or "", *value]
+            if value and not chain[0]:
+                raise ValidationError("a list of parent URIs needs the action's object")
+            return [[chain[i], chain[i + 1]] for i in range(len(chain) - 1)]
+        raise ValidationError("must be [child URI, parent URI] pairs or a list of parent URIs")
+
+
+class ActionItemSchema(RecordActionSchema):
+    """An action as a file carries it, defined once for `serve --fixtures`, `POST /_auditd/seed`
+    and `auditd import`: a fixture item (the producer's shape plus uuid, location, any state and
+    logs) or a line of auditd's own export (the Action's keys plus namespace, the producer's flags
+    cancelable and retriable, parents as edges, logs with their seq). See `auditd.formats.items`."""
+
+    uuid = UuidText()
     state = _state_field(STATES)
     location = fields.String(validate=validate.Length(max=MAX_SHORT))
+    end_date = DateValue(allow_none=True)
+    resource_uri = _long()          # the export's; derived from the uuid, so not kept
+    cancelable = StrictBool()
+    retriable = StrictBool()
+    parents = ParentsValue()
     logs = fields.Raw()
 
 
-FIXTURE_SCHEMA = FixtureActionSchema()
+ACTION_ITEM_SCHEMA = ActionItemSchema()
+load_action_item = compile_load(ACTION_ITEM_SCHEMA)   # ACTION_ITEM_SCHEMA.load, compiled
 
 
 class StateChangeSchema(StrictSchema):

@@ -125,7 +125,8 @@ def _log_lines(rng: random.Random, ts: int) -> list:
 async def _build(path: Path, size: int, progress):
     from . import procs
     sys.path.insert(0, str(procs.REPO))
-    from auditd.store import Store, new_action
+    from auditd.model.actions import new_action
+    from auditd.store.sqlite import SQLiteStore
 
     rng = random.Random(size * 7919 + GENERATOR_VERSION)
     objects = Objects(rng, min(200_000, max(1000, size // 5)))
@@ -135,7 +136,7 @@ async def _build(path: Path, size: int, progress):
     n_regular = size - len(specials)
     special_at = set(rng.sample(range(size), len(specials)))
     started = time.monotonic()
-    store = Store(str(path), synchronous="OFF")
+    store = SQLiteStore(str(path), synchronous="OFF")
     await store.open()
     try:
         done, specials_iter, pending_logs = 0, iter(specials), []

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from auditd.app import create_app
+from auditd.http.app import create_app
 from auditd.config import Config
-from auditd.keys import STORE
+from auditd.http.appkeys import STORE
 
 ROOT = Path(__file__).resolve().parent.parent
 

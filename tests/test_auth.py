@@ -217,7 +217,7 @@ async def test_org_membership_changes_take_effect(api, spread):
 
 def test_api_keys_are_long_random_url_safe_and_never_look_like_an_option():
     import re
-    from auditd.store import new_key
+    from auditd.model.access import new_key
     keys = [new_key() for _ in range(2000)]
     assert len(set(keys)) == len(keys)
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{43,}", key) for key in keys)

@@ -1,4 +1,4 @@
-"""The compiled load and dump (auditd/compiled.py) agree with marshmallow, and are the ones in use."""
+"""The compiled load and dump (auditd/model/compiled.py) agree with marshmallow, and are the ones in use."""
 import itertools
 import json
 
@@ -6,10 +6,10 @@ import pytest
 from marshmallow import Schema, ValidationError, fields, post_load
 
 from auditd import schemas
-from auditd.compiled import compile_dump, compile_load
-from auditd.schemas import (ACTION_SCHEMA, RECORD_ACTION_SCHEMA, STATES, load_record_action,
-                            render_action)
-from auditd.store import new_action
+from auditd.model.actions import STATES, new_action
+from auditd.model.compiled import compile_dump, compile_load
+from auditd.model.document import ACTION_SCHEMA, render_action
+from auditd.schemas import RECORD_ACTION_SCHEMA, load_record_action
 
 VALID = {
     "action": "Service Start", "namespace": "ns01", "state": "Success",
@@ -118,7 +118,8 @@ def test_render_of_an_incomplete_action_is_marshmallows():
 
 def test_the_write_path_uses_the_compiled_functions():
     assert getattr(schemas.load_record_action, "compiled", False)
-    assert getattr(schemas.render_action, "compiled", False)
+    assert getattr(schemas.load_action_item, "compiled", False)
+    assert getattr(render_action, "compiled", False)
 
 
 def test_schemas_the_compiler_does_not_know_get_marshmallow_itself():

@@ -13,11 +13,13 @@ import urllib.request
 
 from conftest import ROOT, basic
 
-from auditd import data
-from auditd.app import create_app
 from auditd.config import Config
-from auditd.keys import STORE
-from auditd.store import SCHEMA_VERSION, ListQuery, Store, lifecycle, new_action
+from auditd.formats import ndjson
+from auditd.http.app import create_app
+from auditd.http.appkeys import RETENTION, STORE
+from auditd.model.actions import new_action
+from auditd.model.query import ListQuery
+from auditd.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 DAY = 86400
 NOW = int(time.time())
@@ -114,7 +116,7 @@ async def test_export_import_round_trip_is_exact_and_idempotent(api, tmp_path):
     # The object graph works as before: the stack's related actions are the same in both.
     related = ListQuery(None, 100, filters={"object": "/api/app/v1/stack/s1/",
                                             "include_related": True})
-    async with Store(target) as store:
+    async with SQLiteStore(target) as store:
         restored_page = await store.list_actions(related)
     source_page = await api.store.list_actions(related)
     assert sorted(restored_page.docs) == sorted(source_page.docs)
@@ -179,9 +181,9 @@ async def test_import_commits_in_batches(tmp_path):
         "uuid": f"00000000-0000-4000-8000-{i:012d}", "action": "Ping", "user": "u",
         "state": "In progress", "start_date": 1_700_000_000 + i,
         "logs": [{"log": "x", "timestamp": 1}] * (i == 3)}) + "\n" for i in range(7))
-    async with Store(tmp_path / "b.db") as store:
+    async with SQLiteStore(tmp_path / "b.db") as store:
         before = store.commits
-        summary = await data.import_file(store, io.BytesIO(lines.encode()), batch_actions=3)
+        summary = await ndjson.import_file(store, io.BytesIO(lines.encode()), batch_actions=3)
         assert (summary.imported, summary.lines, summary.errors) == (7, 1, [])
         assert store.commits - before == 3        # 3 + 3 + 1, not 7 and not 1
 
@@ -241,25 +243,10 @@ async def test_purge_removes_old_final_actions_with_their_logs_and_nothing_else(
     assert cli("check", "--db", api.store.path).returncode == 0
 
 
-async def test_purge_takes_a_long_log_away_in_small_batches(tmp_path):
-    async with Store(tmp_path / "p.db") as store:
-        old = await store.record_action(new_action(
-            user="u", action="Build", state="Success", start_date=100, end_date=200))
-        await store.append_logs(old["uuid"], [(150, None, f"line {i}") for i in range(25)], None)
-        for i in range(3):
-            await store.record_action(new_action(user="u", action="Small", state="Failed",
-                                                 start_date=100, end_date=300 + i))
-        before = store.commits
-        assert await lifecycle.purge(store, 1000, max_rows=10) == (4, 25)
-        assert store.commits - before >= 4         # 10 + 10 + 5 lines, then the rest, then none
-        assert (await store.counts_by_state())["Success"] == 0
-        assert await store._read("SELECT count(*) FROM action_logs") == [(0,)]
-
-
 async def test_retention_task_removes_old_final_actions(aiohttp_client, tmp_path):
     app = create_app(Config(db=str(tmp_path / "r.db"), retention_days=30))
     await aiohttp_client(app)
-    store, retention = app[STORE], app[data.RETENTION]
+    store, retention = app[STORE], app[RETENTION]
     old = await store.record_action(new_action(user="u", action="Old", state="Success",
                                                start_date=NOW - 40 * DAY, end_date=NOW - 31 * DAY))
     await store.append_logs(old["uuid"], [(NOW - 31 * DAY, "stdout", "done")], None)
@@ -269,15 +256,15 @@ async def test_retention_task_removes_old_final_actions(aiohttp_client, tmp_path
                                                  start_date=NOW - 400 * DAY))
 
     assert await retention.run_now() == 1
-    rows = await store._read("SELECT uuid FROM actions ORDER BY id")
-    assert [r[0] for r in rows] == [recent["uuid"], stuck["uuid"]]
-    assert await store._read("SELECT count(*) FROM action_logs") == [(0,)]
+    page = await store.list_actions(ListQuery(None, 10, newest_first=False))
+    assert [json.loads(doc)["uuid"] for doc in page.docs] == [stuck["uuid"], recent["uuid"]]
+    assert await store.read_logs(old["id"], 0, 10) == []
 
 
 async def test_no_retention_task_when_retention_is_off(aiohttp_client, tmp_path):
     app = create_app(Config(db=str(tmp_path / "r.db")))
     await aiohttp_client(app)
-    assert data.RETENTION not in app
+    assert RETENTION not in app
 
 
 # ---------------------------------------------------------------------------- backup and check
@@ -327,7 +314,7 @@ def test_backup_while_the_server_takes_writes(server, tmp_path):
 
 async def test_check_passes_a_good_database_and_fails_a_damaged_one(tmp_path):
     db = tmp_path / "good.db"
-    async with Store(db) as store:
+    async with SQLiteStore(db) as store:
         for i in range(20):
             await store.record_action(new_action(user="u", action=f"A{i}"))
     good = cli("check", "--db", db)

@@ -7,13 +7,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from auditd import demo
-from auditd.app import create_app
+from auditd.tasks import demo
+from auditd.http.app import create_app
 from auditd.config import Config
-from auditd.errors import InvalidRequest
-from auditd.keys import STORE
-from auditd.schemas import STATES
-from auditd.store import Store
+from auditd.model.errors import InvalidRequest
+from auditd.http.appkeys import STORE
+from auditd.model.actions import STATES
+from auditd.store.sqlite import SQLiteStore
 from conftest import basic
 
 ACTIONS = "/api/audit/v1/action/"
@@ -141,7 +141,7 @@ async def test_demo_stops_cleanly_and_marks_the_cut_operation(aiohttp_client, tm
     action, ws, _ = await first_live_line(dc)
     await ws.close()
     await client.close()
-    async with Store(str(db)) as store:
+    async with SQLiteStore(str(db)) as store:
         stopped = await store.get_action(action["uuid"], None)
         lines = await store.read_logs(stopped["id"], 0, 1000)
     assert stopped["state"] in ("Failed", "Success")   # cut short, or it had just finished

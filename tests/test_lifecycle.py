@@ -10,7 +10,7 @@ import sys
 
 import aiohttp
 
-from auditd.server import KeyValueFormatter
+from auditd.server.logs import KeyValueFormatter
 from conftest import ServerProcess, basic
 
 WRITERS = 16

@@ -5,9 +5,9 @@ import maxminddb
 import pytest
 
 from conftest import Api
-from auditd.app import create_app
+from auditd.http.app import create_app
 from auditd.config import Config
-from auditd.keys import STORE
+from auditd.http.appkeys import STORE
 
 geolite2 = pytest.importorskip("_maxminddb_geolite2", reason="maxminddb-geolite2 (test extra) "
                                                              "ships the GeoLite2 City file")

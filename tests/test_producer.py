@@ -1,5 +1,4 @@
 """The producer API: record an action, move its state, append log lines (CONTRACT.md section 6)."""
-import asyncio
 import json
 import time
 import uuid as uuidlib
@@ -265,7 +264,7 @@ async def test_append_on_a_namespaced_path(api):
 
 
 def test_new_uuids_are_random_version_4_uuids():
-    from auditd.store import new_uuid
+    from auditd.model.actions import new_uuid
     made = [new_uuid() for _ in range(2000)]
     assert len(set(made)) == len(made)
     for text in made:
@@ -276,126 +275,10 @@ def test_new_uuids_are_random_version_4_uuids():
         assert len({text[position] for text in made}) == 16
 
 
-async def test_objects_a_failed_or_reset_write_removed_are_created_again(tmp_path):
-    """The writer remembers object ids; a rollback or a reset must not leave it remembering
-    objects that are gone."""
-    from auditd.errors import Conflict
-    from auditd.store import ListQuery, Store, new_action
-    from auditd.store.fixtures import reset
-
-    service, stack = "/api/app/v1/u/service/2/", "/api/app/v1/u/stack/9/"
-
-    async def related_uuids(store, uri):
-        page = await store.list_actions(ListQuery(None, 25, filters={
-            "object": uri, "include_related": True}))
-        return [json.loads(doc)["uuid"] for doc in page.docs]
-
-    store = await Store(str(tmp_path / "objects.db")).open()
-    try:
-        first = await store.record_action(new_action(action="A", user="u"))
-        clash = new_action(action="B", user="u", object=service, parents=[stack])
-        clash["uuid"] = first["uuid"]
-        with pytest.raises(Conflict):
-            await store.record_action(clash)
-        again = await store.record_action(new_action(action="C", user="u", object=service,
-                                                     parents=[stack]))
-        assert await related_uuids(store, stack) == [again["uuid"]]
-
-        await reset(store)
-        after = await store.record_action(new_action(action="D", user="u", object=service,
-                                                     parents=[stack]))
-        assert await related_uuids(store, stack) == [after["uuid"]]
-        assert await related_uuids(store, service) == [after["uuid"]]
-    finally:
-        await store.close()
-
-
-async def test_counts_stay_exact_through_failed_writes_and_changes_in_one_transaction(tmp_path):
-    """total_count comes from action_counts: failed jobs (rolled back to their savepoint), and a
-    state change or a deletion of an action added earlier in the same transaction, leave it
-    exact."""
-    from auditd.errors import Conflict
-    from auditd.store import Store, _insert_action, _set_state, new_action
-    from auditd.store.lifecycle import check
-
-    def insert_then_finish(conn, record):      # one job: add an action, then move its state
-        action, _ = _insert_action(conn, record)
-        return _set_state(conn, action, "Success")
-
-    def insert_then_fail(conn, record):
-        _insert_action(conn, record)
-        raise Conflict("refused after the insert")
-
-    def insert_then_delete(conn, record):
-        action, _ = _insert_action(conn, record)
-        conn.execute("DELETE FROM actions WHERE id = ?", (action["id"],))
-        return None, []
-
-    path = str(tmp_path / "counts.db")
-    async with Store(path) as store:
-        first = await store.record_action(new_action(action="A", user="u", state="Pending"))
-        clash = new_action(action="B", user="u", state="Failed")
-        clash["uuid"] = first["uuid"]
-        writes = [store.record_action(new_action(action="C", user=f"u{i % 3}", state="Pending"))
-                  for i in range(40)]
-        writes += [store.record_action(clash),
-                   store._write(insert_then_finish, new_action(action="D", user="new", state="In progress")),
-                   store._write(insert_then_delete, new_action(action="E", user="gone")),
-                   store._write(insert_then_fail, new_action(action="F", user="u", state="Failed")),
-                   store.change_state(first["uuid"], "In progress", None)]
-        results = await asyncio.gather(*writes, return_exceptions=True)   # one transaction
-        assert [type(r) for r in results if isinstance(r, Exception)] == [Conflict, Conflict]
-        assert store.commits <= 3
-        counts = await store.counts_by_state()
-    assert (counts["Pending"], counts["In progress"], counts["Success"], counts["Failed"]) == \
-        (40, 1, 1, 0)
-    assert check(path)["problems"] == []
-
-
-async def test_records_in_one_batch_go_in_together_and_a_clash_fails_only_itself(tmp_path,
-                                                                                  monkeypatch):
-    """Consecutive records in a batch are inserted in one statement run; when one of them
-    conflicts, the batch falls back to one at a time and only that one fails."""
-    from auditd import store as store_module
-    from auditd.errors import Conflict
-    from auditd.store import ListQuery, Store, new_action
-
-    bulk_runs = []
-
-    def counted_bulk(conn, jobs):
-        bulk_runs.append(len(jobs))
-        return store_module._insert_actions(conn, jobs)
-
-    monkeypatch.setattr(store_module._insert_action, "bulk", counted_bulk)
-
-    async with Store(str(tmp_path / "bulk.db")) as store:
-        first = await store.record_action(new_action(action="A", user="u"))
-        records = [new_action(action=f"B{i}", user="u", object=f"/api/app/v1/u/service/{i % 4}/",
-                              parents=["/api/app/v1/u/stack/s/"]) for i in range(30)]
-        clash = new_action(action="C", user="u")
-        clash["uuid"] = first["uuid"]
-        for batch in (records[:15], records[15:] + [clash]):
-            commits = store.commits
-            results = await asyncio.gather(*(store.record_action(r) for r in batch),
-                                           return_exceptions=True)
-            assert store.commits == commits + 1
-            stored = [r for r in results if not isinstance(r, Exception)]
-            assert [type(r) for r in results if isinstance(r, Exception)] == \
-                ([Conflict] if clash in batch else [])
-            for action in stored:
-                assert await store.get_action_doc(action["uuid"], None) == action["doc"]
-        assert bulk_runs == [15, 16]   # the first went in; the second fell back (the clash)
-        page = await store.list_actions(ListQuery(None, 100, filters={
-            "object": "/api/app/v1/u/stack/s/", "include_related": True}))
-        assert page.total == 30
-        ids = [json.loads(doc)["uuid"] for doc in page.docs]
-        assert sorted(ids) == sorted(r["uuid"] for r in records)
-
-
 def test_a_forked_process_never_repeats_its_parents_uuids():
     import os
 
-    from auditd.store import new_uuid
+    from auditd.model.actions import new_uuid
     new_uuid()          # the pool of random bytes is filled
     read, write = os.pipe()
     pid = os.fork()

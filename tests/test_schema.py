@@ -7,8 +7,10 @@ import sys
 import pytest
 
 from conftest import ROOT
-from auditd.errors import SchemaVersionError
-from auditd.store import SCHEMA_VERSION, Store, new_action, prepare_database
+from auditd.model.errors import SchemaVersionError
+from auditd.model.actions import new_action
+from auditd.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from auditd.store.sqlite.database import prepare_database
 
 
 def index_columns(path, name):
@@ -31,7 +33,7 @@ async def test_a_new_database_gets_the_whole_schema_at_the_current_version(tmp_p
 async def test_a_version_1_database_is_migrated_and_keeps_its_actions(tmp_path):
     path = str(tmp_path / "old.db")
     prepare_database(path)
-    async with Store(path) as store:
+    async with SQLiteStore(path) as store:
         recorded = await store.record_action(new_action(action="Service Create", user="alice",
                                                         object="/api/app/v1/service/s/"))
     with sqlite3.connect(path) as conn:   # make it what version 1 wrote
@@ -42,7 +44,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_actions(tmp_path):
     assert prepare_database(path) == SCHEMA_VERSION
     assert user_version(path) == SCHEMA_VERSION
     assert index_columns(path, "actions_by_object") == ["object_id", "namespace", "start_ts", "id"]
-    async with Store(path) as store:
+    async with SQLiteStore(path) as store:
         assert recorded["uuid"] in await store.get_action_doc(recorded["uuid"], None)
 
 

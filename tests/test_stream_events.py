@@ -6,7 +6,7 @@ import re
 import pytest
 from aiohttp import WSMsgType
 
-from auditd.keys import STREAMS
+from auditd.http.appkeys import STREAMS
 from test_stream_logs import UPGRADE, logs_path, read_stream, stalling_session
 
 EVENTS = "/api/audit/v1/events/"

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from auditd.keys import STREAMS
+from auditd.http.appkeys import STREAMS
 
 BASE = "/api/audit/v1"
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from auditd import systemd
+from auditd.server import systemd
 from conftest import ROOT, free_port
 
 UNITS = ROOT / "systemd"

@@ -1,6 +1,6 @@
 """The WebSocket handlers: an action's log lines, and the events stream (CONTRACT.md section 7).
 
-Each stream runs two tasks: a sender that writes shared, pre-rendered frames (see streams.py)
+Each stream runs two tasks: a sender that writes shared, pre-rendered frames (`auditd.streams`)
 straight to the socket's transport, and a reader that answers the client's pings and notices
 when it leaves. The sender waits for the client to take what it was sent (the transport's flow
 control); one that takes nothing for `config.stream_stall_seconds` is closed with 1013, so a
@@ -13,12 +13,13 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import keys
-from .auth import visible_namespaces
-from .errors import InvalidRequest
-from .schemas import FINAL_STATES
-from .streams import BATCH_BYTES, log_frame, text_frame
-from .views import single_query
+from ..model.actions import FINAL_STATES
+from ..model.errors import InvalidRequest
+from ..schemas import query_bool
+from ..streams.frames import log_frame, text_frame
+from ..streams.logs import BATCH_BYTES
+from .appkeys import CONFIG, PRINCIPAL, STORE, STREAMS
+from .requests import namespaces, single_query
 
 log = logging.getLogger("auditd.streams")
 
@@ -52,12 +53,10 @@ def _parse_tail(value: str | None) -> int | None:
 def _parse_bool(name: str, value: str | None, default: bool) -> bool:
     if value is None:
         return default
-    lowered = value.lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0"):
-        return False
-    raise InvalidRequest(f"{name} must be 'true' or 'false' (or 1 or 0), not {value!r}")
+    try:
+        return query_bool(value)
+    except ValueError as err:
+        raise InvalidRequest(f"{name} {err}, not {value!r}") from None
 
 
 class Stream:
@@ -67,8 +66,8 @@ class Stream:
     def __init__(self, request: web.Request, kind: str):
         self.request = request
         self.kind = kind
-        self.streams = request.app[keys.STREAMS]
-        self.stall_seconds = request.app[keys.CONFIG].stream_stall_seconds
+        self.streams = request.app[STREAMS]
+        self.stall_seconds = request.app[CONFIG].stream_stall_seconds
         self.ws = web.WebSocketResponse(autoping=True, compress=False, timeout=CLOSE_TIMEOUT,
                                         max_msg_size=64 * 1024)
 
@@ -173,12 +172,11 @@ async def action_logs(request: web.Request) -> web.StreamResponse:
     params = single_query(request, allowed={"tail", "follow", "user", "token"})
     tail = _parse_tail(params.get("tail"))
     follow = _parse_bool("follow", params.get("follow"), True)
-    namespaces = visible_namespaces(request[keys.PRINCIPAL], request.match_info.get("namespace"))
-    store = request.app[keys.STORE]
-    action = await store.get_action(request.match_info["uuid"], namespaces)   # 404 before upgrade
+    store = request.app[STORE]
+    action = await store.get_action(request.match_info["uuid"], namespaces(request))   # 404 first
     stream = Stream(request, "logs")
     await stream.open()
-    hub = request.app[keys.STREAMS].logs
+    hub = request.app[STREAMS].logs
     feed = hub.attach(action["id"])
     try:
         return await stream.serve(_follow(stream, store, feed, action["uuid"], tail, follow))
@@ -234,14 +232,14 @@ async def _read_batch(store, action_id: int, cursor: int, last: int) -> tuple[in
 
 async def events(request: web.Request) -> web.StreamResponse:
     params = single_query(request, allowed={"type", "object", "parent", "parents", "user", "token"})
-    principal = request[keys.PRINCIPAL]
-    namespaces = visible_namespaces(principal, request.match_info.get("namespace"))
+    principal = request[PRINCIPAL]
+    visible = namespaces(request)
     parents = [p for key in ("parent", "parents") if key in params
                for p in params[key].split(",") if p]
     stream = Stream(request, "events")
     await stream.open()
-    hub = request.app[keys.STREAMS].events
-    subscriber = hub.subscribe(namespaces, params.get("type") or None,
+    hub = request.app[STREAMS].events
+    subscriber = hub.subscribe(visible, params.get("type") or None,
                                params.get("object") or None, parents)
     # A subscriber blocked on a full socket would notice its overflow only at the stall timeout.
     subscriber.on_overflow = lambda: stream.end(TRY_AGAIN_LATER, OVERFLOWED)

@@ -1,22 +1,24 @@
-"""The SQL of the data lifecycle: export, import, purge, backup and check.
+"""The SQL of the data lifecycle: export, import, purge, reset and fixture loads.
 
 - Export reads pages of actions by keyset over (start_ts, id), each page and its log lines in a few
   bounded reads, so memory stays flat whatever the database holds.
 - Import and purge are writer jobs of bounded size: each runs inside the writer's group-commit
   transaction and leaves the writer free for the server's own writes between batches.
-- Backup and check work on the database file with their own sqlite3 connection: they must not
-  create, migrate or otherwise change the database they look at.
+- Reset and fixture loads are one writer job each, so either all of it happens or none of it does.
+
+The store (`__init__.py`) calls these with itself; they use its private readers and writer, which
+is why they live inside the backend.
 """
-import os
 import sqlite3
 from collections import defaultdict
-from pathlib import Path
 
-from ..schemas import FINAL_STATES, STATES
-from . import SCHEMA_VERSION, _ACTION_COLUMNS, _insert_action, _object_id, heavy_job
+from ...model.actions import FINAL_STATES
+from ...model.notes import ActionsRemoved
+from .jobs import STORED_COLUMNS, add_parent, append_logs, insert_action, object_id
+from .database import savepoint
+from .writer import heavy_job
 
 _FINAL = tuple(sorted(FINAL_STATES))
-_EXPORT_COLUMNS = _ACTION_COLUMNS + ("doc",)
 
 
 # ---------------------------------------------------------------------------- export
@@ -115,11 +117,11 @@ async def export_actions(store, filters: dict, with_logs: bool = True, page_size
             page_params.extend(after)
         clause = (" WHERE " + " AND ".join(terms)) if terms else ""
         rows = await store._read(
-            f"SELECT {', '.join(_EXPORT_COLUMNS)} FROM actions{clause} "
+            f"SELECT {', '.join(STORED_COLUMNS)} FROM actions{clause} "
             "ORDER BY start_ts, id LIMIT ?", [*page_params, page_size])
         if not rows:
             return
-        page = [dict(zip(_EXPORT_COLUMNS, row)) for row in rows]
+        page = [dict(zip(STORED_COLUMNS, row)) for row in rows]
         after = (page[-1]["start_ts"], page[-1]["id"])
         edges = await _graph_edges(store, (a["object_id"] for a in page)) if with_logs else {}
         # Log lines are read for groups of actions holding at most `log_chunk` lines together;
@@ -165,20 +167,15 @@ def import_batch(conn, items: list):
     """
     results = []
     for kind, lineno, *rest in items:
-        conn.execute("SAVEPOINT import_record")
         try:
-            if kind == "action":
-                outcome, added = _import_action(conn, *rest)
-            else:
-                outcome, added = _import_logs(conn, *rest)
+            with savepoint(conn, "import_record"):
+                if kind == "action":
+                    outcome, added = _import_action(conn, *rest)
+                else:
+                    outcome, added = _import_logs(conn, *rest)
         except (sqlite3.IntegrityError, LookupError) as err:
-            conn.execute("ROLLBACK TO import_record")
-            conn.execute("RELEASE import_record")
-            if hasattr(conn, "forget"):   # objects it added are gone again
-                conn.forget()
             results.append((lineno, "error", 0, str(err)))
             continue
-        conn.execute("RELEASE import_record")
         results.append((lineno, outcome, added, None))
     return results, []
 
@@ -187,14 +184,17 @@ def _import_action(conn, record: dict, edges: list, logs: list):
     row = conn.execute("SELECT id FROM actions WHERE uuid = ?", (record["uuid"],)).fetchone()
     outcome = "skipped"
     if row is None:
-        action, _ = _insert_action(conn, dict(record, parents=[]))
+        action, _ = insert_action(conn, dict(record, parents=[]))
         row, outcome = (action["id"],), "imported"
-    for child_uri, parent_uri in edges:
-        child, parent = _object_id(conn, child_uri), _object_id(conn, parent_uri)
-        if child is not None and parent is not None and child != parent:
-            conn.execute("INSERT OR IGNORE INTO object_parents (child_id, parent_id) VALUES (?, ?)",
-                         (child, parent))
+    _add_edges(conn, edges)
     return outcome, _insert_logs(conn, row[0], logs)
+
+
+def _add_edges(conn, edges: list):
+    for child_uri, parent_uri in edges:
+        child, parent = object_id(conn, child_uri), object_id(conn, parent_uri)
+        if child is not None and parent is not None and child != parent:
+            add_parent(conn, child, parent)
 
 
 def _import_logs(conn, uuid: str, logs: list):
@@ -279,100 +279,38 @@ async def purge(store, cut: int, max_rows: int = 2000, on_progress=None) -> tupl
             on_progress(actions, lines)
 
 
-# ---------------------------------------------------------------------------- backup and check
+# ---------------------------------------------------------------------------- reset and fixtures
 
-def _open_existing(path: str) -> sqlite3.Connection:
-    if not Path(path).is_file():
-        raise FileNotFoundError(path)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
-
-
-def backup(source: str, target: str) -> dict:
-    """A consistent copy of `source` at `target` (which must not exist), made with SQLite's online
-    backup API in one step: one read snapshot, so writers go on and the copy never restarts.
-    The copy is switched out of WAL mode so that it is one self-contained file. Returns its
-    schema version and counts."""
-    partial = Path(target + ".partial")
-    partial.unlink(missing_ok=True)
-    src = _open_existing(source)
-    try:
-        dest = sqlite3.connect(partial, isolation_level=None)
-        try:
-            src.backup(dest)   # pages=-1: all of it from one snapshot
-            dest.execute("PRAGMA journal_mode = DELETE")
-            problems = [r[0] for r in dest.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise sqlite3.DatabaseError("the copy fails its check: " + "; ".join(problems[:5]))
-            summary = _summary(dest)
-        finally:
-            dest.close()
-        with open(partial, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, target)
-        return summary
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        src.close()
+@heavy_job
+def reset(conn):
+    counts = {
+        "actions": conn.execute("SELECT count(*) FROM actions").fetchone()[0],
+        "log_lines": conn.execute("SELECT count(*) FROM action_logs").fetchone()[0],
+        "objects": conn.execute("SELECT count(*) FROM objects").fetchone()[0],
+    }
+    conn.execute("DELETE FROM action_logs")
+    conn.execute("DELETE FROM actions")
+    conn.execute("DELETE FROM object_parents")
+    conn.execute("DELETE FROM objects")
+    conn.execute("DELETE FROM action_counts")
+    if hasattr(conn, "forget"):   # the objects it knew are gone
+        conn.forget()
+    return counts, [ActionsRemoved()]
 
 
-def _summary(conn) -> dict:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    counts = {}
-    for table in ("actions", "action_logs", "users", "orgs", "objects"):
-        counts[table] = (conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                         if table in tables else None)
-    states = dict.fromkeys(STATES, 0)
-    if "actions" in tables:
-        states.update(conn.execute("SELECT state, count(*) FROM actions GROUP BY state").fetchall())
-    return {"schema_version": version, "counts": counts, "states": states}
-
-
-def check(path: str) -> dict:
-    """Integrity of an auditd database file: SQLite's own checks plus auditd's invariants.
-    Returns {"problems": [...], "schema_version", "counts", "states"}; nothing is changed."""
-    conn = _open_existing(path)
-    try:
-        problems = []
-        try:
-            integrity = [r[0] for r in conn.execute("PRAGMA integrity_check(100)")]
-        except sqlite3.DatabaseError as err:
-            what = ("it is not an SQLite database: is --db the file 'auditd serve' uses?"
-                    if "not a database" in str(err) else f"SQLite cannot read it: {err}")
-            return {"problems": [what],
-                    "schema_version": None, "counts": {}, "states": {}}
-        if integrity != ["ok"]:
-            problems.extend(f"integrity: {line}" for line in integrity)
-        for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
-            problems.append(f"foreign key: {table} row {rowid} points to a missing {parent} row")
-        try:
-            summary = _summary(conn)
-        except sqlite3.DatabaseError as err:
-            problems.append(f"counting rows failed: {err}")
-            return {"problems": problems, "schema_version": None, "counts": {}, "states": {}}
-        version = summary["schema_version"]
-        if version == 0:
-            problems.append("no schema version: this is not an auditd database")
-        elif version > SCHEMA_VERSION:
-            problems.append(f"schema version {version} is newer than this auditd knows "
-                            f"({SCHEMA_VERSION}): check it with a newer auditd")
-        elif summary["counts"]["actions"] is not None:
-            problems.extend(_count_mismatches(conn))
-        return {"problems": problems, **summary}
-    finally:
-        conn.close()
-
-
-def _count_mismatches(conn) -> list[str]:
-    """action_counts (kept by triggers, used for total_count) against the actions themselves."""
-    rows = conn.execute(
-        "SELECT namespace, state, sum(kept), sum(real) FROM ("
-        "  SELECT namespace, state, n AS kept, 0 AS real FROM action_counts UNION ALL "
-        "  SELECT namespace, state, 0, count(*) FROM actions GROUP BY namespace, state) "
-        "GROUP BY namespace, state HAVING sum(kept) != sum(real)").fetchall()
-    return [f"action_counts says {kept} {state} actions in namespace '{ns}', there are {real}"
-            for ns, state, kept, real in rows]
+@heavy_job
+def load(conn, items):
+    """items: [(record, edges, lines)]: a record as `new_action` makes it (its uuid kept), graph
+    edges [child URI, parent URI], lines as for `append_logs`. Returns the stored actions, in the
+    order given."""
+    loaded, notes = [], []
+    for record, edges, lines in items:
+        _add_edges(conn, edges)   # first, so the action's lineage includes them
+        action, action_notes = insert_action(conn, record)
+        notes.extend(action_notes)
+        if lines:
+            count, log_notes = append_logs(conn, action["uuid"], lines, None)
+            action["log_count"] = count
+            notes.extend(log_notes)
+        loaded.append(action)
+    return loaded, notes

@@ -20,7 +20,7 @@ import time
 
 import aiohttp
 
-from . import __version__
+from .. import __version__
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_SETUP = 125          # auditd run itself could not start (as env(1) does)
@@ -38,7 +38,7 @@ class RunnerError(Exception):
     """auditd run cannot go on; the message says what to fix."""
 
 
-def register_command(commands):
+def register_commands(commands):
     run = commands.add_parser(
         "run", help="run a command as an audited action, its output as the action's logs",
         description="Record an action for a command, stream its stdout and stderr as the "

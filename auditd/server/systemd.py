@@ -66,7 +66,7 @@ def listen_sockets(environ=None) -> list[socket.socket]:
         if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET,
                                                                   socket.SO_ACCEPTCONN):
             raise OSError(f"file descriptor {fd} passed by systemd is not a listening stream "
-                          "socket: use ListenStream= in auditd.socket")
+                          "socket: use ListenStream= in auditd-api.socket")
         sock.setblocking(False)
         sockets.append(sock)
     return sockets

@@ -1,89 +1,21 @@
-"""The REST handlers of the Actions API. Thin: parse, ask the store, answer."""
+"""The REST handlers of the Actions API and the producer API (CONTRACT.md sections 4 to 6).
+Thin: parse, ask the store, answer."""
 import json
 
 from aiohttp import web
 from marshmallow import ValidationError
 
-from . import dates, keys
-from .auth import require_role, visible_namespaces
-from .errors import InvalidRequest
-from .schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, STATE_CHANGE_SCHEMA,
-                      describe_errors, format_cursor, load_log_lines, load_record_action)
-from .store import ListQuery, new_action
-from .uris import action_uri
-
-ACTION_URI_HEADER = "X-DockerCloud-Action-URI"
-
-
-def json_text(text: str, status: int = 200, headers=None) -> web.Response:
-    return web.Response(text=text, status=status, headers=headers,
-                        content_type="application/json", charset="utf-8")
-
-
-def action_response(action: dict, status: int) -> web.Response:
-    return json_text(action["doc"], status, {ACTION_URI_HEADER: action_uri(action["uuid"])})
-
-
-def single_query(request: web.Request, allowed=None) -> dict:
-    """The query string as a plain dict; a parameter given twice is refused."""
-    params = {}
-    for name in request.query.keys():
-        values = request.query.getall(name)
-        if len(values) > 1:
-            raise InvalidRequest(f"query parameter '{name}' is given {len(values)} times; "
-                                 "give it once")
-        if allowed is not None and name not in allowed:
-            raise InvalidRequest(f"unknown query parameter '{name}'; accepted: "
-                                 + ", ".join(sorted(allowed)))
-        params[name] = values[0]
-    return params
-
-
-async def json_body(request: web.Request):
-    if request.content_type not in ("application/json", "application/octet-stream", ""):
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Content-Type {request.content_type} is not accepted: send application/json")
-    raw = await request.read()
-    try:
-        # what json.loads(raw, parse_constant=...) does, without a new decoder per request
-        payload = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidRequest(f"the request body is not valid JSON ({err}); send a JSON object") \
-            from None
-    except RecursionError:
-        raise InvalidRequest("the request body is nested too deeply") from None
-    if b"\\u" in raw and _has_lone_surrogate(payload):
-        raise InvalidRequest("the request body is not valid JSON: a \\u escape is half of a "
-                             "surrogate pair, which is no character")
-    return payload
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON value")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)   # NaN and Infinity are not JSON
-
-
-def _has_lone_surrogate(payload) -> bool:
-    try:
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    except RecursionError:
-        return False
-    return False
-
-
-def _namespaces(request):
-    return visible_namespaces(request[keys.PRINCIPAL], request.match_info.get("namespace"))
-
-
-def _caller(request) -> dict:
-    ip = request.remote or ""
-    return {"user": request[keys.PRINCIPAL].name, "ip": ip,
-            "user_agent": request.headers.get("User-Agent", ""),
-            "location": request.app[keys.LOCATOR].locate(ip)}
+from ..model import dates
+from ..model.access import require_role
+from ..model.actions import new_action
+from ..model.errors import InvalidRequest
+from ..model.query import ListQuery, format_cursor
+from ..model.uris import action_uri
+from ..schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, STATE_CHANGE_SCHEMA,
+                       describe_errors, load_log_lines, load_record_action)
+from .appkeys import LOCATOR, PRINCIPAL, STORE
+from .requests import caller, json_body, namespaces, single_query
+from .responses import ACTION_URI_HEADER, action_response, json_text
 
 
 # ---------------------------------------------------------------------------- reading
@@ -125,8 +57,8 @@ def _list_query(request: web.Request) -> tuple:
 
 async def list_actions(request: web.Request) -> web.Response:
     filters, limit, offset, newest_first, cursor, kept = _list_query(request)
-    query = ListQuery(_namespaces(request), limit, offset, newest_first, dict(filters), cursor)
-    page = await request.app[keys.STORE].list_actions(query)
+    query = ListQuery(namespaces(request), limit, offset, newest_first, dict(filters), cursor)
+    page = await request.app[STORE].list_actions(query)
     path = request.path if request.path.endswith("/") else request.path + "/"
 
     def link(at, position=None):
@@ -148,8 +80,8 @@ async def list_actions(request: web.Request) -> web.Response:
 
 async def get_action(request: web.Request) -> web.Response:
     single_query(request, allowed=())
-    doc = await request.app[keys.STORE].get_action_doc(request.match_info["uuid"],
-                                                       _namespaces(request))
+    doc = await request.app[STORE].get_action_doc(request.match_info["uuid"],
+                                                       namespaces(request))
     return json_text(doc)
 
 
@@ -157,21 +89,21 @@ async def get_action(request: web.Request) -> web.Response:
 
 async def cancel_action(request: web.Request) -> web.Response:
     single_query(request, allowed=())
-    action = await request.app[keys.STORE].cancel(request.match_info["uuid"], _namespaces(request))
+    action = await request.app[STORE].cancel(request.match_info["uuid"], namespaces(request))
     return action_response(action, 202)
 
 
 async def retry_action(request: web.Request) -> web.Response:
     single_query(request, allowed=())
-    action = await request.app[keys.STORE].retry(request.match_info["uuid"], _namespaces(request),
-                                                 _caller(request))
+    action = await request.app[STORE].retry(request.match_info["uuid"], namespaces(request),
+                                                 caller(request))
     return action_response(action, 202)
 
 
 # ---------------------------------------------------------------------------- producer API
 
 async def record_action(request: web.Request) -> web.Response:
-    require_role(request[keys.PRINCIPAL], "producer")
+    require_role(request[PRINCIPAL], "producer")
     single_query(request, allowed=())
     payload = await json_body(request)
     if not isinstance(payload, dict):
@@ -185,17 +117,17 @@ async def record_action(request: web.Request) -> web.Response:
         if fields.setdefault("namespace", namespace) != namespace:
             raise InvalidRequest(f"namespace '{fields['namespace']}' in the body differs from "
                                  f"'{namespace}' in the path")
-    caller = _caller(request)
-    fields.setdefault("user", caller["user"])
-    fields.setdefault("ip", caller["ip"])
-    fields.setdefault("user_agent", caller["user_agent"])
-    fields["location"] = request.app[keys.LOCATOR].locate(fields["ip"])
-    action = await request.app[keys.STORE].record_action(new_action(**fields))
+    who = caller(request)
+    fields.setdefault("user", who["user"])
+    fields.setdefault("ip", who["ip"])
+    fields.setdefault("user_agent", who["user_agent"])
+    fields["location"] = request.app[LOCATOR].locate(fields["ip"])
+    action = await request.app[STORE].record_action(new_action(**fields))
     return action_response(action, 201)
 
 
 async def change_state(request: web.Request) -> web.Response:
-    require_role(request[keys.PRINCIPAL], "producer")
+    require_role(request[PRINCIPAL], "producer")
     single_query(request, allowed=())
     payload = await json_body(request)
     if not isinstance(payload, dict):
@@ -204,13 +136,13 @@ async def change_state(request: web.Request) -> web.Response:
         state = STATE_CHANGE_SCHEMA.load(payload)["state"]
     except ValidationError as err:
         raise InvalidRequest(_describe(err)) from None
-    action = await request.app[keys.STORE].change_state(request.match_info["uuid"], state,
-                                                        _namespaces(request))
+    action = await request.app[STORE].change_state(request.match_info["uuid"], state,
+                                                        namespaces(request))
     return action_response(action, 200)
 
 
 async def append_logs(request: web.Request) -> web.Response:
-    require_role(request[keys.PRINCIPAL], "producer")
+    require_role(request[PRINCIPAL], "producer")
     single_query(request, allowed=())
     now = dates.now()
     if request.content_type == "text/plain":
@@ -225,8 +157,8 @@ async def append_logs(request: web.Request) -> web.Response:
         lines = load_log_lines(payload, now)
     except ValidationError as err:
         raise InvalidRequest(_describe(err)) from None
-    count = await request.app[keys.STORE].append_logs(request.match_info["uuid"], lines,
-                                                      _namespaces(request))
+    count = await request.app[STORE].append_logs(request.match_info["uuid"], lines,
+                                                      namespaces(request))
     return json_text(json.dumps({"appended": count}), 201,
                      {ACTION_URI_HEADER: action_uri(request.match_info["uuid"].lower())})
 

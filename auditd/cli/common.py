@@ -1,0 +1,85 @@
+"""What the commands share: the --db/--config options and every setting's flag, the effective
+configuration, messages on stderr, and dates on the command line."""
+import argparse
+import sys
+
+from ..config import DEFAULT_CONFIG_FILE, Config, load_config
+from ..model import dates
+from ..model.errors import AuditdError
+from ..store import backend_for
+
+
+def say(message: str):
+    """A message for the person at the terminal: stderr, so stdout stays data."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def date_arg(text: str) -> int:
+    """An argparse type: a date in any accepted form, as Unix seconds."""
+    try:
+        return dates.parse_date(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date; accepted: {dates.ACCEPTED_FORMATS}") from None
+
+
+def database_config(args, must_exist: bool = True) -> Config:
+    """The configuration of the command, whose database must exist unless it may be created."""
+    config = config_from_args(args)
+    if must_exist and not backend_for(config.db).exists(config.db):
+        raise AuditdError(f"no database at {config.db}: pass --db PATH (the file 'auditd serve' "
+                          "uses)")
+    return config
+
+
+def add_db_options(parser):
+    """--db and --config, for every subcommand that opens the database."""
+    parser.add_argument("--db", metavar="PATH",
+                        help="SQLite database file (default: $STATE_DIRECTORY/auditd.db under "
+                             "systemd, else ./auditd.db; also AUDITD_DB or `db` in the config "
+                             "file)")
+    _add_config_file(parser)
+
+
+def _add_config_file(parser):
+    parser.add_argument("--config", dest="config_file", metavar="PATH",
+                        help="TOML configuration file (default: $AUDITD_CONFIG, else "
+                             f"{DEFAULT_CONFIG_FILE} when it exists)")
+
+
+def add_settings_flags(parser):
+    """A flag for every setting; each overrides the config file and AUDITD_* variables."""
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", help="port to listen on (default 8080)")
+    add_db_options(parser)
+    parser.add_argument("--synchronous", metavar="MODE",
+                        help="SQLite synchronous mode: FULL (default: every acknowledged write "
+                             "survives a power cut), NORMAL or OFF")
+    parser.add_argument("--group-commit", action=argparse.BooleanOptionalAction,
+                        help="commit concurrent writes together (default; --no-group-commit "
+                             "commits each write alone, for comparison)")
+    parser.add_argument("--geoip-db", metavar="PATH",
+                        help="MaxMind City database file used to fill `location`")
+    parser.add_argument("--log-level", metavar="LEVEL",
+                        help="debug, info (default), warning or error")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction,
+                        help="log one line per request (default on)")
+    parser.add_argument("--retention-days", metavar="DAYS",
+                        help="remove finished actions older than this (default 0: keep forever)")
+    parser.add_argument("--stream-stall-seconds", metavar="SECONDS",
+                        help="close a WebSocket whose reader takes nothing for this long "
+                             "(default 30)")
+    parser.add_argument("--shutdown-timeout", metavar="SECONDS",
+                        help="on SIGTERM, wait this long for requests in flight (default 10)")
+    parser.add_argument("--max-body-bytes", metavar="BYTES",
+                        help="largest request body accepted (default 8 MiB)")
+    parser.add_argument("--demo", action="store_const", const=True,
+                        help="start with realistic demo data and a live simulated operation")
+    parser.add_argument("--fixtures", metavar="FILE", help="load this fixture file at start")
+
+
+def config_from_args(args) -> Config:
+    """The effective configuration: defaults < config file < AUDITD_* < the flags in `args`."""
+    flags = {name: getattr(args, name, None) for name in Config.names()}
+    config, _ = load_config(flags, getattr(args, "config_file", None))
+    return config

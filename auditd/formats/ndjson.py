@@ -1,0 +1,179 @@
+"""auditd's own export format, and its import.
+
+The export format, NDJSON, one JSON object per line:
+
+- an action: the 17 keys of the Action as the API sends it, plus
+  `namespace`; `cancelable` and `retriable` (the producer's flags: the API's can_be_* also depend
+  on the state); `parents`, the object graph above the action's object as [child URI, parent URI]
+  edges; and `logs`, its log lines as {"seq", "timestamp", "streamType", "log"}. What an import
+  accepts on such a line is `auditd.formats.items`: a fixture item works too.
+- an action with more than 1000 log lines is followed by lines {"logs_of": uuid, "logs": [...]}
+  carrying the rest, so neither export nor import ever holds a whole log in memory.
+
+CSV has one row per action: the Action's keys, its namespace and its log_count.
+
+Import keys actions by uuid and log lines by (uuid, seq): importing a file twice adds nothing.
+"""
+import asyncio
+import csv
+import json
+
+from ..model.document import WIRE_FIELDS
+from .items import load_item, load_logs, load_uuid, numbered
+
+IMPORT_BATCH_ACTIONS = 500         # one writer transaction per batch of records ...
+IMPORT_BATCH_LINES = 5000          # ... or of log lines, whichever comes first
+LOG_CHUNK = 1000                   # log lines per NDJSON record
+MAX_ERRORS_SHOWN = 20
+
+CSV_FIELDS = ("uuid", "namespace", *(f for f in WIRE_FIELDS if f != "uuid"), "log_count")
+
+
+# ---------------------------------------------------------------------------- export
+
+def export_record(action: dict, edges: list, logs: list) -> dict:
+    record = json.loads(action["doc"])
+    record.update(namespace=action["namespace"], cancelable=bool(action["cancelable"]),
+                  retriable=bool(action["retriable"]), parents=edges, logs=_log_objects(logs))
+    return record
+
+
+def _log_objects(lines) -> list[dict]:
+    out = []
+    for seq, ts, stream_type, line in lines:
+        item = {"seq": seq, "timestamp": ts, "log": line}
+        if stream_type is not None:
+            item["streamType"] = stream_type
+        out.append(item)
+    return out
+
+
+def _dumps(record) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+async def export(store, filters: dict, out, fmt: str = "ndjson", progress=None,
+                 log_chunk: int = LOG_CHUNK) -> int:
+    """Write every matching action to the text stream `out`; returns how many."""
+    count = 0
+    writer = None
+    if fmt == "csv":
+        writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+    async for kind, action, *rest in store.export_actions(filters, with_logs=fmt == "ndjson",
+                                                          log_chunk=log_chunk):
+        if kind == "logs":
+            out.write(_dumps({"logs_of": action["uuid"], "logs": _log_objects(rest[0])}))
+            continue
+        count += 1
+        if writer is not None:
+            row = json.loads(action["doc"])
+            row = {k: ("" if v is None else str(v).lower() if isinstance(v, bool) else v)
+                   for k, v in row.items()}
+            writer.writerow(dict(row, namespace=action["namespace"],
+                                 log_count=action["log_count"]))
+        else:
+            out.write(_dumps(export_record(action, *rest)))
+        if progress is not None:
+            progress.update(count)
+    return count
+
+
+# ---------------------------------------------------------------------------- import
+
+def parse_line(text: str, lineno: int):
+    """One NDJSON line as an import item for `Store.import_batch`; ValueError saying what is
+    wrong if it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError("must be a JSON object (an action, or {\"logs_of\": uuid, \"logs\": ...})")
+    if "logs_of" in data:
+        if set(data) - {"logs_of", "logs"}:
+            raise ValueError("a logs_of line has only the keys logs_of and logs")
+        return ("logs", lineno, load_uuid(data["logs_of"], "logs_of"),
+                numbered(load_logs(data.get("logs"), 0)))
+    if "uuid" not in data:
+        raise ValueError("uuid: is required (actions are matched by uuid)")
+    record, edges, logs = load_item(data, None)
+    return ("action", lineno, record, edges, numbered(logs))
+
+
+class ImportSummary:
+    def __init__(self):
+        self.imported = self.skipped = self.lines = 0
+        self.errors: list[tuple[int, str]] = []
+
+    def add(self, results):
+        for lineno, outcome, added, error in results:
+            self.lines += added
+            if outcome == "imported":
+                self.imported += 1
+            elif outcome == "skipped":
+                self.skipped += 1
+            elif outcome == "error":
+                self.errors.append((lineno, error))
+
+    def text(self) -> str:
+        text = (f"imported {self.imported:,} actions and {self.lines:,} log lines; "
+                f"skipped {self.skipped:,} actions already present; {len(self.errors):,} errors")
+        for lineno, error in sorted(self.errors)[:MAX_ERRORS_SHOWN]:
+            text += f"\n  line {lineno}: {error}"
+        if len(self.errors) > MAX_ERRORS_SHOWN:
+            text += f"\n  ... and {len(self.errors) - MAX_ERRORS_SHOWN:,} more"
+        if self.errors:
+            text += ("\nfix those lines and run the same import again: what was imported is "
+                     "skipped the second time")
+        return text
+
+
+async def import_file(store, stream, size: int | None = None, progress=None,
+                      batch_actions: int = IMPORT_BATCH_ACTIONS,
+                      batch_lines: int = IMPORT_BATCH_LINES) -> ImportSummary:
+    """Import NDJSON from the binary stream `stream`, batch by batch. One batch is written while
+    the next is parsed; batches go to the writer in file order, so a logs_of line always finds
+    an action from an earlier line already committed."""
+    summary = ImportSummary()
+    batch, batch_size, consumed = [], 0, 0
+    writing = None
+
+    async def written():
+        nonlocal writing
+        if writing is not None:
+            summary.add(await writing)
+            writing = None
+            if progress is not None:
+                progress.update(consumed, f"{summary.imported:,} imported, {summary.skipped:,} "
+                                          f"skipped, {len(summary.errors):,} errors")
+
+    async def flush():
+        nonlocal batch, batch_size, writing
+        await written()
+        if batch:
+            writing = asyncio.ensure_future(store.import_batch(batch))
+        batch, batch_size = [], 0
+
+    try:
+        for lineno, raw in enumerate(stream, 1):
+            consumed += len(raw)
+            if not raw.strip():
+                continue
+            try:
+                item = parse_line(raw.decode("utf-8"), lineno)
+            except (ValueError, UnicodeDecodeError) as err:
+                summary.errors.append((lineno, str(err)))
+                continue
+            batch.append(item)
+            batch_size += len(item[-1])
+            if len(batch) >= batch_actions or batch_size >= batch_lines:
+                await flush()
+        await flush()
+        await written()
+    finally:
+        if writing is not None:   # stopped by an error: let the batch in flight finish
+            await asyncio.gather(writing, return_exceptions=True)
+    if progress is not None:
+        progress.finish(consumed)
+    return summary

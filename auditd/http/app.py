@@ -1,0 +1,76 @@
+"""The application factory: `create_app(config)` builds everything the server runs."""
+import asyncio
+import logging
+
+from aiohttp import WSCloseCode, web
+
+from ..config import Config
+from ..geo import Locator
+from ..store import open_store
+from ..streams import Streams
+from ..tasks.demo import Demo
+from ..tasks.retention import Retention
+from .appkeys import CONFIG, DEMO, LOCATOR, METRICS, RETENTION, STORE, STREAMS
+from .metrics import Metrics
+from .middleware import request_middleware
+from .routes import setup_routes
+from .standin import stand_in_context
+
+log = logging.getLogger("auditd.app")
+
+GOING_AWAY = WSCloseCode.GOING_AWAY   # 1001
+
+
+async def _store_context(app: web.Application):
+    store = open_store(app[CONFIG])
+    await store.open()
+    store.on_commit = app[STREAMS].committed
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _retention_context(app: web.Application):
+    """The retention task runs while the server does (after the store opens, before it closes)."""
+    days = app[CONFIG].retention_days
+    if not days or days <= 0:
+        yield
+        return
+    retention = app[RETENTION] = Retention(app[STORE], days)
+    task = asyncio.create_task(retention.run(), name="auditd-retention")
+    log.info("retention: final actions are removed %d days after they end", days)
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+async def _close_sockets(app: web.Application):
+    """Close every open stream with 1001; a client that does not answer is not waited for long."""
+    sockets = list(app[STREAMS].sockets)
+    try:
+        async with asyncio.timeout(app[CONFIG].shutdown_timeout):
+            await asyncio.gather(*(ws.close(code=GOING_AWAY, message=b"server shutting down")
+                                   for ws in sockets), return_exceptions=True)
+    except TimeoutError:
+        log.warning("%d stream(s) did not close in time", len(sockets))
+
+
+def create_app(config: Config | None = None) -> web.Application:
+    config = config or Config()
+    app = web.Application(middlewares=[request_middleware],
+                          client_max_size=config.max_body_bytes)
+    app[CONFIG] = config
+    app[STREAMS] = Streams()
+    app[LOCATOR] = Locator(config.geoip_db or None)
+    app[METRICS] = Metrics()
+    app[DEMO] = Demo()
+    app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(_retention_context)
+    if config.demo or config.fixtures:
+        app.cleanup_ctx.append(stand_in_context)
+    app.on_shutdown.append(_close_sockets)
+    setup_routes(app)
+    return app

@@ -1,0 +1,20 @@
+"""Typed keys for what the application and each request carry."""
+from aiohttp import web
+
+from ..config import Config
+from ..geo import Locator
+from ..model.access import Principal
+from ..store import Store
+from ..streams import Streams
+from ..tasks.demo import Demo
+from ..tasks.retention import Retention
+from .metrics import Metrics
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+LOCATOR = web.AppKey("locator", Locator)
+STREAMS = web.AppKey("streams", Streams)
+METRICS = web.AppKey("metrics", Metrics)
+DEMO = web.AppKey("demo", Demo)
+RETENTION = web.AppKey("retention", Retention)
+PRINCIPAL = web.RequestKey("principal", Principal)   # the authenticated caller

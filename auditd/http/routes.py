@@ -1,0 +1,30 @@
+"""Every route of the server, in one place (CONTRACT.md section 1)."""
+from aiohttp import web
+
+from . import actions, ops, standin, streams
+
+
+def setup_routes(app: web.Application):
+    def add(method, path, handler):
+        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path.rstrip("/"), handler)   # no redirect without the slash
+
+    for prefix in ("/api/audit/v1", "/api/audit/v1/{namespace}"):
+        add("GET", prefix + "/action/", actions.list_actions)
+        add("POST", prefix + "/action/", actions.record_action)
+        add("GET", prefix + "/action/{uuid}/", actions.get_action)
+        add("PATCH", prefix + "/action/{uuid}/", actions.change_state)
+        add("POST", prefix + "/action/{uuid}/cancel/", actions.cancel_action)
+        add("POST", prefix + "/action/{uuid}/retry/", actions.retry_action)
+        add("GET", prefix + "/action/{uuid}/logs/", streams.action_logs)
+        add("POST", prefix + "/action/{uuid}/logs/", actions.append_logs)
+        add("GET", prefix + "/events/", streams.events)
+    # go-dockercloud dials the log stream without /api
+    add("GET", "/audit/v1/action/{uuid}/logs/", streams.action_logs)
+    add("GET", "/audit/v1/{namespace}/action/{uuid}/logs/", streams.action_logs)
+
+    # the stand-in's test helpers (admin only) and operations (no credentials)
+    add("POST", "/_auditd/reset/", standin.reset)
+    add("POST", "/_auditd/seed/", standin.seed)
+    app.router.add_get(ops.HEALTH_PATH, ops.health)
+    app.router.add_get(ops.METRICS_PATH, ops.metrics)

@@ -1,0 +1,170 @@
+"""Running the application: listening, the first admin key, signals, systemd and a graceful stop."""
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import sys
+
+from aiohttp import web
+
+from ..config import Config
+from ..http.app import create_app
+from ..http.appkeys import STORE
+from ..model.errors import AuditdError
+from . import systemd
+from .logs import AccessLogger
+
+log = logging.getLogger("auditd")
+
+# How long past shutdown_timeout the stop may take (closing streams, the last commit) before the
+# process gives up waiting and exits anyway. Acknowledged writes are committed already by then.
+SHUTDOWN_GRACE = 5.0
+
+
+class StartError(AuditdError):
+    """The server cannot start: the address is taken, the database cannot be opened, ..."""
+
+
+# ---------------------------------------------------------------------------- serving
+
+def public_address(config: Config, addresses) -> str:
+    """host:port a client on this machine can use (the first TCP address actually listened on)."""
+    for address in addresses:
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            break
+    else:
+        host, port = config.host, config.port
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def banner(base: str, key: str) -> str:
+    return (
+        "auditd: created the first user 'admin' (role admin). Its API key is shown only this once:\n"
+        f"\n    {key}\n\n"
+        "Point the docker-cloud CLI (or the python-dockercloud SDK) at this server with:\n\n"
+        f"    export DOCKERCLOUD_REST_HOST=http://{base}\n"
+        f"    export DOCKERCLOUD_STREAM_HOST=ws://{base}\n"
+        "    export DOCKERCLOUD_USER=admin\n"
+        f"    export DOCKERCLOUD_APIKEY={key}\n\n"
+        "then try:  docker-cloud action ls\n")
+
+
+async def ensure_first_admin(app: web.Application, base: str):
+    """On an empty database, create 'admin' and print its key (stdout, once)."""
+    store = app[STORE]
+    if await store.count_users() == 0:
+        key = await store.add_user("admin", "admin")
+        print(banner(base, key), flush=True)
+
+
+async def _watchdog(app: web.Application, interval: float):
+    """Ping systemd's watchdog while the loop runs and the database answers a query."""
+    store = app[STORE]
+    while True:
+        try:
+            await asyncio.wait_for(store.ping(), timeout=interval)
+        except Exception as err:   # noqa: BLE001 - a missed ping is how systemd learns of it
+            log.warning("watchdog: the database did not answer (%r); not pinging systemd", err)
+        else:
+            systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def _start_sites(runner: web.AppRunner, config: Config, sockets):
+    try:
+        if sockets:
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
+        else:
+            await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
+    except OSError as err:
+        raise StartError(f"cannot listen on {config.host}:{config.port}: "
+                         f"{err.strerror or err}; choose another --port or --host") from None
+
+
+async def serve(config: Config, sockets=None, ready=None) -> int:
+    """Serve until SIGTERM or SIGINT; then stop accepting, finish in-flight requests, close the
+    streams with 1001, commit what is pending and return 0.
+
+    `sockets`: listening sockets to serve on; by default the ones systemd passed (socket
+    activation), else a new one bound to config.host:config.port."""
+    loop = asyncio.get_running_loop()
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal(signum):
+        # A second Ctrl-C means "now"; a repeated SIGTERM (process managers resend it) does not.
+        if stop.is_set() and signum == signal.SIGINT:
+            log.warning("second SIGINT: exiting without waiting")
+            force.set()
+        elif stop.is_set():
+            log.info("already stopping (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    if sockets is None:
+        sockets = systemd.listen_sockets()
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log_class=AccessLogger,
+                           access_log=logging.getLogger("auditd.access") if config.access_log
+                           else None, shutdown_timeout=config.shutdown_timeout,
+                           handle_signals=False)
+    try:
+        await runner.setup()
+    except BaseException as err:
+        # Undo what started (the store's threads would keep the process alive), then explain.
+        await runner.cleanup()
+        if isinstance(err, (OSError, sqlite3.Error)):
+            raise StartError(f"cannot open the database {config.db}: {err}") from None
+        raise
+    watchdog = None
+    try:
+        await _start_sites(runner, config, sockets)
+        # Printed before "listening on" is logged: whoever waits for that line has the key.
+        await ensure_first_admin(app, public_address(config, runner.addresses))
+        addresses = ", ".join(str(a) for a in runner.addresses)
+        log.info("listening on %s (database %s)", addresses, config.db,
+                 extra={"fields": {"socket_activated": bool(sockets)}})
+        systemd.notify("READY=1", f"STATUS=listening on {addresses}")
+        interval = systemd.watchdog_interval()
+        if interval:
+            watchdog = asyncio.create_task(_watchdog(app, interval))
+        if ready is not None:
+            ready(runner)
+        await stop.wait()
+        log.info("stopping: finishing requests in flight and closing streams")
+        systemd.notify("STOPPING=1", "STATUS=stopping")
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        if not await _stop(runner, config, force):
+            _exit_now(1)
+    log.info("stopped")
+    return 0
+
+
+async def _stop(runner: web.AppRunner, config: Config, force: asyncio.Event) -> bool:
+    """Run the graceful stop; False when it took too long or a second signal cut it short."""
+    cleanup = asyncio.create_task(runner.cleanup())
+    forced = asyncio.create_task(force.wait())
+    done, _ = await asyncio.wait({cleanup, forced}, timeout=config.shutdown_timeout
+                                 + SHUTDOWN_GRACE, return_when=asyncio.FIRST_COMPLETED)
+    forced.cancel()
+    if cleanup in done:
+        cleanup.result()
+        return True
+    log.error("the stop did not finish in time; exiting now (acknowledged writes are committed)")
+    return False
+
+
+def _exit_now(code: int):
+    """Leave without waiting for threads (a stuck database thread must not hold the exit)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    os._exit(code)

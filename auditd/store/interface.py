@@ -1,0 +1,213 @@
+"""The store interface: every question auditd asks of storage. Its docstrings are the contract a
+backend is written from; `tests/store_contract.py` is the suite every backend passes.
+
+Words used below:
+
+- An **action** (dict) has the keys of a record (`auditd.model.actions.new_action`: uuid,
+  namespace, state, action, method, path, object, user, user_agent, ip, location, body, start_ts,
+  end_ts, is_user_action, cancelable, retriable) plus what the store adds: `id` (an integer that
+  orders actions by recording within this store), `object_id` (the store's id of the target object,
+  None without one), `log_count` (lines appended so far, which is also the highest line number) and
+  `doc` (the Action's wire JSON, `auditd.model.document.render_action`, as text).
+- **namespaces**: the namespaces a caller may see, a frozenset, or None for all. An action outside
+  them does not exist for that call: it raises NotFound exactly as an unknown uuid does.
+- A **log line** going in is `(ts, stream_type, line)`; coming out it is
+  `(seq, ts, stream_type, line)` with seq 1, 2, 3... per action.
+- **Writes** are durable when they return: a write that returned survives a crash of the process.
+  A write that raises changed nothing. Concurrent writes may be committed together.
+- After each commit the store calls `on_commit(notes)` on the event loop with the notes
+  (`auditd.model.notes`) of what that commit did, in order, before the writers are answered.
+- Errors are `auditd.model.errors`: NotFound, InvalidRequest (a rule refused it), Conflict (a
+  uuid or name exists), Unavailable (the database failed; nothing was written; retry),
+  SchemaVersionError (at open: a database this auditd cannot use).
+"""
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+
+from ..model.access import Principal
+from ..model.query import ListQuery, Page
+
+
+class Store(ABC):
+    on_commit: Callable[[list], None] | None = None   # set by the owner; see the module docstring
+    schema_version: int | None = None                 # known once open
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @abstractmethod
+    async def open(self) -> "Store":
+        """Create or migrate the schema, then open the connections. Raises SchemaVersionError
+        for a database from a newer auditd or one that is not auditd's. Returns self."""
+
+    @abstractmethod
+    async def close(self):
+        """Commit what is pending, answer every waiting writer, then close. Writes after close
+        raise Unavailable."""
+
+    async def __aenter__(self):
+        return await self.open()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    @property
+    @abstractmethod
+    def commits(self) -> int:
+        """Write transactions committed since open (one group commit counts once)."""
+
+    # ---------------------------------------------------------------- users and organizations
+
+    @abstractmethod
+    async def authenticate(self, name: str, key: str) -> Principal | None:
+        """The user whose name and API key these are, or None. The key is compared with the
+        stored hash in constant time. A change of keys, roles or memberships, by this store or by
+        another process on the same database, shows within a few milliseconds."""
+
+    @abstractmethod
+    async def add_user(self, name: str, role: str = "user", key: str | None = None) -> str:
+        """Create a user with a new random key (or `key`); returns the key, which is kept only as
+        a hash. InvalidRequest for an unknown role; Conflict when the name is taken by a user or
+        an organization."""
+
+    @abstractmethod
+    async def rotate_key(self, name: str) -> str:
+        """Give a user a new key, returned; the old one stops working. NotFound for no user."""
+
+    @abstractmethod
+    async def remove_user(self, name: str):
+        """Delete a user and its memberships. NotFound for no user."""
+
+    @abstractmethod
+    async def list_users(self) -> list[dict]:
+        """[{"name", "role", "created_at", "orgs": [names]}] sorted by name."""
+
+    @abstractmethod
+    async def count_users(self) -> int:
+        """How many users exist."""
+
+    @abstractmethod
+    async def add_org(self, name: str):
+        """Create an organization (a namespace with members). Conflict when the name is taken."""
+
+    @abstractmethod
+    async def add_member(self, org: str, user: str):
+        """Let `user` see `org`'s actions (idempotent). NotFound for no such org or user."""
+
+    @abstractmethod
+    async def remove_member(self, org: str, user: str):
+        """Stop `user` seeing `org`'s actions. NotFound when it is not a member."""
+
+    @abstractmethod
+    async def list_orgs(self) -> list[dict]:
+        """[{"name", "members": [names]}] sorted by name."""
+
+    # ---------------------------------------------------------------- actions: writes
+
+    @abstractmethod
+    async def record_action(self, record: dict) -> dict:
+        """Store a new action from a complete record (`new_action`; its `parents`, nearest first,
+        add child -> parent edges to the object graph). Returns the stored action; notes
+        ActionChanged("create"). Conflict when the uuid exists."""
+
+    @abstractmethod
+    async def change_state(self, uuid: str, state: str, namespaces) -> dict:
+        """Move an action to `state` under `auditd.model.actions.check_move` (end_ts set on a
+        final state). Returns the action; notes ActionChanged("update")."""
+
+    @abstractmethod
+    async def cancel(self, uuid: str, namespaces) -> dict:
+        """Cancel under `auditd.model.actions.cancel_state`. Returns the action as changed."""
+
+    @abstractmethod
+    async def retry(self, uuid: str, namespaces, caller: dict) -> dict:
+        """Record the retry of a final action (`auditd.model.actions.retry_record`; `caller` has
+        user, ip, user_agent, location). Returns the new action; the original is unchanged."""
+
+    @abstractmethod
+    async def append_logs(self, uuid: str, lines: list, namespaces) -> int:
+        """Append [(ts, stream_type, line)] to an action's log, all or nothing, numbered on from
+        its log_count (also on a final action: late lines are kept). Returns how many; notes
+        LinesAppended."""
+
+    # ---------------------------------------------------------------- actions: reads
+
+    @abstractmethod
+    async def get_action(self, uuid: str, namespaces) -> dict:
+        """The action (with `doc`) by uuid, any case. NotFound otherwise."""
+
+    @abstractmethod
+    async def get_action_doc(self, uuid: str, namespaces) -> str:
+        """Only the action's `doc`: what GET of one action sends."""
+
+    @abstractmethod
+    async def list_actions(self, query: ListQuery) -> Page:
+        """One page of the query, newest or oldest first by (start_ts, id), and the exact total,
+        both from one snapshot. Filters (CONTRACT.md section 4): uuid, uuid__startswith, state,
+        start/end date bounds (inclusive, Unix seconds), action, user, is_user_action, object
+        (compared namespace-free) with include_related (the object, its ancestors and its
+        descendants, never siblings). An unknown object gives an empty page."""
+
+    @abstractmethod
+    async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
+        """At most `limit` lines [(seq, ts, stream_type, line)] with seq > after_seq, in order."""
+
+    @abstractmethod
+    async def counts_by_state(self) -> dict[str, int]:
+        """{state: number of actions} for all six states."""
+
+    @abstractmethod
+    async def database_size(self) -> int:
+        """Bytes the database takes on disk (for metrics)."""
+
+    @abstractmethod
+    async def ping(self):
+        """Return once the database answers a query; raise when it does not."""
+
+    # ---------------------------------------------------------------- the data lifecycle
+
+    @abstractmethod
+    async def count_actions(self, filters: dict) -> int:
+        """How many actions `export_actions(filters)` would give."""
+
+    @abstractmethod
+    def export_actions(self, filters: dict, with_logs: bool = True,
+                       log_chunk: int = 1000) -> AsyncIterator[tuple]:
+        """Every matching action, oldest first, in bounded memory, as
+        ("action", action, edges, logs): the action, its object's graph edges above it as
+        [child URI, parent URI], and its first log lines (all unless it has more than
+        `log_chunk`); then ("logs", action, logs) for each further chunk. Filters: `states` and
+        `namespaces` (lists), `since` and `until` (Unix seconds, start_ts >= since, < until).
+        Lines appended after an action is read belong to a later export."""
+
+    @abstractmethod
+    async def import_batch(self, items: list) -> list[tuple]:
+        """Import parsed items in one write, each on its own: ("action", lineno, record, edges,
+        logs) or ("logs", lineno, uuid, logs) (see `auditd.formats.ndjson`). An existing uuid is
+        skipped, log lines are keyed by (action, seq), so importing again adds nothing. Returns
+        [(lineno, "imported" | "skipped" | "logs" | "error", lines added, error text or None)].
+        Emits no notes."""
+
+    @abstractmethod
+    async def count_purgeable(self, cut: int) -> tuple[int, int]:
+        """(actions, log lines) that `purge(cut)` would remove."""
+
+    @abstractmethod
+    async def purge(self, cut: int, on_progress=None) -> tuple[int, int]:
+        """Remove final actions (Success, Failed, Canceled) that ended before `cut`, with their
+        log lines, in bounded batches so other writes go on between them; calls
+        `on_progress(actions, lines)` after each. Returns (actions, log lines) removed."""
+
+    @abstractmethod
+    async def reset(self) -> dict:
+        """Delete every action, log line and object; users and organizations stay. Returns
+        {"actions", "log_lines", "objects"} counts removed; notes ActionsRemoved()."""
+
+    @abstractmethod
+    async def load(self, items: list) -> list[dict]:
+        """Store prepared fixture items [(record, lines)] in one write, all or nothing, each
+        record's uuid kept. Returns the stored actions with their log_count; notes as
+        record_action and append_logs do."""
+
+    @abstractmethod
+    async def has_actions(self) -> bool:
+        """Whether any action is stored."""

@@ -1,0 +1,102 @@
+"""Opening an SQLite database: connections, the schema (schema.sql beside this file) and its
+migrations by version (PRAGMA user_version)."""
+import logging
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+from ...model.errors import SchemaVersionError
+
+log = logging.getLogger("auditd.store")
+
+SCHEMA_VERSION = 2
+SCHEMA_FILE = Path(__file__).with_name("schema.sql")
+# MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
+MIGRATIONS: dict[int, str] = {
+    # 2: object filters check the namespace from the index, not from each row
+    1: "DROP INDEX actions_by_object; "
+       "CREATE INDEX actions_by_object ON actions (object_id, namespace, start_ts, id)",
+}
+
+
+class WriterConnection(sqlite3.Connection):
+    """The write connection, with what it has learned about the object graph: object URIs to ids,
+    the child -> parent edges that exist, and each object's ancestors (cleared whenever a new edge
+    is added). Objects and edges are only ever added (a reset removes them, and clears this), so
+    what was seen committed stays true; `forget` is called whenever something the writer did is
+    rolled back."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.object_ids: dict[str, int] = {}
+        self.object_edges: set[tuple[int, int]] = set()
+        self.ancestors: dict[int, tuple[str, ...]] = {}   # object id -> its ancestors' URIs
+
+    def forget(self):
+        self.object_ids.clear()
+        self.object_edges.clear()
+        self.ancestors.clear()
+
+
+OBJECT_CACHE_ENTRIES = 100_000
+
+
+@contextmanager
+def savepoint(conn: sqlite3.Connection, name: str):
+    """Run the block in a savepoint: when it raises, everything it wrote is undone, what a writer
+    connection remembered is forgotten, and the error goes on."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+        if isinstance(conn, WriterConnection):
+            conn.forget()
+        raise
+    conn.execute(f"RELEASE {name}")
+
+
+def connect(path: str, synchronous: str = "FULL", factory=sqlite3.Connection) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10,
+                           factory=factory)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+def prepare_database(path: str) -> int:
+    """Create or migrate the schema; refuse a database from a newer auditd. Returns the version."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    try:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise SchemaVersionError(f"{path} is not an SQLite database ({err})") from None
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{path} has schema version {version}, but this auditd knows versions up to "
+                f"{SCHEMA_VERSION}: run a newer auditd, or restore a backup made by this one")
+        if version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise SchemaVersionError(
+                    f"{path} is an SQLite database but not auditd's (no schema version): "
+                    "point --db at a new file")
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise SchemaVersionError(f"{path}: could not switch the database to WAL mode")
+        if version == 0:
+            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA_FILE.read_text()
+                               + f"; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            return SCHEMA_VERSION
+        while version < SCHEMA_VERSION:
+            log.info("migrating %s from schema version %d to %d", path, version, version + 1)
+            conn.executescript("BEGIN IMMEDIATE;" + MIGRATIONS[version]
+                               + f"; PRAGMA user_version = {version + 1}; COMMIT;")
+            version += 1
+        return version
+    finally:
+        conn.close()
+

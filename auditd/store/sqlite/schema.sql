@@ -1,0 +1,102 @@
+-- auditd's whole SQLite schema. Applied to a new database; PRAGMA user_version records its
+-- version (see auditd/store/sqlite/database.py: SCHEMA_VERSION and MIGRATIONS for later
+-- versions). The top-level schema.sql of the source tree is a link to this file.
+
+CREATE TABLE users (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL UNIQUE,
+    role        TEXT    NOT NULL CHECK (role IN ('user', 'producer', 'admin')),
+    key_hash    TEXT    NOT NULL,          -- sha256 of the API key, hex; the key itself is never stored
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE orgs (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE org_members (
+    org_id      INTEGER NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    PRIMARY KEY (org_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX org_members_by_user ON org_members (user_id, org_id);
+
+-- The object graph: every resource URI an action targeted or named as a parent, in its
+-- namespace-free form, and the child -> parent edges recorded from `parents`.
+CREATE TABLE objects (
+    id          INTEGER PRIMARY KEY,
+    uri         TEXT    NOT NULL UNIQUE
+);
+
+CREATE TABLE object_parents (
+    child_id    INTEGER NOT NULL REFERENCES objects (id),
+    parent_id   INTEGER NOT NULL REFERENCES objects (id),
+    PRIMARY KEY (child_id, parent_id)
+) WITHOUT ROWID;
+CREATE INDEX object_parents_by_parent ON object_parents (parent_id, child_id);
+
+CREATE TABLE actions (
+    id              INTEGER PRIMARY KEY,   -- recording order; ties on start_ts are broken by it
+    uuid            TEXT    NOT NULL UNIQUE,
+    namespace       TEXT    NOT NULL,
+    state           TEXT    NOT NULL CHECK (state IN
+                        ('Pending', 'In progress', 'Canceling', 'Canceled', 'Success', 'Failed')),
+    action          TEXT    NOT NULL,
+    method          TEXT    NOT NULL,
+    path            TEXT    NOT NULL,
+    object          TEXT    NOT NULL,      -- as recorded; object_id is its namespace-free identity
+    object_id       INTEGER REFERENCES objects (id),
+    user            TEXT    NOT NULL,
+    user_agent      TEXT    NOT NULL,
+    ip              TEXT    NOT NULL,
+    location        TEXT    NOT NULL,
+    body            TEXT,
+    start_ts        INTEGER NOT NULL,      -- Unix seconds, UTC
+    end_ts          INTEGER,
+    is_user_action  INTEGER NOT NULL,
+    cancelable      INTEGER NOT NULL,      -- the action's own flags; can_be_* also depend on state
+    retriable       INTEGER NOT NULL,
+    log_count       INTEGER NOT NULL DEFAULT 0,
+    doc             TEXT    NOT NULL       -- the Action as sent on the wire, rendered at each write
+);
+CREATE INDEX actions_by_time           ON actions (start_ts, id);
+CREATE INDEX actions_by_namespace      ON actions (namespace, start_ts, id);
+CREATE INDEX actions_by_namespace_state ON actions (namespace, state, start_ts, id);
+CREATE INDEX actions_by_state          ON actions (state, start_ts, id);
+CREATE INDEX actions_by_object         ON actions (object_id, namespace, start_ts, id);
+CREATE INDEX actions_by_end            ON actions (end_ts);
+
+CREATE TABLE action_logs (
+    action_id   INTEGER NOT NULL REFERENCES actions (id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,          -- 1, 2, 3... per action
+    ts          INTEGER NOT NULL,
+    stream_type TEXT,
+    line        TEXT    NOT NULL,
+    PRIMARY KEY (action_id, seq)
+) WITHOUT ROWID;
+
+-- Exact counts per namespace and state, kept by triggers, so total_count never rescans actions.
+CREATE TABLE action_counts (
+    namespace   TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (namespace, state)
+) WITHOUT ROWID;
+
+CREATE TRIGGER action_counts_insert AFTER INSERT ON actions BEGIN
+    INSERT INTO action_counts (namespace, state, n) VALUES (NEW.namespace, NEW.state, 1)
+        ON CONFLICT (namespace, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER action_counts_update AFTER UPDATE OF state, namespace ON actions
+WHEN OLD.state IS NOT NEW.state OR OLD.namespace IS NOT NEW.namespace BEGIN
+    UPDATE action_counts SET n = n - 1 WHERE namespace = OLD.namespace AND state = OLD.state;
+    INSERT INTO action_counts (namespace, state, n) VALUES (NEW.namespace, NEW.state, 1)
+        ON CONFLICT (namespace, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER action_counts_delete AFTER DELETE ON actions BEGIN
+    UPDATE action_counts SET n = n - 1 WHERE namespace = OLD.namespace AND state = OLD.state;
+END;
