@@ -1,0 +1,133 @@
+"""The SQLite backend's own machinery, beyond the store contract: the writer's memory of the object
+graph, group commit with savepoints and bulk inserts, exact counts kept by triggers, purge batches.
+These reach into the backend's jobs on purpose; everything a user sees is in the contract suite."""
+import asyncio
+import json
+
+import pytest
+
+from auditd.model.actions import new_action
+from auditd.model.errors import Conflict
+from auditd.model.query import ListQuery
+from auditd.store.sqlite import SQLiteStore, check, jobs, lifecycle
+
+insert_actions = jobs.insert_actions
+
+
+async def test_objects_a_failed_or_reset_write_removed_are_created_again(tmp_path):
+    """The writer remembers object ids; a rollback or a reset must not leave it remembering
+    objects that are gone."""
+    service, stack = "/api/app/v1/u/service/2/", "/api/app/v1/u/stack/9/"
+
+    async def related_uuids(store, uri):
+        page = await store.list_actions(ListQuery(None, 25, filters={
+            "object": uri, "include_related": True}))
+        return [json.loads(doc)["uuid"] for doc in page.docs]
+
+    store = await SQLiteStore(str(tmp_path / "objects.db")).open()
+    try:
+        first = await store.record_action(new_action(action="A", user="u"))
+        clash = new_action(action="B", user="u", object=service, parents=[stack])
+        clash["uuid"] = first["uuid"]
+        with pytest.raises(Conflict):
+            await store.record_action(clash)
+        again = await store.record_action(new_action(action="C", user="u", object=service,
+                                                     parents=[stack]))
+        assert await related_uuids(store, stack) == [again["uuid"]]
+
+        await store.reset()
+        after = await store.record_action(new_action(action="D", user="u", object=service,
+                                                     parents=[stack]))
+        assert await related_uuids(store, stack) == [after["uuid"]]
+        assert await related_uuids(store, service) == [after["uuid"]]
+    finally:
+        await store.close()
+
+
+async def test_counts_stay_exact_through_failed_writes_and_changes_in_one_transaction(tmp_path):
+    """total_count comes from action_counts: failed jobs (rolled back to their savepoint), and a
+    state change or a deletion of an action added earlier in the same transaction, leave it
+    exact."""
+    def insert_then_finish(conn, record):      # one job: add an action, then move its state
+        action, _ = jobs.insert_action(conn, record)
+        return jobs.set_state(conn, action, "Success")
+
+    def insert_then_fail(conn, record):
+        jobs.insert_action(conn, record)
+        raise Conflict("refused after the insert")
+
+    def insert_then_delete(conn, record):
+        action, _ = jobs.insert_action(conn, record)
+        conn.execute("DELETE FROM actions WHERE id = ?", (action["id"],))
+        return None, []
+
+    path = str(tmp_path / "counts.db")
+    async with SQLiteStore(path) as store:
+        first = await store.record_action(new_action(action="A", user="u", state="Pending"))
+        clash = new_action(action="B", user="u", state="Failed")
+        clash["uuid"] = first["uuid"]
+        writes = [store.record_action(new_action(action="C", user=f"u{i % 3}", state="Pending"))
+                  for i in range(40)]
+        writes += [store.record_action(clash),
+                   store._write(insert_then_finish, new_action(action="D", user="new", state="In progress")),
+                   store._write(insert_then_delete, new_action(action="E", user="gone")),
+                   store._write(insert_then_fail, new_action(action="F", user="u", state="Failed")),
+                   store.change_state(first["uuid"], "In progress", None)]
+        results = await asyncio.gather(*writes, return_exceptions=True)   # one transaction
+        assert [type(r) for r in results if isinstance(r, Exception)] == [Conflict, Conflict]
+        assert store.commits <= 3
+        counts = await store.counts_by_state()
+    assert (counts["Pending"], counts["In progress"], counts["Success"], counts["Failed"]) == \
+        (40, 1, 1, 0)
+    assert check(path)["problems"] == []
+
+
+async def test_records_in_one_batch_go_in_together_and_a_clash_fails_only_itself(tmp_path,
+                                                                                  monkeypatch):
+    """Consecutive records in a batch are inserted in one statement run; when one of them
+    conflicts, the batch falls back to one at a time and only that one fails."""
+    bulk_runs = []
+
+    def counted_bulk(conn, batch):
+        bulk_runs.append(len(batch))
+        return insert_actions(conn, batch)
+
+    monkeypatch.setattr(jobs.insert_action, "bulk", counted_bulk)
+
+    async with SQLiteStore(str(tmp_path / "bulk.db")) as store:
+        first = await store.record_action(new_action(action="A", user="u"))
+        records = [new_action(action=f"B{i}", user="u", object=f"/api/app/v1/u/service/{i % 4}/",
+                              parents=["/api/app/v1/u/stack/s/"]) for i in range(30)]
+        clash = new_action(action="C", user="u")
+        clash["uuid"] = first["uuid"]
+        for batch in (records[:15], records[15:] + [clash]):
+            commits = store.commits
+            results = await asyncio.gather(*(store.record_action(r) for r in batch),
+                                           return_exceptions=True)
+            assert store.commits == commits + 1
+            stored = [r for r in results if not isinstance(r, Exception)]
+            assert [type(r) for r in results if isinstance(r, Exception)] == \
+                ([Conflict] if clash in batch else [])
+            for action in stored:
+                assert await store.get_action_doc(action["uuid"], None) == action["doc"]
+        assert bulk_runs == [15, 16]   # the first went in; the second fell back (the clash)
+        page = await store.list_actions(ListQuery(None, 100, filters={
+            "object": "/api/app/v1/u/stack/s/", "include_related": True}))
+        assert page.total == 30
+        ids = [json.loads(doc)["uuid"] for doc in page.docs]
+        assert sorted(ids) == sorted(r["uuid"] for r in records)
+
+
+async def test_purge_takes_a_long_log_away_in_small_batches(tmp_path):
+    async with SQLiteStore(tmp_path / "p.db") as store:
+        old = await store.record_action(new_action(
+            user="u", action="Build", state="Success", start_date=100, end_date=200))
+        await store.append_logs(old["uuid"], [(150, None, f"line {i}") for i in range(25)], None)
+        for i in range(3):
+            await store.record_action(new_action(user="u", action="Small", state="Failed",
+                                                 start_date=100, end_date=300 + i))
+        before = store.commits
+        assert await lifecycle.purge(store, 1000, max_rows=10) == (4, 25)
+        assert store.commits - before >= 4         # 10 + 10 + 5 lines, then the rest, then none
+        assert (await store.counts_by_state())["Success"] == 0
+        assert await store._read("SELECT count(*) FROM action_logs") == [(0,)]
