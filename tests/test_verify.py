@@ -7,6 +7,7 @@ import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -322,3 +323,66 @@ def test_the_verifier_imports_no_server_code():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+# ---------------------------------------------------------------------------- the document
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "TRANSPARENCY.md").read_text()
+EXAMPLE_UUID = "5f3b3e8a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+
+
+def example(tmp_path):
+    """The worked example of docs/TRANSPARENCY.md, section 6, built with auditd's own code."""
+    record = {"uuid": EXAMPLE_UUID, "namespace": "alice", "state": "In progress",
+              "action": "Service Create", "method": "POST", "path": "/api/app/v1/service/",
+              "object": "/api/app/v1/service/x/", "parents": ["/api/app/v1/stack/s/"],
+              "user": "alice", "user_agent": "curl/8.0", "ip": "192.0.2.7",
+              "location": "Zürich", "body": None, "start_ts": 1700000000, "end_ts": None,
+              "is_user_action": True, "cancelable": True, "retriable": False}
+    log = Log()
+    log.add(leaves.record_leaf(record))
+    log.add(leaves.logs_leaf(EXAMPLE_UUID, 1, [(1700000001, "stdout", "hello")]))
+    log.add(leaves.state_leaf(EXAMPLE_UUID, "In progress", "Success", 1700000002, 1700000002))
+    key = ckpt.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    cp = sign_checkpoint(key, 3, log.root(3), 1700000003, "auditd.example/log")
+    return log, key, cp
+
+
+def test_the_documented_example_is_what_auditd_produces(tmp_path):
+    log, key, cp = example(tmp_path)
+    for data in log.data:
+        assert "    " + data.decode() + "\n" in DOC
+    for value in [h.hex() for h in log.hashes] + [log.root(2).hex(), log.root(3).hex(),
+                                                   cp["signature"], cp["public_key"],
+                                                   json.dumps(cp["note"], ensure_ascii=False),
+                                                   ckpt.vkey(cp["origin"],
+                                                             public_key_bytes(key))]:
+        assert value in DOC, value
+    text = ckpt.checkpoint_text(cp["origin"], 3, log.root(3), 1700000003)
+    assert text.decode().replace("\n", "\\n") in DOC
+    assert json.dumps(log.consistency(2, 3)["consistency_path"]) in DOC
+    assert [p[:8] for p in log.proof(EXAMPLE_UUID)["leaves"][2]["inclusion_path"]] == ["331a58f6"]
+
+
+def test_the_verifier_written_from_the_document_alone(tmp_path):
+    code = DOC.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "check.py"
+    script.write_text(code)
+    log, key, cp = example(tmp_path)
+    proof = write(tmp_path / "proof.json", log.proof(EXAMPLE_UUID))
+    cp_file = write(tmp_path / "cp.json", cp)
+    pub = public_key_b64(key)
+    done = subprocess.run([sys.executable, script, proof, cp_file, pub], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0 record\n1 logs\n2 state\nverified\n"
+    assert run("proof", proof, "--checkpoint", cp_file, "--public-key", pub).returncode == 0
+    # The same tampering fails both verifiers.
+    bad = log.proof(EXAMPLE_UUID)
+    bad["leaves"][1]["leaf"] = base64.b64encode(
+        base64.b64decode(bad["leaves"][1]["leaf"]).replace(b"hello", b"hellO")).decode()
+    write(proof, bad)
+    done = subprocess.run([sys.executable, script, proof, cp_file, pub], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "AssertionError" in done.stderr
+    assert run("proof", proof, "--checkpoint", cp_file, "--public-key", pub).returncode == 1
