@@ -107,16 +107,33 @@ def _encode(obj: dict) -> bytes:
     return canonical(obj)
 
 
+_RECORD_STRINGS = tuple(n for n, kind in RECORD_FIELDS.items() if kind == _STR)
+_RECORD_FLAGS = tuple(n for n, kind in RECORD_FIELDS.items() if kind == _BOOL)
+
+
+def _flag(name: str, value) -> bool:
+    if value is True or value is False:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"field {name!r} of a record leaf must be a boolean (or 0/1)")
+
+
 def record_leaf(action: dict) -> bytes:
     """The leaf of a newly recorded action. `action` has the RECORD_FIELDS (as the store's
-    new_action builds them; `parents` may be missing: no parents); flags may be 0/1."""
-    obj = {"v": VERSION, "type": "record"}
-    for name in RECORD_FIELDS:
-        value = action.get(name, []) if name == "parents" else action[name]
-        if RECORD_FIELDS[name] == _BOOL and value in (0, 1):
-            value = bool(value)
-        obj[name] = list(value) if name == "parents" else value
-    return _encode(obj)
+    new_action builds them; `parents` may be missing: no parents); flags may be 0/1.
+    On the write path of every record, so it checks the types without `_problem`."""
+    obj = {name: action[name] for name in _RECORD_STRINGS}
+    obj.update({name: _flag(name, action[name]) for name in _RECORD_FLAGS})
+    obj.update(v=VERSION, type="record", parents=list(action.get("parents") or ()),
+               body=action["body"], start_ts=action["start_ts"], end_ts=action["end_ts"])
+    for name in _RECORD_STRINGS:
+        if type(obj[name]) is not str:
+            raise ValueError(f"field {name!r} of a record leaf must be a string")
+    if not (_valid(_OPT_STR, obj["body"]) and _valid(_INT, obj["start_ts"])
+            and _valid(_OPT_INT, obj["end_ts"]) and _valid("list of strings", obj["parents"])):
+        raise ValueError(_problem(obj))
+    return canonical(obj)
 
 
 def state_leaf(uuid: str, from_state: str, to_state: str, time: int, end_ts: int | None,
