@@ -27,12 +27,13 @@ from .merkle import VerificationError
 VERSION = 1
 SAFE_INT = (1 << 53) - 1
 
-_STR, _OPT_STR, _INT, _OPT_INT, _BOOL = "string", "string or null", "integer", \
-    "integer or null", "boolean"
+_STR, _OPT_STR, _INT, _OPT_INT, _BOOL = "a string", "a string or null", "an integer", \
+    "an integer or null", "a boolean"
+_STRINGS, _LINES = "a list of strings", "a list of [seq, ts, stream, line]"
 
 RECORD_FIELDS = {
     "uuid": _STR, "namespace": _STR, "state": _STR, "action": _STR, "method": _STR,
-    "path": _STR, "object": _STR, "parents": "list of strings", "user": _STR,
+    "path": _STR, "object": _STR, "parents": _STRINGS, "user": _STR,
     "user_agent": _STR, "ip": _STR, "location": _STR, "body": _OPT_STR, "start_ts": _INT,
     "end_ts": _OPT_INT, "is_user_action": _BOOL, "cancelable": _BOOL, "retriable": _BOOL,
 }
@@ -42,7 +43,7 @@ FIELDS = {
     "state": STATE_FIELDS,
     "cancel": STATE_FIELDS,
     "retry": {"uuid": _STR, "new_uuid": _STR, "time": _INT},
-    "logs": {"uuid": _STR, "first_seq": _INT, "lines": "list of [seq, ts, stream, line]"},
+    "logs": {"uuid": _STR, "first_seq": _INT, "lines": _LINES},
 }
 
 
@@ -66,7 +67,7 @@ def _valid(kind: str, value) -> bool:
         return type(value) is int and -SAFE_INT <= value <= SAFE_INT
     if kind == _BOOL:
         return isinstance(value, bool)
-    if kind == "list of strings":
+    if kind == _STRINGS:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     return (isinstance(value, list) and all(   # log lines
         isinstance(v, list) and len(v) == 4 and _valid(_INT, v[0]) and _valid(_INT, v[1])
@@ -90,7 +91,7 @@ def _problem(obj) -> str | None:
                 + (f"; unexpected {', '.join(extra)}" if extra else ""))
     for name, kind in fields.items():
         if not _valid(kind, obj[name]):
-            return f"field {name!r} of a {obj['type']} leaf must be a {kind}"
+            return f"field {name!r} of a {obj['type']} leaf must be {kind}"
     if obj["type"] == "logs":
         if not obj["lines"]:
             return "a logs leaf holds at least one line"
@@ -131,7 +132,7 @@ def record_leaf(action: dict) -> bytes:
         if type(obj[name]) is not str:
             raise ValueError(f"field {name!r} of a record leaf must be a string")
     if not (_valid(_OPT_STR, obj["body"]) and _valid(_INT, obj["start_ts"])
-            and _valid(_OPT_INT, obj["end_ts"]) and _valid("list of strings", obj["parents"])):
+            and _valid(_OPT_INT, obj["end_ts"]) and _valid(_STRINGS, obj["parents"])):
         raise ValueError(_problem(obj))
     return canonical(obj)
 

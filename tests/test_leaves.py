@@ -62,8 +62,12 @@ def test_strings_are_escaped_as_json_requires_and_utf8_otherwise():
         record_leaf({**ACTION, "body": "\ud800"})
     with pytest.raises(ValueError, match="integer"):
         record_leaf({**ACTION, "start_ts": 2 ** 53})
-    with pytest.raises(ValueError, match="string"):
+    with pytest.raises(ValueError, match="'user' of a record leaf must be a string"):
         record_leaf({**ACTION, "user": 7})
+    with pytest.raises(ValueError, match="'retriable' of a record leaf must be a boolean"):
+        record_leaf({**ACTION, "retriable": "no"})
+    with pytest.raises(ValueError, match="'parents' of a record leaf must be a list of strings"):
+        record_leaf({**ACTION, "parents": [1]})
 
 
 def test_the_other_events():
@@ -87,8 +91,8 @@ def test_the_other_events():
     (b'{"type":"record","v":2}', "unknown leaf version"),
     (b'{"type":"retry","uuid":"a","v":1}', "missing new_uuid, time"),
     (b'{"new_uuid":"b","time":1,"type":"retry","uuid":"a","v":1,"x":0}', "unexpected x"),
-    (b'{"new_uuid":"b","time":1.0,"type":"retry","uuid":"a","v":1}', "must be a integer"),
-    (b'{"new_uuid":"b","time":true,"type":"retry","uuid":"a","v":1}', "must be a integer"),
+    (b'{"new_uuid":"b","time":1.0,"type":"retry","uuid":"a","v":1}', "must be an integer"),
+    (b'{"new_uuid":"b","time":true,"type":"retry","uuid":"a","v":1}', "must be an integer"),
     (b'{"new_uuid":"b","type":"retry","time":1,"uuid":"a","v":1}', "canonical"),
     (b'{"new_uuid":"b", "time":1,"type":"retry","uuid":"a","v":1}', "canonical"),
     (b'{"new_uuid":"\\u0062","time":1,"type":"retry","uuid":"a","v":1}', "canonical"),
