@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import AuditdError
+from .model.errors import AuditdError
 from .merkle import HASH_SIZE, MAX_SIZE, VerificationError
 
 ED25519 = b"\x01"        # the signed-note signature type of Ed25519

@@ -46,6 +46,13 @@ class Config:
     stream_stall_seconds: float = 30.0  # a WebSocket reader stuck this long is closed (1013)
     shutdown_timeout: float = 10.0
     max_body_bytes: int = 8 * 1024 * 1024
+    max_connections: int = 4096        # open connections (kept under the descriptor limit)
+    head_timeout: float = 10.0         # a request head must arrive within this
+    idle_timeout: float = 60.0         # a kept-alive connection that says nothing is closed
+    max_inflight_bytes: int = 64 * 1024 * 1024   # request bodies being read at once
+    retry_limit: int = 30              # retries per user per minute (0: no limit)
+    cancel_limit: int = 60             # cancels per user per minute (0: no limit)
+    check_on_start: bool = False       # run SQLite's quick_check before serving
     demo: bool = False
     fixtures: str = ""
 
@@ -116,10 +123,17 @@ def _check(name: str, value, source: str):
         return value.lower()
     if name == "retention_days" and value < 0:
         raise ConfigError(f"{where} must be 0 (keep forever) or a number of days, not {value}")
-    if name in ("stream_stall_seconds", "shutdown_timeout") and value <= 0:
+    if name in ("stream_stall_seconds", "shutdown_timeout", "head_timeout",
+                "idle_timeout") and value <= 0:
         raise ConfigError(f"{where} must be a number of seconds above 0, not {value}")
     if name == "max_body_bytes" and value < 1024:
         raise ConfigError(f"{where} must be at least 1024 bytes, not {value}")
+    if name == "max_connections" and value < 16:
+        raise ConfigError(f"{where} must be at least 16, not {value}")
+    if name == "max_inflight_bytes" and value < 1024 * 1024:
+        raise ConfigError(f"{where} must be at least 1 MiB (1048576), not {value}")
+    if name in ("retry_limit", "cancel_limit") and value < 0:
+        raise ConfigError(f"{where} must be 0 (no limit) or a number per minute, not {value}")
     if name in ("geoip_db", "fixtures") and value and not Path(value).is_file():
         raise ConfigError(f"{where}: no such file: {value}")
     return value

@@ -86,16 +86,40 @@ class BodyValue(fields.Field):
         return encoded
 
 
+def ascii_int(text, max_digits: int = 18) -> int | None:
+    """A whole number written in ASCII digits (no sign, no '_', no other scripts' digits, at
+    most `max_digits` of them), or None."""
+    if isinstance(text, str) and 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+class QueryInteger(fields.Field):
+    """A query parameter that is a whole number: ASCII digits only."""
+
+    def __init__(self, maximum: int, **kwargs):
+        super().__init__(**kwargs)
+        self.maximum = maximum
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        number = ascii_int(value)
+        if number is None or number > self.maximum:
+            raise ValidationError(f"must be an integer from 0 to {self.maximum}, in ASCII "
+                                  "digits 0-9")
+        return number
+
+
 class PageCursor(fields.Field):
     """The position token `next` links carry: `<start_ts>.<id>` of the previous page's last row."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         ts, sep, row = str(value).partition(".")
-        if (not sep or not ts.lstrip("-").isdigit() or not row.isdigit()
-                or len(ts) > 13 or len(row) > 18):   # both must fit SQLite's 64-bit integers
+        negative = ts.startswith("-")
+        ts_value, row_value = ascii_int(ts[negative:], 13), ascii_int(row)
+        if not sep or ts_value is None or row_value is None:   # both fit 64-bit integers
             raise ValidationError("must be the token a 'next' link carries; "
                                   "drop it and use offset instead")
-        return int(ts), int(row)
+        return -ts_value if negative else ts_value, row_value
 
 
 def _short(**kw):
@@ -157,9 +181,8 @@ class ListQuerySchema(StrictSchema):
     is_user_action = QueryBool()
     order_by = fields.String(validate=validate.OneOf(
         ("start_date", "-start_date"), error="must be 'start_date' or '-start_date'"))
-    limit = fields.Integer(validate=validate.Range(min=0, error="must be an integer >= 0"))
-    offset = fields.Integer(validate=validate.Range(
-        min=0, max=MAX_OFFSET, error=f"must be an integer from 0 to {MAX_OFFSET}"))
+    limit = QueryInteger(MAX_OFFSET)
+    offset = QueryInteger(MAX_OFFSET)
     cursor = PageCursor()
 
     @validates_schema

@@ -136,8 +136,9 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m auditd serve` on a free loopback port; knows the admin key it printed."""
 
-    def __init__(self, db: Path, extra_args=(), env=None):
+    def __init__(self, db: Path, extra_args=(), env=None, nofile=None):
         self.db, self.port = db, free_port()
+        self.nofile = nofile        # (soft, hard) open-file limit for the server process
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args, self.env = list(extra_args), env
         self.proc = None
@@ -149,7 +150,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "auditd", "serve", "--port", str(self.port), "--db",
              str(self.db), *self.extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            preexec_fn=self._limit if self.nofile else None)
         # Wait for the line that says it listens (the process prints it once the port is bound),
         # then keep draining stderr so the server never blocks on a full pipe.
         for line in self.proc.stderr:
@@ -163,6 +165,10 @@ class ServerProcess:
         if self.admin_key is None:
             self.admin_key = self._read_banner_key()
         return self
+
+    def _limit(self):
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def _read_banner_key(self):
         # The banner is printed (to stdout) before listening, only on an empty database.

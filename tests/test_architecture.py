@@ -11,8 +11,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "auditd"
 
 # Lowest first. A component may import its own modules and any component of a lower layer.
 LAYERS = [
-    {"auditd", "auditd.model"},                            # rules and representations, no I/O
-    {"auditd.schemas", "auditd.config", "auditd.geo"},     # what clients send; settings; places
+    {"auditd", "auditd.model", "auditd.merkle"},           # rules and representations, no I/O
+    {"auditd.schemas", "auditd.config", "auditd.geo",      # what clients send; settings; places;
+     "auditd.leaves", "auditd.checkpoint"},                # tamper evidence's leaves, signatures
+    {"auditd.verify"},                                     # the stand-alone verifier
     {"auditd.store", "auditd.formats"},                    # storage backends; file formats
     {"auditd.streams", "auditd.tasks"},                    # live streams; background tasks
     {"auditd.http"},                                       # the API

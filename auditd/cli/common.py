@@ -73,6 +73,23 @@ def add_settings_flags(parser):
                         help="on SIGTERM, wait this long for requests in flight (default 10)")
     parser.add_argument("--max-body-bytes", metavar="BYTES",
                         help="largest request body accepted (default 8 MiB)")
+    parser.add_argument("--max-connections", metavar="N",
+                        help="open connections at most (default 4096, and always under the "
+                             "open-file limit)")
+    parser.add_argument("--head-timeout", metavar="SECONDS",
+                        help="close a connection whose request head has not arrived within "
+                             "this (default 10)")
+    parser.add_argument("--idle-timeout", metavar="SECONDS",
+                        help="close a kept-alive connection idle this long (default 60)")
+    parser.add_argument("--max-inflight-bytes", metavar="BYTES",
+                        help="request bodies being read at once, in bytes; past it, 503 with "
+                             "Retry-After (default 64 MiB)")
+    parser.add_argument("--retry-limit", metavar="N",
+                        help="retries per user per minute; past it, 429 (default 30; 0: none)")
+    parser.add_argument("--cancel-limit", metavar="N",
+                        help="cancels per user per minute; past it, 429 (default 60; 0: none)")
+    parser.add_argument("--check-on-start", action=argparse.BooleanOptionalAction,
+                        help="run SQLite's quick_check on the database before serving")
     parser.add_argument("--demo", action="store_const", const=True,
                         help="start with realistic demo data and a live simulated operation")
     parser.add_argument("--fixtures", metavar="FILE", help="load this fixture file at start")

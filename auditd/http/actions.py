@@ -13,7 +13,7 @@ from ..model.query import ListQuery, format_cursor
 from ..model.uris import action_uri
 from ..schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, STATE_CHANGE_SCHEMA,
                        describe_errors, load_log_lines, load_record_action)
-from .appkeys import LOCATOR, PRINCIPAL, STORE
+from .appkeys import LIMITS, LOCATOR, PRINCIPAL, STORE
 from .requests import caller, json_body, namespaces, single_query
 from .responses import ACTION_URI_HEADER, action_response, json_text
 
@@ -89,12 +89,14 @@ async def get_action(request: web.Request) -> web.Response:
 
 async def cancel_action(request: web.Request) -> web.Response:
     single_query(request, allowed=())
+    request.app[LIMITS].cancels.take(request[PRINCIPAL].name)
     action = await request.app[STORE].cancel(request.match_info["uuid"], namespaces(request))
     return action_response(action, 202)
 
 
 async def retry_action(request: web.Request) -> web.Response:
     single_query(request, allowed=())
+    request.app[LIMITS].retries.take(request[PRINCIPAL].name)
     action = await request.app[STORE].retry(request.match_info["uuid"], namespaces(request),
                                                  caller(request))
     return action_response(action, 202)

@@ -10,7 +10,8 @@ from ..store import open_store
 from ..streams import Streams
 from ..tasks.demo import Demo
 from ..tasks.retention import Retention
-from .appkeys import CONFIG, DEMO, LOCATOR, METRICS, RETENTION, STORE, STREAMS
+from .appkeys import CONFIG, DEMO, LIMITS, LOCATOR, METRICS, RETENTION, STORE, STREAMS
+from .limits import Limits
 from .metrics import Metrics
 from .middleware import request_middleware
 from .routes import setup_routes
@@ -66,6 +67,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[STREAMS] = Streams()
     app[LOCATOR] = Locator(config.geoip_db or None)
     app[METRICS] = Metrics()
+    app[LIMITS] = Limits(config)
     app[DEMO] = Demo()
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)

@@ -8,6 +8,7 @@ from ..store import Store
 from ..streams import Streams
 from ..tasks.demo import Demo
 from ..tasks.retention import Retention
+from .limits import Limits
 from .metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
@@ -15,6 +16,7 @@ STORE = web.AppKey("store", Store)
 LOCATOR = web.AppKey("locator", Locator)
 STREAMS = web.AppKey("streams", Streams)
 METRICS = web.AppKey("metrics", Metrics)
+LIMITS = web.AppKey("limits", Limits)
 DEMO = web.AppKey("demo", Demo)
 RETENTION = web.AppKey("retention", Retention)
 PRINCIPAL = web.RequestKey("principal", Principal)   # the authenticated caller

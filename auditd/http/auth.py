@@ -14,14 +14,27 @@ def credentials_from_header(header: str) -> tuple[str, str] | None:
     if scheme == "basic":
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):   # not base64, not ASCII, not UTF-8 inside
             return None
     elif scheme == "apikey":
         decoded = value.strip()
     else:
         return None
     user, sep, key = decoded.partition(":")
-    return (user, key) if sep and user and key else None
+    if not (sep and user and key) or not _is_text(decoded):
+        return None
+    return user, key
+
+
+def _is_text(value: str) -> bool:
+    """Valid Unicode text: no undecodable byte (a lone surrogate after surrogateescape)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def authenticate(store, header: str | None, query_user: str | None = None,

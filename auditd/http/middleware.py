@@ -6,10 +6,10 @@ import time
 from aiohttp import web
 from marshmallow import ValidationError
 
-from ..model.errors import AuditdError
+from ..model.errors import AuditdError, InvalidRequest
 from ..schemas import describe_errors
 from . import streams
-from .appkeys import CONFIG, METRICS, PRINCIPAL, STORE
+from .appkeys import CONFIG, LIMITS, METRICS, PRINCIPAL, STORE
 from .auth import authenticate
 from .responses import error_response
 
@@ -62,6 +62,26 @@ async def authenticate_request(request: web.Request):
             request.query.get("token") if from_query else None)
 
 
+def check_headers(request: web.Request):
+    """Every header value must be text: undecodable bytes are refused, naming the header."""
+    for name, value in request.headers.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequest(f"header '{name}' is not valid UTF-8: send UTF-8 text "
+                                     "(or ASCII)") from None
+
+
+async def _with_body_budget(request: web.Request, handler, size: int):
+    budget = request.app[LIMITS].bodies
+    budget.reserve(size)
+    try:
+        return await handler(request)
+    finally:
+        budget.release(size)
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler):
     """Around every request: credentials, errors as JSON, and the request counted and timed for
@@ -70,7 +90,12 @@ async def request_middleware(request: web.Request, handler):
     started = time.perf_counter()
     try:
         await authenticate_request(request)
-        response = await handler(request)
+        check_headers(request)
+        size = request.app[LIMITS].body_size(request)
+        if size:
+            response = await _with_body_budget(request, handler, size)
+        else:
+            response = await handler(request)
     except (asyncio.CancelledError, ConnectionResetError):
         raise     # the client went away: no status to count
     except Exception as err:  # noqa: BLE001 - every error becomes a JSON answer

@@ -1,5 +1,6 @@
 """Reading a request: its query string, its JSON body, and who is asking from where."""
 import json
+from urllib.parse import unquote, unquote_to_bytes
 
 from aiohttp import web
 
@@ -9,7 +10,11 @@ from .appkeys import LOCATOR, PRINCIPAL
 
 
 def single_query(request: web.Request, allowed=None) -> dict:
-    """The query string as a plain dict; a parameter given twice is refused."""
+    """The query string as a plain dict; a parameter given twice, or a value that is not valid
+    UTF-8 once percent-decoded, is refused."""
+    raw = request.rel_url.raw_query_string
+    if "%" in raw:
+        _check_encoding(raw)
     params = {}
     for name in request.query.keys():
         values = request.query.getall(name)
@@ -29,9 +34,14 @@ async def json_body(request: web.Request):
             text=f"Content-Type {request.content_type} is not accepted: send application/json")
     raw = await request.read()
     try:
+        text = raw.decode(json.detect_encoding(raw))
+    except UnicodeDecodeError as err:
+        raise InvalidRequest(f"the request body is not valid UTF-8 (byte {err.object[err.start]:#04x} "
+                             f"at offset {err.start}); send JSON in UTF-8") from None
+    try:
         # what json.loads(raw, parse_constant=...) does, without a new decoder per request
-        payload = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
-    except (ValueError, UnicodeDecodeError) as err:
+        payload = _DECODER.decode(text)
+    except ValueError as err:
         raise InvalidRequest(f"the request body is not valid JSON ({err}); send a JSON object") \
             from None
     except RecursionError:
@@ -57,6 +67,18 @@ def _has_lone_surrogate(payload) -> bool:
     except RecursionError:
         return False
     return False
+
+
+def _check_encoding(raw: str):
+    for part in raw.split("&"):
+        name, _, value = part.partition("=")
+        for what, text in (("name", name), ("value", value)):
+            try:
+                unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+            except UnicodeDecodeError:
+                shown = unquote(name, errors="replace")
+                raise InvalidRequest(f"query parameter {what} '{shown}' is not valid UTF-8 once "
+                                     "percent-decoded: encode text as UTF-8") from None
 
 
 def namespaces(request: web.Request):

@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..model.actions import FINAL_STATES
 from ..model.errors import InvalidRequest
-from ..schemas import query_bool
+from ..schemas import ascii_int, query_bool
 from ..streams.frames import log_frame, text_frame
 from ..streams.logs import BATCH_BYTES
 from .appkeys import CONFIG, PRINCIPAL, STORE, STREAMS
@@ -45,9 +45,10 @@ def _parse_tail(value: str | None) -> int | None:
         return DEFAULT_TAIL
     if value.lower() == "all":
         return None
-    if value.isdigit():
-        return int(value)
-    raise InvalidRequest(f"tail must be a number of lines >= 0 or 'all', not {value!r}")
+    lines = ascii_int(value)
+    if lines is not None:
+        return lines
+    raise InvalidRequest(f"tail must be a number of lines (digits 0-9) or 'all', not {value!r}")
 
 
 def _parse_bool(name: str, value: str | None, default: bool) -> bool:

@@ -37,3 +37,20 @@ class Unauthorized(AuditdError):
 
 class Forbidden(AuditdError):
     status = 403
+
+
+class TooManyRequests(AuditdError):
+    """A limit on what one user may do per minute was reached; `retry_after` seconds to wait."""
+    status = 429
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))}
+
+
+class Busy(Unavailable):
+    """The server is at a bound (bytes in flight, say) right now: retry shortly."""
+
+    def __init__(self, message: str, retry_after: float = 1):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))}

@@ -153,7 +153,10 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request, response, time):
-        resource = request.match_info.route.resource
+        try:
+            resource = request.match_info.route.resource
+        except (AssertionError, AttributeError):   # refused by the parser: no route was matched
+            resource = None
         principal = request.get(PRINCIPAL)
         route = resource.canonical if resource is not None else "-"
         user = principal.name if principal else "-"

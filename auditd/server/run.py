@@ -13,6 +13,8 @@ from ..http.app import create_app
 from ..http.appkeys import STORE
 from ..model.errors import AuditdError
 from . import systemd
+from .guard import (ConnectionGuard, GuardedRunner, effective_cap, quiet_accept_errors,
+                    raise_descriptor_limit)
 from .logs import AccessLogger
 
 log = logging.getLogger("auditd")
@@ -109,11 +111,14 @@ async def serve(config: Config, sockets=None, ready=None) -> int:
     if sockets is None:
         sockets = systemd.listen_sockets()
 
+    quiet_accept_errors(loop)
+    cap = effective_cap(config.max_connections, raise_descriptor_limit())
+    guard = ConnectionGuard(cap, config.head_timeout, config.idle_timeout)
     app = create_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger,
+    runner = GuardedRunner(app, guard=guard, access_log_class=AccessLogger,
                            access_log=logging.getLogger("auditd.access") if config.access_log
                            else None, shutdown_timeout=config.shutdown_timeout,
-                           handle_signals=False)
+                           keepalive_timeout=config.idle_timeout, handle_signals=False)
     try:
         await runner.setup()
     except BaseException as err:
@@ -129,7 +134,7 @@ async def serve(config: Config, sockets=None, ready=None) -> int:
         await ensure_first_admin(app, public_address(config, runner.addresses))
         addresses = ", ".join(str(a) for a in runner.addresses)
         log.info("listening on %s (database %s)", addresses, config.db,
-                 extra={"fields": {"socket_activated": bool(sockets)}})
+                 extra={"fields": {"socket_activated": bool(sockets), "max_connections": cap}})
         systemd.notify("READY=1", f"STATUS=listening on {addresses}")
         interval = systemd.watchdog_interval()
         if interval:
