@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import data, demo
     data.register_commands(commands)
     demo.register_commands(commands)
+    from .client import cli as client_cli; client_cli.register_commands(commands)  # wiring: auditd action
     return parser
 
 
