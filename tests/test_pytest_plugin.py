@@ -57,6 +57,19 @@ def test_a_new_user_and_the_env_for_a_command_line_client(auditd_server):
 '''
 
 
+def readme_example() -> str:
+    """The example test file of the README's section "In another project's tests"."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## In another project's tests"):]
+    block = section[section.index("    # tests/test_audit.py\n"):]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines)) + "\n"
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """This checkout built and installed (not editable) into a directory of its own, the way
@@ -75,10 +88,11 @@ def installed(tmp_path_factory) -> Path:
     return site
 
 
-def test_another_project_gets_auditd_server_from_the_entry_point(installed, tmp_path):
+def test_another_project_and_the_readme_example_get_auditd_server_from_the_entry_point(installed, tmp_path):
     project = tmp_path / "other-project"
     project.mkdir()
     (project / "test_deploys.py").write_text(OTHER_PROJECT_TEST)
+    (project / "test_audit.py").write_text(readme_example())     # the README's example, as is
     (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST", "DOCKERCLOUD_", "AUDITD_"))}
@@ -87,7 +101,7 @@ def test_another_project_gets_auditd_server_from_the_entry_point(installed, tmp_
     result = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=project, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "5 passed" in result.stdout, result.stdout
     evidence = __import__("json").loads((project / "evidence.json").read_text())
     assert len(evidence["uuid"]) == 36
     with pytest.raises(ProcessLookupError):          # the server stopped with the session
