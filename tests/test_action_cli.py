@@ -4,6 +4,7 @@ side by side with the real docker-cloud CLI 1.0.9 on the same data (skipped with
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -285,3 +286,18 @@ def test_empty_ls_differs_from_docker_cloud_on_purpose(real_clients, srv):
     assert docker_cloud(real_clients, srv, "action", "ls") == \
         "UUID    ACTION    START    END    TARGET\n\n"
     assert ok(srv.env, "ls") == "UUID    ACTION    START    END    TARGET    IP    LOCATION\n"
+
+
+def test_interrupting_logs_follow_is_quiet(srv):
+    with srv.client() as api:
+        uuid = api.record(action="Service Redeploy")["uuid"]
+        api.append_logs(uuid, ["working"])
+    follower = Running([sys.executable, "-m", "auditd", "action", "logs", "-f", uuid],
+                       clean_env(srv.env))
+    try:
+        assert follower.next_line() == "working"
+        follower.proc.send_signal(signal.SIGINT)
+        assert follower.finish() == (130, [])
+    finally:
+        follower.kill()
+    assert "".join(follower.stderr) == ""

@@ -1,6 +1,7 @@
 """The pytest plugin: `auditd_server` in this repo, and in ANOTHER project that installed auditd
 (a temp directory outside this repo, a non-editable install of this checkout, `python -m pytest`
 there with the plugin found through the `pytest11` entry point alone)."""
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from realclients import real_clients  # noqa: F401 (fixture)
 ROOT = Path(__file__).resolve().parent.parent
 
 OTHER_PROJECT_TEST = '''
+import json
 import json
 import os
 import subprocess
@@ -102,7 +104,7 @@ def test_another_project_and_the_readme_example_get_auditd_server_from_the_entry
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 passed" in result.stdout, result.stdout
-    evidence = __import__("json").loads((project / "evidence.json").read_text())
+    evidence = json.loads((project / "evidence.json").read_text())
     assert len(evidence["uuid"]) == 36
     with pytest.raises(ProcessLookupError):          # the server stopped with the session
         os.kill(evidence["pid"], 0)
