@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "auditd"
 LAYERS = [
     {"auditd", "auditd.model", "auditd.merkle"},           # rules and representations, no I/O
     {"auditd.schemas", "auditd.config", "auditd.geo",      # what clients send; settings; places;
+     "auditd.client",                                      # the Python 3 client of the API;
      "auditd.leaves", "auditd.checkpoint"},                # tamper evidence's leaves, signatures
     {"auditd.verify"},                                     # the stand-alone verifier
     {"auditd.store", "auditd.formats"},                    # storage backends; file formats
     {"auditd.streams", "auditd.tasks"},                    # live streams; background tasks
     {"auditd.http"},                                       # the API
     {"auditd.server"},                                     # the process
-    {"auditd.cli"},                                        # the commands
+    {"auditd.cli", "auditd.pytest_plugin"},                # the commands; the test fixture
     {"auditd.__main__"},
 ]
 MAX_LINES = 400
