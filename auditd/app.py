@@ -7,7 +7,7 @@ import time
 from aiohttp import WSCloseCode, web
 from marshmallow import ValidationError
 
-from . import data, demo, keys, ops, stream_views, views
+from . import console, data, demo, keys, ops, stream_views, views  # wiring: console
 from .auth import authenticate
 from .config import Config
 from .errors import AuditdError
@@ -151,4 +151,5 @@ def create_app(config: Config | None = None) -> web.Application:
     setup_routes(app)
     for module in (ops, data, demo):
         module.setup(app)
+    console.setup(app)   # wiring: the web console (/ui/), its stream tickets
     return app

@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import keys
 from .auth import visible_namespaces
+from .console.origin import check_origin   # wiring: Origin check at the upgrade
 from .errors import InvalidRequest
 from .schemas import FINAL_STATES
 from .streams import BATCH_BYTES, log_frame, text_frame
@@ -73,6 +74,7 @@ class Stream:
                                         max_msg_size=64 * 1024)
 
     async def open(self):
+        check_origin(self.request)   # wiring: a browser on another origin is refused (403)
         if not self.ws.can_prepare(self.request).ok:
             raise InvalidRequest("this endpoint is a WebSocket: send an Upgrade: websocket "
                                  "handshake")
