@@ -31,7 +31,9 @@ export function showTimeline(params, { navigate, onError }) {
   state = {
     query, navigate, onError,
     rows: [],                 // actions, newest first
-    byUuid: new Map(),        // uuid -> {action, tr}
+    byUuid: new Map(),        // uuid -> {action, tr, rank}
+    top: 0,                   // rank of the newest row placed above the others (decreasing)
+    bottom: 0,                // rank of the last row placed below the others (increasing)
     next: null,               // meta.next of the last page loaded
     total: null,
     paused: false,
@@ -71,7 +73,7 @@ async function loadFirst(view) {
     if (state !== view) return;
     view.next = page.meta.next;
     view.total = page.meta.total_count;
-    merge(view, page.objects, false);
+    merge(view, page.objects);
   } catch (err) {
     if (state !== view) return;
     $("#count").textContent = "";
@@ -90,7 +92,7 @@ async function loadOlder() {
     if (state !== view) return;
     view.next = page.meta.next;
     view.total = page.meta.total_count;
-    merge(view, page.objects, false);
+    merge(view, page.objects);
   } catch (err) {
     view.onError(`Older actions could not be loaded: ${err.message}`);
   } finally {
@@ -103,7 +105,7 @@ async function loadOlder() {
  * the stream was down shows, and nothing shows twice. */
 async function resync(view) {
   if (state !== view) return;
-  const limit = Math.min(RELIST_MAX, Math.max(FIRST_PAGE, view.rows.length + 50));
+  const limit = Math.min(RELIST_MAX, Math.max(FIRST_PAGE, view.rows.length));
   try {
     const page = await api(withQuery(LIST, [...view.query, ["limit", String(limit)]]));
     if (state !== view) return;
@@ -112,7 +114,7 @@ async function resync(view) {
     // the older rows stay, and so does the `next` that continues after them.
     if (view.rows.every((a) => fresh.has(a.uuid))) view.next = page.meta.next;
     view.total = page.meta.total_count;
-    merge(view, page.objects, true);
+    merge(view, page.objects, { newer: true, highlight: true });
   } catch (err) {
     if (state === view) view.onError(`The list could not be refreshed: ${err.message}`);
   }
@@ -146,27 +148,29 @@ async function flush(view) {
   view.pending.clear();
   if (state !== view || !uuids.length) return;
   if (uuids.length > PER_ACTION_MAX) return resync(view);
-  const found = [];
-  await Promise.all(uuids.map(async (uuid) => {
+  const found = new Array(uuids.length);
+  await Promise.all(uuids.map(async (uuid, i) => {
     try {
       const query = new URLSearchParams(view.query);
       if (query.has("uuid") && query.get("uuid") !== uuid) return;
       query.set("uuid", uuid);
       const page = await api(withQuery(LIST, query));
       if (page.objects.length) {
-        found.push(page.objects[0]);
+        found[i] = page.objects[0];
       } else if (view.byUuid.has(uuid)) {
         // shown, but no longer matching the filters: show its new state all the same
-        found.push(await api(view.byUuid.get(uuid).action.resource_uri));
+        found[i] = await api(view.byUuid.get(uuid).action.resource_uri);
       }
     } catch (err) {
       if (err.status !== 404) view.onError(`A live update failed: ${err.message}`);
     }
   }));
   if (state !== view) return;
-  const added = found.filter((a) => !view.byUuid.has(a.uuid)).length;
+  // in the order of the events, so the newest last: newest first for merge()
+  const actions = found.filter(Boolean).reverse();
+  const added = actions.filter((a) => !view.byUuid.has(a.uuid)).length;
   if (view.total !== null) view.total += added;
-  merge(view, found, true);
+  merge(view, actions, { newer: true, highlight: true });
 }
 
 function setPaused(paused) {
@@ -207,10 +211,14 @@ function setStatus(s, detail) {
 
 // ------------------------------------------------------------------------------- rows
 
-/** Put `actions` in (new ones at their place by start date, known ones replaced). */
-function merge(view, actions, highlight) {
+/** Put `actions` in: known ones are replaced, new ones placed by start date. Among actions of
+ * the same second the API's order stands: `newer` says whether the new ones were recorded
+ * after those shown (live updates, a re-list) or before them (older pages); `actions` come in
+ * the API's order, newest first. */
+function merge(view, actions, { newer = false, highlight = false } = {}) {
   let changed = false;
-  for (const action of actions) {
+  const fresh = newer ? [...actions].reverse() : actions;    // the oldest first when newer
+  for (const action of fresh) {
     const known = view.byUuid.get(action.uuid);
     if (known && JSON.stringify(known.action) === JSON.stringify(action)) continue;
     changed = true;
@@ -221,16 +229,15 @@ function merge(view, actions, highlight) {
       Object.assign(known, { action, tr });
       view.rows[view.rows.findIndex((a) => a.uuid === action.uuid)] = action;
     } else {
-      view.byUuid.set(action.uuid, { action, tr });
+      const rank = newer ? --view.top : ++view.bottom;
+      view.byUuid.set(action.uuid, { action, tr, rank });
       view.rows.push(action);
     }
   }
   if (changed) {
-    // Stable: the API's order stands among actions of the same second.
     const start = (a) => Date.parse(a.start_date) || 0;
-    const order = view.rows.map((a, i) => [a, i]);
-    order.sort(([a, i], [b, j]) => start(b) - start(a) || i - j);
-    view.rows = order.map(([a]) => a);
+    const rank = (a) => view.byUuid.get(a.uuid).rank;
+    view.rows.sort((a, b) => start(b) - start(a) || rank(a) - rank(b));
     const body = tbody();
     const wanted = view.rows.map((a) => view.byUuid.get(a.uuid).tr);
     if (wanted.length !== body.children.length || wanted.some((tr, i) => body.children[i] !== tr)) {
