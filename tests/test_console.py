@@ -220,6 +220,26 @@ def test_a_big_log_keeps_the_last_lines_in_the_page(page, module_server, produce
     assert len(text) == 12_001 and text[0].endswith(" line 1") and text[-1].endswith("line 12001")
 
 
+def test_following_100000_lines_keeps_the_page_responsive(page, module_server, producer):
+    name, key = user(module_server, "hal")
+    action = producer.record(user=name, action="Big Build")
+    sign_in(page, module_server, name, key, path=f"/ui/action/{action['uuid']}")
+    expect(page.locator("#log-status")).to_have_text("Following live")
+    # how long the page's main thread goes without running a 20 ms timer
+    page.evaluate("""() => { window.__gaps = []; let last = performance.now();
+        setInterval(() => { const now = performance.now(); __gaps.push(now - last); last = now; },
+                    20); }""")
+    for start in range(1, 100_001, 10_000):
+        producer.append(action["uuid"], "\n".join(f"step {i}" for i in range(start, start + 10_000)))
+    expect(page.locator("#log .line .text").last).to_have_text("step 100000", timeout=90_000)
+    expect(page.locator("#log-note")).to_have_text(
+        "100,000 lines; the page keeps the last 5,000. Download the log for all of them.")
+    expect(page.locator("#log .line")).to_have_count(5000)
+    expect(page.locator("#log .line .text").first).to_have_text("step 95001")
+    gaps = page.evaluate("window.__gaps")
+    assert max(gaps) < 2000, f"the page froze for {max(gaps):.0f} ms"
+
+
 # ---------------------------------------------------------------------------- live timeline
 
 def test_timeline_is_live_with_a_pause(page, module_server, producer):

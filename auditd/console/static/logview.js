@@ -10,6 +10,7 @@ import { LiveSocket, ApiError } from "./api.js";
 
 export const CAP = 5000;          // lines kept in the page
 const PER_FRAME = 2000;           // lines drawn per animation frame at most
+const CHUNK = 200;               // lines per block of the page
 
 const pad = (n) => String(n).padStart(2, "0");
 function clock(seconds) {
@@ -81,24 +82,32 @@ export class LogView {
     this.box.setAttribute("aria-busy", String(cls === "connecting"));
   }
 
+  /** Draw what arrived: into blocks of CHUNK lines, which the browser lays out only while they
+   * are on screen (content-visibility), so the cost of a frame does not grow with the log. */
   draw() {
     this.frame = null;
     // Lines that would be dropped from the page at once are not drawn at all.
     if (this.queue.length > CAP) this.queue.splice(0, this.queue.length - CAP);
     const batch = this.queue.splice(0, PER_FRAME);
     const box = this.box;
-    const fragment = document.createDocumentFragment();
+    let chunk = box.lastElementChild;
     for (const m of batch) {
-      fragment.append(h("div", { class: m.streamType === "stderr" ? "line line-err" : "line" },
+      if (!chunk || chunk.childElementCount >= CHUNK) {
+        chunk = h("div", { class: "chunk" });
+        box.append(chunk);
+      }
+      chunk.append(h("div", { class: m.streamType === "stderr" ? "line line-err" : "line" },
         h("span", { class: "ts", text: clock(m.timestamp) }),
         h("span", { class: "text", text: m.log })));
     }
-    box.append(fragment);
     this.shown += batch.length;
-    let over = this.shown - CAP;
-    while (over > 0 && box.firstChild) {
-      box.firstChild.remove();
-      over -= 1;
+    // Keep CAP lines: whole blocks first, then lines of the first block.
+    while (this.shown - CAP >= box.firstElementChild.childElementCount) {
+      this.shown -= box.firstElementChild.childElementCount;
+      box.firstElementChild.remove();
+    }
+    for (let over = this.shown - CAP; over > 0; over -= 1) {
+      box.firstElementChild.firstElementChild.remove();
       this.shown -= 1;
     }
     if (this.follow.checked) box.scrollTop = box.scrollHeight;
