@@ -14,7 +14,8 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = os.environ.get("AUDITD_SCREENSHOTS") == "1"
+# not AUDITD_*: the server refuses an AUDITD_ variable it does not know
+SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS") == "1"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 

@@ -37,9 +37,15 @@ export class LogView {
   start(uuid) {
     this.uuid = uuid;
     // Scrolling up to read stops the scrolling with new lines; back at the bottom, it resumes.
+    // Only the reader's own scrolling stops it, never a scroll that layout caused.
+    let touched = 0;
+    const reader = () => { touched = performance.now(); };
+    for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) this.box[`on${type}`] = reader;
     this.box.onscroll = () => {
-      const atBottom = this.box.scrollHeight - this.box.scrollTop - this.box.clientHeight < 24;
-      if (atBottom !== this.follow.checked) this.follow.checked = atBottom;
+      const box = this.box;
+      const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+      if (atBottom) this.follow.checked = true;
+      else if (performance.now() - touched < 1000) this.follow.checked = false;
     };
     this.box.replaceChildren();
     this.setStatus("Connecting…", "connecting");
@@ -82,8 +88,8 @@ export class LogView {
     this.box.setAttribute("aria-busy", String(cls === "connecting"));
   }
 
-  /** Draw what arrived: into blocks of CHUNK lines, which the browser lays out only while they
-   * are on screen (content-visibility), so the cost of a frame does not grow with the log. */
+  /** Draw what arrived: into blocks of CHUNK lines; the browser lays out a full block only
+   * while it is on screen (content-visibility), so a frame's cost does not grow with the log. */
   draw() {
     this.frame = null;
     // Lines that would be dropped from the page at once are not drawn at all.
@@ -93,6 +99,7 @@ export class LogView {
     let chunk = box.lastElementChild;
     for (const m of batch) {
       if (!chunk || chunk.childElementCount >= CHUNK) {
+        if (chunk) chunk.classList.add("full");
         chunk = h("div", { class: "chunk" });
         box.append(chunk);
       }

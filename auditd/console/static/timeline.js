@@ -262,7 +262,6 @@ function cell(label, ...content) {
 }
 
 function renderRow(a) {
-  const where = [a.ip, a.location].filter(Boolean).join(" · ");
   return h("tr", { dataset: { uuid: a.uuid } },
     cell("Action",
       h("a", { href: `/ui/action/${encodeURIComponent(a.uuid)}`, "data-nav": true, class: "action-link",
@@ -272,9 +271,11 @@ function renderRow(a) {
     cell("User", a.user),
     cell("State", stateBadge(a.state)),
     cell("Start", timeEl(a.start_date)),
-    cell("Duration", h("span", { class: a.end_date ? "" : "running", dataset: { duration: a.uuid },
-      text: actionDuration(a) })),
-    cell("IP / location", h("span", { class: "where", text: where || "—" })),
+    cell("Duration", a.end_date ? actionDuration(a) : h("span", {
+      class: "running", title: "still running", dataset: { duration: a.uuid },
+      text: actionDuration(a).replace(/ so far$/, "") })),
+    cell("IP / location", h("span", { class: "ip", text: a.ip || "—" }),
+      a.location ? h("span", { class: "location", text: a.location }) : null),
     cell("User agent", h("span", { class: "ua", title: a.user_agent, text: a.user_agent || "—" })));
 }
 
@@ -283,7 +284,7 @@ export function tickTimeline() {
   if (!state) return;
   for (const el of tbody().querySelectorAll("span.running[data-duration]")) {
     const entry = state.byUuid.get(el.dataset.duration);
-    if (entry) el.textContent = actionDuration(entry.action);
+    if (entry) el.textContent = actionDuration(entry.action).replace(/ so far$/, "");
   }
 }
 
