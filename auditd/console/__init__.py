@@ -5,8 +5,9 @@ own credentials, so a page shows exactly what that principal may see. The files 
 shipped in the package and served as they are: no build step, nothing fetched from elsewhere.
 
 What this module adds to the application:
-- `/` and `/ui` redirect to `/ui/`; `/ui/` and `/ui/action/<uuid>` serve `index.html` (the page
-  routes itself); `/ui/static/<file>` serves the page's scripts and style sheet.
+- `/` (for a browser: Accept text/html) and `/ui` redirect to `/ui/`; `/ui/` and
+  `/ui/action/<uuid>` serve `index.html` (the page routes itself); `/ui/static/<file>` serves
+  the page's scripts and style sheet.
 - a strict Content-Security-Policy (and friends) on every one of those responses: scripts and
   styles only from these files, no inline script or style, connections only to this server.
 - `POST /ui/api/ticket` and the middleware that redeems stream tickets (tickets.py).
@@ -62,13 +63,21 @@ async def to_console(request: web.Request):
     raise web.HTTPFound("/ui/")
 
 
+async def root(request: web.Request):
+    """`/` leads a browser to the console; an API client still gets the JSON 404 that names
+    where the API is."""
+    if "text/html" in request.headers.get("Accept", ""):
+        raise web.HTTPFound("/ui/")
+    raise web.HTTPNotFound()
+
+
 FILES = web.AppKey("console_files", dict)
 
 
 def setup(app: web.Application):
     """Add the console's routes, its ticket endpoint and middleware to `app`."""
     app[FILES] = {p.name: p for p in STATIC.iterdir() if p.suffix in _TYPES and p.is_file()}
-    app.router.add_get("/", to_console)
+    app.router.add_get("/", root)
     app.router.add_get("/ui", to_console)
     app.router.add_get("/ui/", page)
     app.router.add_get("/ui/action/{uuid}", page)
