@@ -96,3 +96,14 @@ def sign_in(page, srv, user: str, key: str, path: str = "/ui/"):
 
 def rows(page):
     return page.locator("#actions tbody tr")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for a test module (a fresh context per test keeps them apart)."""
+    from playwright.sync_api import sync_playwright
+    driver = sync_playwright().start()
+    chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+    driver.stop()
