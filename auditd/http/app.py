@@ -10,7 +10,7 @@ from ..store import open_store
 from ..streams import Streams
 from ..tasks.demo import Demo
 from ..tasks.retention import Retention
-from .appkeys import CONFIG, DEMO, LIMITS, LOCATOR, METRICS, RETENTION, STORE, STREAMS
+from .appkeys import CONFIG, DEMO, LIMITS, LOCATOR, METRICS, RETENTION, STORE, STREAMS, TICKETS
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import request_middleware
@@ -69,6 +69,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[METRICS] = Metrics()
     app[LIMITS] = Limits(config)
     app[DEMO] = Demo()
+    app[TICKETS] = {}
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)
     if config.demo or config.fixtures:

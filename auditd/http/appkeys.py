@@ -19,4 +19,5 @@ METRICS = web.AppKey("metrics", Metrics)
 LIMITS = web.AppKey("limits", Limits)
 DEMO = web.AppKey("demo", Demo)
 RETENTION = web.AppKey("retention", Retention)
+TICKETS = web.AppKey("console_tickets", dict)   # stream ticket -> (expiry, Authorization)
 PRINCIPAL = web.RequestKey("principal", Principal)   # the authenticated caller

@@ -11,6 +11,7 @@ from ..schemas import describe_errors
 from . import streams
 from .appkeys import CONFIG, LIMITS, METRICS, PRINCIPAL, STORE
 from .auth import authenticate
+from .console.tickets import redeem
 from .responses import error_response
 
 log = logging.getLogger("auditd.app")
@@ -56,8 +57,11 @@ async def authenticate_request(request: web.Request):
     """Every API route needs credentials; the streams also take them as ?user=&token=."""
     if request.match_info.http_exception is None and request.path.startswith(("/api/", "/audit/")):
         from_query = request.match_info.handler in STREAM_HANDLERS
+        header = request.headers.get("Authorization")
+        if from_query and "ticket=" in request.rel_url.raw_query_string:
+            header = redeem(request, request.query.get("ticket", ""))   # the console's streams
         request[PRINCIPAL] = await authenticate(
-            request.app[STORE], request.headers.get("Authorization"),
+            request.app[STORE], header,
             request.query.get("user") if from_query else None,
             request.query.get("token") if from_query else None)
 

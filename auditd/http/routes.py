@@ -1,7 +1,8 @@
 """Every route of the server, in one place (CONTRACT.md section 1)."""
 from aiohttp import web
 
-from . import actions, ops, standin, streams
+from . import actions, console, ops, standin, streams
+from .console import tickets
 
 
 def setup_routes(app: web.Application):
@@ -28,3 +29,11 @@ def setup_routes(app: web.Application):
     add("POST", "/_auditd/seed/", standin.seed)
     app.router.add_get(ops.HEALTH_PATH, ops.health)
     app.router.add_get(ops.METRICS_PATH, ops.metrics)
+
+    # the web console: its page, files, and stream tickets
+    app.router.add_get("/", console.root)
+    app.router.add_get("/ui", console.to_console)
+    app.router.add_get("/ui/", console.page)
+    add("GET", "/ui/action/{uuid}/", console.page)
+    app.router.add_get("/ui/static/{name}", console.static)
+    app.router.add_post("/ui/api/ticket", tickets.issue)

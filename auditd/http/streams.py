@@ -19,6 +19,7 @@ from ..schemas import ascii_int, query_bool
 from ..streams.frames import log_frame, text_frame
 from ..streams.logs import BATCH_BYTES
 from .appkeys import CONFIG, PRINCIPAL, STORE, STREAMS
+from .console.origin import check_origin
 from .requests import namespaces, single_query
 
 log = logging.getLogger("auditd.streams")
@@ -73,6 +74,7 @@ class Stream:
                                         max_msg_size=64 * 1024)
 
     async def open(self):
+        check_origin(self.request)   # a browser page of another origin is refused (403)
         if not self.ws.can_prepare(self.request).ok:
             raise InvalidRequest("this endpoint is a WebSocket: send an Upgrade: websocket "
                                  "handshake")
@@ -170,7 +172,7 @@ async def _cancel(*tasks):
 # ---------------------------------------------------------------------------- action logs
 
 async def action_logs(request: web.Request) -> web.StreamResponse:
-    params = single_query(request, allowed={"tail", "follow", "user", "token"})
+    params = single_query(request, allowed={"tail", "follow", "user", "token", "ticket"})
     tail = _parse_tail(params.get("tail"))
     follow = _parse_bool("follow", params.get("follow"), True)
     store = request.app[STORE]
@@ -232,7 +234,8 @@ async def _read_batch(store, action_id: int, cursor: int, last: int) -> tuple[in
 # ---------------------------------------------------------------------------- events
 
 async def events(request: web.Request) -> web.StreamResponse:
-    params = single_query(request, allowed={"type", "object", "parent", "parents", "user", "token"})
+    params = single_query(request, allowed={"type", "object", "parent", "parents", "user", "token",
+                                            "ticket"})
     principal = request[PRINCIPAL]
     visible = namespaces(request)
     parents = [p for key in ("parent", "parents") if key in params
