@@ -159,6 +159,9 @@ class ServerProcess:
             if "listening on" in line:
                 break
         else:
+            self.proc.wait(timeout=30)
+            self.proc.stdout.close()
+            self.proc.stderr.close()
             raise RuntimeError("auditd serve exited early:\n" + "".join(self.stderr_lines))
         self._drainer = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)
         self._drainer.start()
@@ -173,7 +176,10 @@ class ServerProcess:
     def _read_banner_key(self):
         # The banner is printed (to stdout) before listening, only on an empty database.
         os.set_blocking(self.proc.stdout.fileno(), False)
-        text = self.proc.stdout.read() or ""
+        try:
+            text = self.proc.stdout.read() or ""
+        except TypeError:        # text mode on an empty non-blocking pipe: nothing printed
+            text = ""
         os.set_blocking(self.proc.stdout.fileno(), True)
         match = re.search(r"DOCKERCLOUD_APIKEY=(\S+)", text)
         return match.group(1) if match else None

@@ -334,3 +334,191 @@ def test_bodies_in_flight_are_bounded_with_a_503(tmp_path):
         assert status == 201, text
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------------------- revoked access
+
+async def _open_streams(srv, user, key, uuid):
+    import aiohttp
+    session = aiohttp.ClientSession(
+        headers={"Authorization": basic_bytes(user.encode(), key.encode()).decode()})
+    logs = await session.ws_connect(f"{srv.url}/api/audit/v1/action/{uuid}/logs/?tail=0")
+    events = await session.ws_connect(f"{srv.url}/api/audit/v1/events/")
+    assert (await events.receive_json(timeout=5))["type"] == "auth"
+    return session, logs, events
+
+
+async def _closed_with(ws) -> tuple[int, str]:
+    import aiohttp
+    while True:
+        message = await ws.receive(timeout=5)     # well beyond the one second it may take
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            return ws.close_code, message.extra or ""
+
+
+@pytest.mark.parametrize("revoke", [("org", "remove-member", "acme", "alice"),
+                                    ("user", "rotate-key", "alice"),
+                                    ("user", "remove", "alice")])
+async def test_streams_close_with_1008_when_access_is_revoked(tmp_path, revoke):
+    import json
+    import urllib.request
+    srv = ServerProcess(tmp_path / "r.db").start()
+    try:
+        key = srv.cli("user", "add", "alice").stdout.strip()
+        srv.cli("org", "add", "acme")
+        srv.cli("org", "add-member", "acme", "alice")
+        req = urllib.request.Request(
+            f"{srv.url}/api/audit/v1/action/", method="POST",
+            data=json.dumps({"action": "A", "namespace": "acme"}).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": basic_bytes(b"admin", srv.admin_key.encode()).decode()})
+        uuid = json.loads(urllib.request.urlopen(req).read())["uuid"]
+        session, logs, events = await _open_streams(srv, "alice", key, uuid)
+        try:
+            assert srv.cli(*revoke).returncode == 0
+            for ws in (logs, events):
+                code, reason = await _closed_with(ws)
+                assert code == 1008 and "access changed" in reason
+        finally:
+            await session.close()
+    finally:
+        srv.stop()
+
+
+# ---------------------------------------------------------------------------- one server a file
+
+def test_a_second_server_on_the_same_database_is_refused_naming_the_holder(tmp_path):
+    first = ServerProcess(tmp_path / "one.db").start()
+    try:
+        second = ServerProcess(tmp_path / "one.db")
+        with pytest.raises(RuntimeError) as err:
+            second.start()
+        assert second.proc.wait(timeout=30) != 0
+        message = "".join(second.stderr_lines)
+        assert "already served by another auditd" in message
+        assert f"pid {first.proc.pid}" in message and "one.db.lock" in message
+        assert "Traceback" not in message and "exited early" in str(err.value)
+        # the admin commands still work beside the running server
+        done = first.cli("user", "add", "carol")
+        assert done.returncode == 0 and done.stdout.strip()
+    finally:
+        first.stop()
+    # once the first has stopped, the file can be served again
+    again = ServerProcess(tmp_path / "one.db").start()
+    again.stop()
+
+
+# ---------------------------------------------------------------------------- storage faults
+
+def _get(srv, path):
+    import json
+    import urllib.error
+    req = urllib.request.Request(srv.url + path, headers={
+        "Authorization": basic_bytes(b"admin", srv.admin_key.encode()).decode()})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        assert err.headers["Content-Type"].startswith("application/json")
+        return err.code, json.loads(err.read())
+
+
+def _post(srv, path, payload):
+    import json
+    import urllib.error
+    req = urllib.request.Request(srv.url + path, method="POST", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization":
+                                          basic_bytes(b"admin", srv.admin_key.encode()).decode()})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_a_damaged_database_answers_503_and_health_says_degraded(tmp_path):
+    import sqlite3
+    db = tmp_path / "damaged.db"
+    srv = ServerProcess(db).start()
+    for i in range(300):
+        assert _post(srv, "/api/audit/v1/action/", {"action": f"A{i}", "body": "x" * 500})[0] == 201
+    key = srv.admin_key
+    srv.stop()
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'actions'").fetchone()[0]
+    with open(db, "r+b") as f:           # garbage over the actions table's root page
+        f.seek((root - 1) * page_size)
+        f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+    srv = ServerProcess(db)
+    srv.admin_key = key
+    srv.start()
+    try:
+        lines_before = len(srv.stderr_lines)
+        status, body = _get(srv, "/api/audit/v1/action/")
+        assert status == 503 and "damaged" in body["error"] and "auditd check" in body["error"]
+        status, body = _get(srv, "/_auditd/health")
+        assert status == 503 and body["status"] == "degraded" and "damaged" in body["error"]
+        assert not [line for line in srv.stderr_lines[lines_before:] if "Traceback" in line]
+    finally:
+        srv.stop()
+
+
+def test_a_full_disk_gives_503_and_writes_resume_when_space_returns(tmp_path):
+    import os
+    import subprocess
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+    try:
+        srv = ServerProcess(mount / "full.db").start()
+        try:
+            filler = mount / "filler"
+            i = 0
+            with open(filler, "wb") as f:      # leave about 300 KB free
+                free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+                f.write(b"\0" * max(0, free - 300_000))
+            while i < 2000:
+                status, body = _post(srv, "/api/audit/v1/action/",
+                                      {"action": f"Fill {i}", "body": "y" * 4000})
+                i += 1
+                if status != 201:
+                    break
+            assert status == 503 and "disk is full" in body["error"], body
+            status, health_body = _get(srv, "/_auditd/health")
+            assert status == 503 and health_body["status"] == "degraded"
+            filler.unlink()                    # space comes back
+            status, body = _post(srv, "/api/audit/v1/action/", {"action": "After"})
+            assert status == 201, body
+            assert _get(srv, "/_auditd/health")[0] == 200
+            assert _get(srv, f"/api/audit/v1/action/{body['uuid']}/")[0] == 200
+        finally:
+            srv.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_check_on_start_refuses_a_damaged_database(tmp_path):
+    import sqlite3
+    db = tmp_path / "qc.db"
+    srv = ServerProcess(db).start()
+    for i in range(50):
+        _post(srv, "/api/audit/v1/action/", {"action": f"A{i}", "body": "x" * 2000})
+    srv.stop()
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master "
+                            "WHERE name = 'actions_by_time'").fetchone()[0]
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\x07" * page_size)
+    checked = ServerProcess(db, extra_args=["--check-on-start"])
+    with pytest.raises(RuntimeError):
+        checked.start()
+    assert checked.proc.wait(timeout=30) != 0
+    message = "".join(checked.stderr_lines)
+    assert "quick_check" in message and "auditd check" in message and "Traceback" not in message

@@ -130,3 +130,30 @@ def test_journald_lines_carry_a_priority_and_tracebacks_stay_on_one_line():
     assert line.startswith("<4>level=warning logger=auditd.test ")
     assert "\n" not in line and "time=" not in line and "abc123" not in line
     assert "ValueError" in line and "token=<redacted>" in line
+
+
+def test_sigterm_drains_a_stalled_follower_and_a_slow_upload_together(tmp_path):
+    """The stream's close and the request drain run at once, within shutdown_timeout: with a
+    follower that never answers and an upload that never finishes, the stop still ends in time
+    (exit 0) instead of waiting for one after the other and being cut short (exit 1)."""
+    import socket
+    server = ServerProcess(tmp_path / "drain.db", extra_args=["--shutdown-timeout", "8"]).start()
+    auth = "Authorization: Basic " + base64.b64encode(
+        f"admin:{server.admin_key}".encode()).decode() + "\r\n"
+    follower = socket.create_connection(("127.0.0.1", server.port))
+    follower.sendall(("GET /api/audit/v1/events/ HTTP/1.1\r\nHost: x\r\n" + auth
+                      + "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
+    assert follower.recv(4096).startswith(b"HTTP/1.1 101")        # then it never reads again
+    upload = socket.create_connection(("127.0.0.1", server.port))
+    upload.sendall(("POST /api/audit/v1/action/ HTTP/1.1\r\nHost: x\r\n" + auth
+                    + "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode())
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        code = server.proc.wait(timeout=30)
+    finally:
+        follower.close()
+        upload.close()
+    server.stop()
+    assert code == 0, "".join(server.stderr_lines)
+    assert not [line for line in server.stderr_lines if "did not finish in time" in line]

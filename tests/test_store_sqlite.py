@@ -131,3 +131,22 @@ async def test_purge_takes_a_long_log_away_in_small_batches(tmp_path):
         assert store.commits - before >= 4         # 10 + 10 + 5 lines, then the rest, then none
         assert (await store.counts_by_state())["Success"] == 0
         assert await store._read("SELECT count(*) FROM action_logs") == [(0,)]
+
+
+async def test_a_body_is_stored_once_and_a_retry_does_not_copy_it_twice(tmp_path):
+    import sqlite3
+    path = tmp_path / "body.db"
+    body = "b" * 200_000
+    async with SQLiteStore(path) as store:
+        original = await store.record_action(new_action(action="A", user="u", state="Failed",
+                                                        body=body))
+        again = await store.retry(original["uuid"], None, {"user": "u", "ip": "", "location": "",
+                                                          "user_agent": ""})
+        assert again["body"] == body
+        assert (await store.get_action(again["uuid"], None))["body"] == body
+        moved = await store.change_state(again["uuid"], "In progress", None)
+        assert json.loads(moved["doc"])["body"] == body
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute("SELECT sum(length(coalesce(body, ''))), sum(length(doc)) "
+                              "FROM actions").fetchone()
+    assert stored[0] == 0 and stored[1] < 2 * 200_000 + 4000    # one copy per action, in doc

@@ -11,10 +11,10 @@ from ..model.actions import new_action
 from ..model.errors import InvalidRequest
 from ..model.query import ListQuery, format_cursor
 from ..model.uris import action_uri
-from ..schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, STATE_CHANGE_SCHEMA,
-                       describe_errors, load_log_lines, load_record_action)
+from ..schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, MAX_LOG_LINES,
+                       STATE_CHANGE_SCHEMA, describe_errors, load_log_lines, load_record_action)
 from .appkeys import LIMITS, LOCATOR, PRINCIPAL, STORE
-from .requests import caller, json_body, namespaces, single_query
+from .requests import caller, json_body, namespaces, off_loop, single_query
 from .responses import ACTION_URI_HEADER, action_response, json_text
 
 
@@ -148,21 +148,33 @@ async def append_logs(request: web.Request) -> web.Response:
     single_query(request, allowed=())
     now = dates.now()
     if request.content_type == "text/plain":
-        text = (await request.read()).decode("utf-8", errors="replace")
-        payload = text.split("\n")
-        if payload and payload[-1] == "":
-            payload.pop()
-        payload = [line[:-1] if line.endswith("\r") else line for line in payload]
+        raw = await request.read()
+        lines = await off_loop(_text_log_lines, raw, now, size=len(raw))
     else:
         payload = await json_body(request)
-    try:
-        lines = load_log_lines(payload, now)
-    except ValidationError as err:
-        raise InvalidRequest(_describe(err)) from None
+        lines = await off_loop(_json_log_lines, payload, now, size=request.content_length or 0)
     count = await request.app[STORE].append_logs(request.match_info["uuid"], lines,
                                                       namespaces(request))
     return json_text(json.dumps({"appended": count}), 201,
                      {ACTION_URI_HEADER: action_uri(request.match_info["uuid"].lower())})
+
+
+def _text_log_lines(raw: bytes, now: int) -> list:
+    """One line per line of a text/plain body (bytes that are not UTF-8 become U+FFFD); the
+    line cap is checked before the body is split."""
+    if raw.count(b"\n") > MAX_LOG_LINES:
+        raise InvalidRequest(f"lines: at most {MAX_LOG_LINES} lines per request")
+    payload = raw.decode("utf-8", errors="replace").split("\n")
+    if payload and payload[-1] == "":
+        payload.pop()
+    return _json_log_lines([line[:-1] if line.endswith("\r") else line for line in payload], now)
+
+
+def _json_log_lines(payload, now: int) -> list:
+    try:
+        return load_log_lines(payload, now)
+    except ValidationError as err:
+        raise InvalidRequest(_describe(err)) from None
 
 
 def _describe(err: ValidationError, noun: str = "key") -> str:

@@ -1,5 +1,6 @@
 """The application factory: `create_app(config)` builds everything the server runs."""
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import WSCloseCode, web
@@ -16,6 +17,7 @@ from .metrics import Metrics
 from .middleware import request_middleware
 from .routes import setup_routes
 from .standin import stand_in_context
+from .streams import watch_access
 
 log = logging.getLogger("auditd.app")
 
@@ -48,15 +50,20 @@ async def _retention_context(app: web.Application):
         pass
 
 
+async def _access_watch_context(app: web.Application):
+    task = asyncio.create_task(watch_access(app), name="auditd-stream-access")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _close_sockets(app: web.Application):
-    """Close every open stream with 1001; a client that does not answer is not waited for long."""
-    sockets = list(app[STREAMS].sockets)
-    try:
-        async with asyncio.timeout(app[CONFIG].shutdown_timeout):
-            await asyncio.gather(*(ws.close(code=GOING_AWAY, message=b"server shutting down")
-                                   for ws in sockets), return_exceptions=True)
-    except TimeoutError:
-        log.warning("%d stream(s) did not close in time", len(sockets))
+    """Ask every open stream to close with 1001, without waiting here: each stream is a request
+    in flight, so the runner's drain waits for them and for every other request together, all
+    within shutdown_timeout (a stalled follower and a slow upload cost that once, not twice)."""
+    for stream in list(app[STREAMS].sockets):
+        stream.end(GOING_AWAY, "server shutting down")
 
 
 def create_app(config: Config | None = None) -> web.Application:
@@ -72,6 +79,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[TICKETS] = {}
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)
+    app.cleanup_ctx.append(_access_watch_context)
     if config.demo or config.fixtures:
         app.cleanup_ctx.append(stand_in_context)
     app.on_shutdown.append(_close_sockets)

@@ -21,3 +21,4 @@ DEMO = web.AppKey("demo", Demo)
 RETENTION = web.AppKey("retention", Retention)
 TICKETS = web.AppKey("console_tickets", dict)   # stream ticket -> (expiry, Authorization)
 PRINCIPAL = web.RequestKey("principal", Principal)   # the authenticated caller
+CREDENTIALS = web.RequestKey("credentials", tuple)  # (user, key) of a stream's caller

@@ -37,14 +37,24 @@ def _is_text(value: str) -> bool:
     return True
 
 
-async def authenticate(store, header: str | None, query_user: str | None = None,
-                       query_token: str | None = None) -> Principal:
+def credentials_of(header: str | None, query_user: str | None = None,
+                   query_token: str | None = None) -> tuple[str, str]:
+    """(user, key) from the header, else from the streams' query; Unauthorized without them."""
     credentials = credentials_from_header(header) if header else None
     if credentials is None and query_user and query_token:
         credentials = (query_user, query_token)
     if credentials is None:
         raise Unauthorized("Authentication required: send 'Authorization: Basic "
                            "base64(user:apikey)' (or 'ApiKey user:apikey')")
+    return credentials
+
+
+async def authenticate(store, header: str | None, query_user: str | None = None,
+                       query_token: str | None = None) -> Principal:
+    return await check_credentials(store, credentials_of(header, query_user, query_token))
+
+
+async def check_credentials(store, credentials: tuple[str, str]) -> Principal:
     principal = await store.authenticate(*credentials)
     if principal is None:
         raise Unauthorized("Invalid credentials: unknown user or wrong API key")

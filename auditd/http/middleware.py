@@ -9,8 +9,8 @@ from marshmallow import ValidationError
 from ..model.errors import AuditdError, InvalidRequest
 from ..schemas import describe_errors
 from . import streams
-from .appkeys import CONFIG, LIMITS, METRICS, PRINCIPAL, STORE
-from .auth import authenticate
+from .appkeys import CONFIG, CREDENTIALS, LIMITS, METRICS, PRINCIPAL, STORE
+from .auth import check_credentials, credentials_of
 from .console.tickets import redeem
 from .responses import error_response
 
@@ -60,10 +60,11 @@ async def authenticate_request(request: web.Request):
         header = request.headers.get("Authorization")
         if from_query and "ticket=" in request.rel_url.raw_query_string:
             header = redeem(request, request.query.get("ticket", ""))   # the console's streams
-        request[PRINCIPAL] = await authenticate(
-            request.app[STORE], header,
-            request.query.get("user") if from_query else None,
-            request.query.get("token") if from_query else None)
+        credentials = credentials_of(header, request.query.get("user") if from_query else None,
+                                     request.query.get("token") if from_query else None)
+        request[PRINCIPAL] = await check_credentials(request.app[STORE], credentials)
+        if from_query:
+            request[CREDENTIALS] = credentials   # a stream checks them again while it is open
 
 
 def check_headers(request: web.Request):

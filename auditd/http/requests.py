@@ -1,4 +1,5 @@
 """Reading a request: its query string, its JSON body, and who is asking from where."""
+import asyncio
 import json
 from urllib.parse import unquote, unquote_to_bytes
 
@@ -33,11 +34,28 @@ async def json_body(request: web.Request):
         raise web.HTTPUnsupportedMediaType(
             text=f"Content-Type {request.content_type} is not accepted: send application/json")
     raw = await request.read()
+    return await off_loop(_decode_json, raw, size=len(raw))
+
+
+OFF_LOOP_BYTES = 64 * 1024   # bodies above this are decoded and checked on a worker thread
+
+
+async def off_loop(fn, *args, size: int):
+    """`fn(*args)`, on a worker thread when `size` bytes make it long: a big body is parsed
+    while the event loop goes on serving others (a Python-level loop hands the GIL back every
+    few milliseconds)."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
+def _decode_json(raw: bytes):
     try:
         text = raw.decode(json.detect_encoding(raw))
     except UnicodeDecodeError as err:
-        raise InvalidRequest(f"the request body is not valid UTF-8 (byte {err.object[err.start]:#04x} "
-                             f"at offset {err.start}); send JSON in UTF-8") from None
+        raise InvalidRequest(f"the request body is not valid UTF-8 (byte "
+                             f"{err.object[err.start]:#04x} at offset {err.start}); send JSON in "
+                             "UTF-8") from None
     try:
         # what json.loads(raw, parse_constant=...) does, without a new decoder per request
         payload = _DECODER.decode(text)

@@ -18,7 +18,7 @@ from ..model.errors import InvalidRequest
 from ..schemas import ascii_int, query_bool
 from ..streams.frames import log_frame, text_frame
 from ..streams.logs import BATCH_BYTES
-from .appkeys import CONFIG, PRINCIPAL, STORE, STREAMS
+from .appkeys import CONFIG, CREDENTIALS, PRINCIPAL, STORE, STREAMS
 from .console.origin import check_origin
 from .requests import namespaces, single_query
 
@@ -72,6 +72,9 @@ class Stream:
         self.stall_seconds = request.app[CONFIG].stream_stall_seconds
         self.ws = web.WebSocketResponse(autoping=True, compress=False, timeout=CLOSE_TIMEOUT,
                                         max_msg_size=64 * 1024)
+        # who is reading, checked again while the stream is open (see watch_access)
+        self.principal = request[PRINCIPAL]
+        self.credentials = request.get(CREDENTIALS)
 
     async def open(self):
         check_origin(self.request)   # a browser page of another origin is refused (403)
@@ -167,6 +170,34 @@ async def _cancel(*tasks):
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+# ---------------------------------------------------------------------------- revoked access
+
+ACCESS_CHECK_INTERVAL = 0.5
+REVOKED = ("access changed: the credentials or memberships this stream was opened with no "
+           "longer hold")
+
+
+async def watch_access(app: web.Application):
+    """While the server runs: every ACCESS_CHECK_INTERVAL, check each open stream's credentials
+    again, and close with 1008 (policy violation) a stream whose user, key, role or memberships
+    changed: a removed member or a rotated key stops reading within a second, as REST access
+    does at once."""
+    store, streams = app[STORE], app[STREAMS]
+    while True:
+        await asyncio.sleep(ACCESS_CHECK_INTERVAL)
+        checked: dict[tuple, object] = {}
+        for stream in list(streams.sockets):
+            if stream.credentials is None:
+                continue
+            if stream.credentials not in checked:
+                try:
+                    checked[stream.credentials] = await store.authenticate(*stream.credentials)
+                except Exception:   # noqa: BLE001 - the store failing is not a revocation
+                    checked[stream.credentials] = stream.principal
+            if checked[stream.credentials] != stream.principal:
+                stream.end(WSCloseCode.POLICY_VIOLATION, REVOKED)
 
 
 # ---------------------------------------------------------------------------- action logs

@@ -5,6 +5,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 
 from aiohttp import web
 
@@ -12,6 +13,7 @@ from ..config import Config
 from ..http.app import create_app
 from ..http.appkeys import STORE
 from ..model.errors import AuditdError
+from ..store import claim_for_serving
 from . import systemd
 from .guard import (ConnectionGuard, GuardedRunner, effective_cap, quiet_accept_errors,
                     raise_descriptor_limit)
@@ -114,6 +116,16 @@ async def serve(config: Config, sockets=None, ready=None) -> int:
     quiet_accept_errors(loop)
     cap = effective_cap(config.max_connections, raise_descriptor_limit())
     guard = ConnectionGuard(cap, config.head_timeout, config.idle_timeout)
+    claim = claim_for_serving(config.db, f"pid {os.getpid()}, started "
+                                         f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, "
+                                         f"address {config.host}:{config.port}")
+    try:
+        return await _serve(config, sockets, ready, guard, cap, stop, force)
+    finally:
+        claim.release()
+
+
+async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int:
     app = create_app(config)
     runner = GuardedRunner(app, guard=guard, access_log_class=AccessLogger,
                            access_log=logging.getLogger("auditd.access") if config.access_log

@@ -3,12 +3,13 @@ package per database engine behind it, picked by the `db` setting.
 
 A backend package exports `create(config)`, which makes its store, and the file-level operations
 that must not open the database as a store: `exists(db)`, `describe(db)`, `backup(db, target)` and
-`check(db)`.
+`check(db)`; and, when only one server may use a database at a time, `claim(db, holder)`, which
+takes it for this process (an object with `release()`) or raises naming the holder.
 """
 from ..model.errors import AuditdError
 from .interface import Store
 
-__all__ = ["Store", "backend_for", "open_store"]
+__all__ = ["Store", "backend_for", "claim_for_serving", "open_store"]
 
 
 def backend_for(db: str):
@@ -18,6 +19,18 @@ def backend_for(db: str):
                           "give the path of an SQLite database file")
     from . import sqlite
     return sqlite
+
+
+class _Unclaimed:
+    def release(self):
+        pass
+
+
+def claim_for_serving(db: str, holder: str):
+    """Take the database for this server where the backend allows only one (SQLite); raises an
+    AuditdError naming the other server. Release it when the server stops."""
+    backend = backend_for(db)
+    return backend.claim(db, holder) if hasattr(backend, "claim") else _Unclaimed()
 
 
 def open_store(config) -> Store:

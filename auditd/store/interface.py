@@ -163,6 +163,12 @@ class Store(ABC):
     async def ping(self):
         """Return once the database answers a query; raise when it does not."""
 
+    @abstractmethod
+    async def health(self) -> str | None:
+        """None while the database answers reads (credentials, counts, the newest actions) and
+        takes writes; else what is wrong and what to do. After a failed write it tries a write
+        that changes nothing, so it says ok again as soon as writes work again."""
+
     # ---------------------------------------------------------------- the data lifecycle
 
     @abstractmethod

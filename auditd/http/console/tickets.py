@@ -5,7 +5,8 @@ puts the API key in the URL. So the console first asks `POST /ui/api/ticket` (wi
 `Authorization: Basic` header) for a ticket: an opaque random string, good for one handshake
 within TICKET_SECONDS. It then opens `/api/audit/v1/...?ticket=T`. The request middleware's
 authentication redeems the ticket (once: it is deleted as it is used) for the Authorization
-header it was issued for, so the ordinary authentication runs at the handshake: a key rotated or a user removed in between is refused as usual, and the stream sees
+header it was issued for, so the ordinary authentication runs at the handshake: a key rotated or
+a user removed in between is refused as usual, and the stream sees
 the same principal, with the same visibility, as the console's HTTP requests.
 
 Tickets live in this process's memory only (at most MAX_TICKETS; expired ones are dropped as new

@@ -33,20 +33,27 @@ from ...model.query import ListQuery, Page
 from ...model.uris import normalize_object_uri
 from ..interface import Store
 from . import jobs, lifecycle, listing
-from .database import SCHEMA_VERSION, connect, prepare_database
-from .files import backup, check
+from .database import SCHEMA_VERSION, connect, prepare_database, unavailable
+from .files import backup, check, claim, quick_check
 from .writer import Writer, deliver_answers
 
-__all__ = ["SQLiteStore", "SCHEMA_VERSION", "backup", "check", "create", "describe", "exists"]
+__all__ = ["SQLiteStore", "SCHEMA_VERSION", "backup", "check", "claim", "create", "describe",
+           "exists"]
 
 log = logging.getLogger("auditd.store")
 
+# What health reads: credentials, the counts, and the newest actions' rows and index pages.
+HEALTH_READS = ("SELECT (SELECT count(*) FROM users), (SELECT sum(n) FROM action_counts), "
+                "(SELECT group_concat(length(doc)) FROM (SELECT doc FROM actions "
+                "ORDER BY start_ts DESC, id DESC LIMIT 25))")
+WRITE_PROBE_AFTER = 10.0   # seconds after a failed write before health tries a write itself
 CACHE_ENTRIES = 4096
 CACHE_RECHECK = 0.005   # seconds between two looks at data_version (see SQLiteStore._cached)
 
 
 def create(config) -> "SQLiteStore":
-    return SQLiteStore(config.db, synchronous=config.synchronous, group_commit=config.group_commit)
+    return SQLiteStore(config.db, synchronous=config.synchronous, group_commit=config.group_commit,
+                       check_on_start=config.check_on_start)
 
 
 def exists(db: str) -> bool:
@@ -60,7 +67,8 @@ def describe(db: str) -> str:
 
 class SQLiteStore(Store):
     def __init__(self, path: str, synchronous: str = "FULL", group_commit: bool = True,
-                 readers: int = 3):
+                 readers: int = 3, check_on_start: bool = False):
+        self.check_on_start = check_on_start
         self.path = str(path)
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -81,6 +89,8 @@ class SQLiteStore(Store):
 
     async def open(self):
         self.schema_version = await asyncio.to_thread(prepare_database, self.path)
+        if self.check_on_start:
+            await asyncio.to_thread(quick_check, self.path)
         self._writer = Writer(self.path, self.synchronous, self.group_commit, self._delivered)
         await self._writer.open()
         self._readers = asyncio.Queue()
@@ -149,18 +159,18 @@ class SQLiteStore(Store):
         """For statements that seek an index and return a bounded number of rows."""
         try:
             return self._inline.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as err:
+        except sqlite3.Error as err:
             log.error("read failed: %s", err)
-            raise Unavailable(f"the database could not be read ({err}); retry shortly") from None
+            raise unavailable(err, "be read") from None
 
     async def _read(self, sql: str, params=()):
         """For statements whose cost depends on the data: off the loop, on the reader pool."""
         conn = await self._readers.get()
         try:
             return await conn.execute_fetchall(sql, params)
-        except sqlite3.OperationalError as err:
+        except sqlite3.Error as err:
             log.error("read failed: %s", err)
-            raise Unavailable(f"the database could not be read ({err}); retry shortly") from None
+            raise unavailable(err, "be read") from None
         finally:
             self._readers.put_nowait(conn)
 
@@ -257,7 +267,7 @@ class SQLiteStore(Store):
     async def get_action(self, uuid: str, namespaces) -> dict:
         rows = self._read_inline(jobs.SELECT_STORED + " WHERE uuid = ?", (uuid.lower(),))
         check_visible(uuid, rows[0][2] if rows else None, namespaces)
-        return dict(zip(jobs.STORED_COLUMNS, rows[0]))
+        return jobs.stored(rows[0])
 
     async def list_actions(self, query: ListQuery) -> Page:
         """One page of Action JSON and the total count, read in one statement (one snapshot)."""
@@ -305,6 +315,22 @@ class SQLiteStore(Store):
 
     async def ping(self):
         await self._read("SELECT 1 FROM users LIMIT 1")
+
+    async def health(self) -> str | None:
+        if self._writer is None:
+            return "the database is closed: the server is stopping"
+        try:
+            await self._read(HEALTH_READS)
+            failure = self._writer.failure
+            if failure is not None:
+                # A real write failed and none has committed since. A small write may pass
+                # while a real one still fails (a nearly full disk): try one only a while later.
+                if time.monotonic() - self._writer.failed_at < WRITE_PROBE_AFTER:
+                    return failure.message
+                await self._write(jobs.probe_write)
+        except Unavailable as err:
+            return err.message
+        return None
 
 
     # -- the data lifecycle (lifecycle.py)

@@ -5,7 +5,7 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
-from ...model.errors import SchemaVersionError
+from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
@@ -49,12 +49,29 @@ def savepoint(conn: sqlite3.Connection, name: str):
     try:
         yield
     except BaseException:
-        conn.execute(f"ROLLBACK TO {name}")
-        conn.execute(f"RELEASE {name}")
+        if conn.in_transaction:   # SQLite may have rolled the whole transaction back (disk full)
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
         if isinstance(conn, WriterConnection):
             conn.forget()
         raise
     conn.execute(f"RELEASE {name}")
+
+
+def unavailable(err: sqlite3.Error, doing: str) -> Unavailable:
+    """What a database error means for the caller: 503 with SQLite's reason and what to do."""
+    text = str(err)
+    if "readonly" in text or "read-only" in text:
+        advice = "the database file is read-only: give auditd write access to it and its folder"
+    elif "full" in text:
+        advice = "the disk is full: free space, and writes resume"
+    elif "malformed" in text or "not a database" in text:
+        advice = "the database file is damaged: run 'auditd check', then restore a backup"
+    elif "locked" in text or "busy" in text:
+        advice = "another process holds the database: retry shortly"
+    else:
+        advice = "check the disk and the database file, then retry"
+    return Unavailable(f"the database could not {doing} ({text}); {advice}")
 
 
 def connect(path: str, synchronous: str = "FULL", factory=sqlite3.Connection) -> sqlite3.Connection:

@@ -1,10 +1,12 @@
 """Backup and check: they work on the database file with their own sqlite3 connection, and must
 not create, migrate or otherwise change the database they look at."""
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
 
 from ...model.actions import STATES
+from ...model.errors import AuditdError, SchemaVersionError
 from .database import SCHEMA_VERSION
 
 
@@ -103,3 +105,51 @@ def _count_mismatches(conn) -> list[str]:
         "GROUP BY namespace, state HAVING sum(kept) != sum(real)").fetchall()
     return [f"action_counts says {kept} {state} actions in namespace '{ns}', there are {real}"
             for ns, state, kept, real in rows]
+
+
+def quick_check(path: str):
+    """SQLite's quick_check, for `serve --check-on-start`: SchemaVersionError (the start stops)
+    naming what is wrong."""
+    conn = _open_existing(path)
+    try:
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+    except sqlite3.DatabaseError as err:
+        problems = [str(err)]
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        raise SchemaVersionError(f"{path} fails SQLite's quick_check ({'; '.join(problems[:3])}): "
+                                 f"run 'auditd check --db {path}', then restore a backup")
+
+
+# ---------------------------------------------------------------------------- one server a file
+
+class Claim:
+    """An exclusive lock on `<db>.lock`, held by the one `auditd serve` of a database file: two
+    servers on one SQLite file would not see each other's commits (a follower on one would wait
+    forever for lines written through the other). The admin commands do not take it."""
+
+    def __init__(self, db: str, holder: str):
+        self.path = Path(db).with_name(Path(db).name + ".lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self.fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(self.fd)
+            raise AuditdError(
+                f"{db} is already served by another auditd ({other}; lock file {self.path}): "
+                "stop that server first, or give this one another --db") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, holder.encode(), 0)
+
+    def release(self):
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)     # closing drops the lock
+            self.fd = None
+
+
+def claim(db: str, holder: str) -> Claim:
+    return Claim(db, holder)

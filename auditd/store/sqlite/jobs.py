@@ -1,5 +1,6 @@
 """Writer jobs: each runs on the write connection inside a savepoint (see writer.py) and returns
 (result, notes). The rules come from `auditd.model.actions`; only the SQL is here."""
+import json
 import sqlite3
 
 from ...model import dates
@@ -14,9 +15,18 @@ from .database import OBJECT_CACHE_ENTRIES
 ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path", "object",
                   "object_id", "user", "user_agent", "ip", "location", "body", "start_ts",
                   "end_ts", "is_user_action", "cancelable", "retriable", "log_count")
-SELECT_ACTION = "SELECT " + ", ".join(ACTION_COLUMNS) + " FROM actions"
 STORED_COLUMNS = ACTION_COLUMNS + ("doc",)      # an action as the store gives it out
 SELECT_STORED = "SELECT " + ", ".join(STORED_COLUMNS) + " FROM actions"
+
+
+def stored(row) -> dict:
+    """An action from a row of STORED_COLUMNS. The audited call's body is kept once, inside
+    `doc`; the `body` column is NULL in the rows this auditd writes (older rows carry a copy),
+    so it is read back from the document."""
+    action = dict(zip(STORED_COLUMNS, row))
+    if action["body"] is None:
+        action["body"] = json.loads(action["doc"])["body"]
+    return action
 
 
 # ---------------------------------------------------------------------------- users and orgs
@@ -140,6 +150,15 @@ def _changed(conn, kind: str, action: dict) -> list:
 # ---------------------------------------------------------------------------- actions
 
 _INSERTED = [c for c in ACTION_COLUMNS if c != "id"] + ["doc"]
+_BODY = _INSERTED.index("body")
+
+
+def _row(action: dict) -> list:
+    """The inserted values: the body only inside doc, not a second time in its own column (a
+    retry of a 256 KB body would otherwise store it four times)."""
+    values = [action[c] for c in _INSERTED]
+    values[_BODY] = None
+    return values
 _INSERT_ACTION = (f"INSERT INTO actions ({', '.join(_INSERTED)}) "
                   f"VALUES ({', '.join('?' * len(_INSERTED))})")
 _INSERT_ACTIONS = (f"INSERT INTO actions (id, {', '.join(_INSERTED)}) "
@@ -168,7 +187,7 @@ def _prepared_action(conn, record: dict) -> dict:
 def insert_action(conn, record: dict):
     action = _prepared_action(conn, record)
     try:
-        action["id"] = conn.execute(_INSERT_ACTION, [action[c] for c in _INSERTED]).lastrowid
+        action["id"] = conn.execute(_INSERT_ACTION, _row(action)).lastrowid
     except sqlite3.IntegrityError:
         raise Conflict(f"an action with uuid {action['uuid']} already exists") from None
     return action, _changed(conn, "create", action)
@@ -182,7 +201,7 @@ def insert_actions(conn, jobs: list[tuple]) -> list:
     actions = [_prepared_action(conn, record) for (record,) in jobs]
     for offset, action in enumerate(actions):
         action["id"] = first + offset
-    conn.executemany(_INSERT_ACTIONS, [[a["id"], *(a[c] for c in _INSERTED)] for a in actions])
+    conn.executemany(_INSERT_ACTIONS, [[a["id"], *_row(a)] for a in actions])
     return [(action, _changed(conn, "create", action)) for action in actions]
 
 
@@ -190,9 +209,9 @@ insert_action.bulk = insert_actions   # consecutive records in one batch go in t
 
 
 def load_action(conn, uuid: str, namespaces) -> dict:
-    row = conn.execute(SELECT_ACTION + " WHERE uuid = ?", (uuid,)).fetchone()
+    row = conn.execute(SELECT_STORED + " WHERE uuid = ?", (uuid,)).fetchone()
     check_visible(uuid, row[2] if row else None, namespaces)
-    return dict(zip(ACTION_COLUMNS, row))
+    return stored(row)
 
 
 def set_state(conn, action: dict, state: str):
@@ -228,3 +247,10 @@ def append_logs(conn, uuid, lines, namespaces):
                      "VALUES (?, ?, ?, ?, ?)", stored)
     conn.execute("UPDATE actions SET log_count = ? WHERE id = ?", (row[2] + len(lines), action_id))
     return len(lines), [LinesAppended(action_id, [s[1:] for s in stored])]
+
+
+def probe_write(conn):
+    """A write that changes nothing but goes to the disk like any other: does the database take
+    writes again?"""
+    conn.execute("UPDATE users SET created_at = created_at WHERE id = (SELECT min(id) FROM users)")
+    return None, []

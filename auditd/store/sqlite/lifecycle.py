@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from ...model.actions import FINAL_STATES
 from ...model.notes import ActionsRemoved
-from .jobs import STORED_COLUMNS, add_parent, append_logs, insert_action, object_id
+from .jobs import STORED_COLUMNS, add_parent, append_logs, insert_action, object_id, stored
 from .database import savepoint
 from .writer import heavy_job
 
@@ -121,7 +121,7 @@ async def export_actions(store, filters: dict, with_logs: bool = True, page_size
             "ORDER BY start_ts, id LIMIT ?", [*page_params, page_size])
         if not rows:
             return
-        page = [dict(zip(STORED_COLUMNS, row)) for row in rows]
+        page = [stored(row) for row in rows]
         after = (page[-1]["start_ts"], page[-1]["id"])
         edges = await _graph_edges(store, (a["object_id"] for a in page)) if with_logs else {}
         # Log lines are read for groups of actions holding at most `log_chunk` lines together;

@@ -52,7 +52,7 @@ CREATE TABLE actions (
     user_agent      TEXT    NOT NULL,
     ip              TEXT    NOT NULL,
     location        TEXT    NOT NULL,
-    body            TEXT,
+    body            TEXT,                  -- NULL: the body is in doc only (a copy in older rows)
     start_ts        INTEGER NOT NULL,      -- Unix seconds, UTC
     end_ts          INTEGER,
     is_user_action  INTEGER NOT NULL,

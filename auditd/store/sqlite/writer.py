@@ -2,14 +2,16 @@
 import asyncio
 import logging
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ...model.errors import Unavailable
-from .database import WriterConnection, connect, savepoint
+from .database import WriterConnection, connect, savepoint, unavailable
 
 log = logging.getLogger("auditd.store")
 
 MAX_BATCH = 512
+WAL_LIMIT = 64 * 1024 * 1024
 
 
 class Writer:
@@ -37,12 +39,16 @@ class Writer:
         self.temp_store = "DEFAULT"
         self.flushing: asyncio.Task | None = None
         self.commits = 0
+        self.failure: Unavailable | None = None   # the last write's failure, until one commits
+        self.failed_at = 0.0
 
     async def _in_thread(self, fn, *args):
         return await self.loop.run_in_executor(self.thread, fn, *args)
 
     async def open(self):
         self.conn = await self._in_thread(connect, self.path, self.synchronous, WriterConnection)
+        # A checkpoint leaves the WAL at most this long, so disk space comes back after a burst.
+        await self._in_thread(self.conn.execute, f"PRAGMA journal_size_limit = {WAL_LIMIT}")
 
     def submit(self, fn, args, heavy: bool) -> asyncio.Future:
         future = self.loop.create_future()
@@ -71,6 +77,12 @@ class Writer:
         try:
             with savepoint(self.conn, "job"):
                 result, job_notes = fn(self.conn, *args)
+        except sqlite3.Error as err:
+            if not self.conn.in_transaction:
+                raise    # SQLite undid the whole transaction: _run_batch fails every job in it
+            if isinstance(err, sqlite3.IntegrityError):
+                return False, err, ()     # a job's own (jobs turn the expected ones into errors)
+            return False, unavailable(err, "take the write; nothing was saved"), ()
         except Exception as err:   # noqa: BLE001 - handed to the caller
             return False, err, ()
         return True, result, job_notes
@@ -130,15 +142,26 @@ class Writer:
                     notes.extend(job_notes)
             await self._in_thread(self.conn.execute, "COMMIT")
             self.commits += 1
+            self.failure = None
         except sqlite3.Error as err:
             log.error("write transaction failed: %s", err)
-            self.conn.forget()
-            if self.conn.in_transaction:
-                await self._in_thread(self.conn.execute, "ROLLBACK")
-            failure = Unavailable(f"the database refused the write ({err}); nothing was saved: "
-                                  "check the disk and the database file, then retry")
-            return [(future, False, failure) for *_, future in batch], []
+            self.failure = unavailable(err, "take the write; nothing was saved")
+            self.failed_at = time.monotonic()
+            await self._in_thread(self._recover)
+            return [(future, False, self.failure) for *_, future in batch], []
         return answers, notes
+
+    def _recover(self):
+        """After a failed transaction: roll back what is left, and give the WAL's space back
+        (after a full disk it would otherwise keep its size, and writes might not resume once
+        space is freed)."""
+        self.conn.forget()
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            log.warning("could not truncate the write-ahead log after the failure: %s", err)
 
 
 def heavy_job(fn):
