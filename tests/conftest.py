@@ -19,6 +19,14 @@ from auditd.http.appkeys import STORE
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_databases():
+    """Drop the PostgreSQL databases the session made (tests/pgtools.py)."""
+    yield
+    import pgtools
+    pgtools.drop_session_databases()
+
+
 def basic(user: str, key: str) -> dict:
     token = base64.b64encode(f"{user}:{key}".encode()).decode()
     return {"Authorization": f"Basic {token}"}

@@ -18,18 +18,32 @@ from auditd.model.notes import ActionChanged, ActionsRemoved, LinesAppended
 from auditd.model.query import ListQuery
 from auditd.store import open_store
 
-BACKENDS = ["sqlite"]
+import pgtools
+
+BACKENDS = ["sqlite", "postgres"]
+_databases: dict = {}   # (tmp_path, name) -> URL of the PostgreSQL database made for it
 
 
 def make_config(backend: str, tmp_path, name: str = "contract") -> Config:
+    """The same (tmp_path, name) gives the same database; a new one starts empty (for
+    PostgreSQL, a database of the session emptied: creating one per test costs a second)."""
     if backend == "sqlite":
         return Config(db=str(tmp_path / f"{name}.db"))
+    if backend == "postgres":
+        key = (str(tmp_path), name)
+        if key not in _databases:
+            _databases[key] = pgtools.clean_database(name)
+        return Config(db=_databases[key])
     raise AssertionError(f"no configuration for backend {backend}")
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
+def backend(request, tmp_path):
+    if request.param == "postgres":
+        pgtools.require_postgres()
+    yield request.param
+    for key in [k for k in _databases if k[0] == str(tmp_path)]:
+        del _databases[key]
 
 
 @pytest.fixture
