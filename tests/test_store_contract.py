@@ -113,6 +113,27 @@ async def test_organizations_widen_what_a_user_sees(store):
         await store.add_member("acme", "nobody")
 
 
+async def test_accounts_move_between_stores_with_their_key_hashes(store, backend, tmp_path):
+    keys = {name: await store.add_user(name, role) for name, role in
+            (("zed", "user"), ("ann", "admin"), ("bo", "producer"))}
+    await store.add_org("acme")
+    await store.add_org("beta")
+    await store.add_member("beta", "zed")
+    await store.add_member("acme", "zed")
+    accounts = await store.export_accounts()
+    assert [u["name"] for u in accounts["users"]] == ["ann", "bo", "zed"]
+    assert accounts["users"][2]["orgs"] == ["acme", "beta"]
+    assert [o["name"] for o in accounts["orgs"]] == ["acme", "beta"]
+    assert all(len(u["key_hash"]) == 64 and keys[u["name"]] not in u["key_hash"]
+               for u in accounts["users"])
+    async with open_store(make_config(backend, tmp_path, "accounts")) as copy:
+        assert await copy.import_accounts(accounts) == {"users": 3, "orgs": 2, "memberships": 2}
+        assert await copy.import_accounts(accounts) == {"users": 0, "orgs": 0, "memberships": 0}
+        assert await copy.export_accounts() == accounts
+        for name, key in keys.items():   # the same keys work there
+            assert await copy.authenticate(name, key) == await store.authenticate(name, key)
+
+
 # ---------------------------------------------------------------------------- actions
 
 async def test_record_get_and_the_create_note(store):

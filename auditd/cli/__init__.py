@@ -2,13 +2,14 @@
 `register_commands(commands)`.
 
 - `serve`: serve, config show. `accounts`: user, org. `data`: export, import, purge, backup,
-  check. `run`: run a command as an audited action (a client of the API).
+  check. `migrate`: migrate (one database to another). `run`: run a command as an audited
+  action (a client of the API).
 """
 import argparse
 
 from .. import __version__
 from ..model.errors import AuditdError
-from . import accounts, data, run, serve
+from . import accounts, data, migrate, run, serve
 from .common import say
 
 
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="auditd", description="The Docker Cloud Audit API (Actions) as one local daemon.")
     parser.add_argument("--version", action="version", version=f"auditd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, accounts, data, run):
+    for module in (serve, accounts, data, migrate, run):
         module.register_commands(commands)
     return parser
 

@@ -101,6 +101,20 @@ class Store(ABC):
     async def list_orgs(self) -> list[dict]:
         """[{"name", "members": [names]}] sorted by name."""
 
+    @abstractmethod
+    async def export_accounts(self) -> dict:
+        """Every user and organization as stored, for a move to another database (`auditd
+        migrate`): {"users": [{"name", "role", "key_hash", "created_at", "orgs": [names]}],
+        "orgs": [{"name", "created_at"}]}, each list sorted by name. Keys stay hashes."""
+
+    @abstractmethod
+    async def import_accounts(self, accounts: dict) -> dict:
+        """Store what `export_accounts` gave (by this backend or another) in one write: users
+        with their roles, key hashes and creation times, organizations, memberships. A name that
+        exists is left as it is and a membership that exists is kept, so importing again adds
+        nothing. Returns how many were added: {"users", "orgs", "memberships"}. Credential
+        caches see the change as after add_user."""
+
     # ---------------------------------------------------------------- actions: writes
 
     @abstractmethod

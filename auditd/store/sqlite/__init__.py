@@ -228,6 +228,19 @@ class SQLiteStore(Store):
             "GROUP BY o.id ORDER BY o.name")
         return [{"name": r[0], "members": sorted(r[1].split(",")) if r[1] else []} for r in rows]
 
+    async def export_accounts(self) -> dict:
+        users = await self._read(
+            "SELECT u.name, u.role, u.key_hash, u.created_at, group_concat(o.name, char(31)) "
+            "FROM users u LEFT JOIN org_members m ON m.user_id = u.id "
+            "LEFT JOIN orgs o ON o.id = m.org_id GROUP BY u.id ORDER BY u.name")
+        orgs = await self._read("SELECT name, created_at FROM orgs ORDER BY name")
+        return {"users": [{"name": r[0], "role": r[1], "key_hash": r[2], "created_at": r[3],
+                           "orgs": sorted(r[4].split("\x1f")) if r[4] else []} for r in users],
+                "orgs": [{"name": r[0], "created_at": r[1]} for r in orgs]}
+
+    async def import_accounts(self, accounts: dict) -> dict:
+        return await self._write(jobs.import_accounts, accounts)
+
     # -- actions: writes
 
     async def record_action(self, record: dict) -> dict:

@@ -72,6 +72,24 @@ def set_member(conn, org, user, member: bool):
     return None, []
 
 
+def import_accounts(conn, accounts: dict):
+    """Users (key hashes, roles, creation times), organizations and memberships as
+    `Store.export_accounts` gives them; names that exist are left alone."""
+    added = {"users": 0, "orgs": 0, "memberships": 0}
+    for org in accounts.get("orgs", ()):
+        added["orgs"] += conn.execute("INSERT OR IGNORE INTO orgs (name, created_at) VALUES (?, ?)",
+                                      (org["name"], org["created_at"])).rowcount
+    for user in accounts.get("users", ()):
+        added["users"] += conn.execute(
+            "INSERT OR IGNORE INTO users (name, role, key_hash, created_at) VALUES (?, ?, ?, ?)",
+            (user["name"], user["role"], user["key_hash"], user["created_at"])).rowcount
+        for org in user["orgs"]:
+            added["memberships"] += conn.execute(
+                "INSERT OR IGNORE INTO org_members (org_id, user_id) SELECT o.id, u.id "
+                "FROM orgs o, users u WHERE o.name = ? AND u.name = ?", (org, user["name"])).rowcount
+    return added, []
+
+
 # ---------------------------------------------------------------------------- the object graph
 
 def object_id(conn, uri: str):
