@@ -11,7 +11,7 @@ from ...model.document import render_action
 from ...model.errors import Conflict, NotFound
 from ...model.notes import ActionChanged, LinesAppended
 from ...model.uris import normalize_object_uri
-from .writer import credentials_job
+from .writer import credentials_job, locks_action
 
 ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path", "object",
                   "object_id", "user", "user_agent", "ip", "location", "body", "start_ts",
@@ -209,22 +209,26 @@ async def set_state(ctx, action: dict, state: str):
     return action, await _changed(ctx, "update", action)
 
 
+@locks_action
 async def change_state(ctx, uuid, state, namespaces):
     action = await load_action(ctx, uuid, namespaces)
     check_move(action, state)
     return await set_state(ctx, action, state)
 
 
+@locks_action
 async def cancel(ctx, uuid, namespaces):
     action = await load_action(ctx, uuid, namespaces)
     return await set_state(ctx, action, cancel_state(action))
 
 
+@locks_action
 async def retry(ctx, uuid, namespaces, caller):
     original = await load_action(ctx, uuid, namespaces)
     return await insert_action(ctx, retry_record(original, caller))
 
 
+@locks_action
 async def append_logs(ctx, uuid, lines, namespaces):
     # FOR UPDATE: two instances appending to one action number their lines one after the other.
     row = await ctx.conn.fetchrow(

@@ -2,6 +2,7 @@
 import asyncio
 import json
 import logging
+import random
 
 import asyncpg
 
@@ -12,7 +13,7 @@ from .database import CHANGES_LOCK, DB_ERRORS, connect
 log = logging.getLogger("auditd.store")
 
 MAX_BATCH = 512
-RETRIES = 5                 # a batch that lost a deadlock to another instance runs again
+RETRIES = 10                # a batch that lost a deadlock to another instance runs again
 RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
@@ -35,6 +36,14 @@ class WriteContext:
 def credentials_job(fn):
     """Mark a job that changes users, keys or memberships: every instance's cache must drop."""
     fn.credentials = True
+    return fn
+
+
+def locks_action(fn):
+    """Mark a job whose first argument is the uuid of an existing action it changes: the batch
+    locks all such actions first, in uuid order, so two instances' batches never wait on each
+    other's action rows in opposite orders (a deadlock)."""
+    fn.locks_action = True
     return fn
 
 
@@ -109,6 +118,7 @@ class Writer:
                 self.ctx.forget()
                 err = retry
                 log.info("write transaction lost a deadlock, running it again: %s", retry)
+                await asyncio.sleep(random.uniform(0, 0.02))
             except (*DB_ERRORS, Unavailable) as failed:
                 self.ctx.forget()
                 err = failed
@@ -123,6 +133,10 @@ class Writer:
         tx = conn.transaction()
         await tx.start()
         try:
+            uuids = sorted({args[0] for fn, args, _ in batch if getattr(fn, "locks_action", 0)})
+            if uuids:
+                await conn.execute("SELECT FROM action_keys WHERE uuid = ANY($1::text[]) "
+                                   "ORDER BY uuid FOR UPDATE", uuids)
             for fn, args, future in batch:
                 ok, result, job_notes = await self._run_job(fn, args)
                 answers.append((future, ok, result))
