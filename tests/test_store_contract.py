@@ -212,6 +212,21 @@ async def test_log_lines_are_numbered_and_read_back_in_order(store):
     assert await store.append_logs(action["uuid"], [(4, None, "late")], None) == 1
 
 
+async def test_concurrent_appends_number_lines_and_a_failing_one_changes_nothing(store):
+    one, two = [await store.record_action(new_action(action=n, user="u")) for n in ("1", "2")]
+    results = await asyncio.gather(
+        *(store.append_logs(a["uuid"], [(i, None, f"{a['action']}-{i}")], None)
+          for i in range(5) for a in (one, two)),
+        store.append_logs("00000000-0000-4000-8000-000000000000", [(1, None, "x")], None),
+        store.append_logs(one["uuid"], [(9, None, "hidden")], frozenset({"other"})),
+        return_exceptions=True)
+    assert [type(r) for r in results if isinstance(r, Exception)] == [NotFound, NotFound]
+    for action in (one, two):
+        lines = await store.read_logs(action["id"], 0, 10)
+        assert [(seq, line) for seq, _, _, line in lines] == [
+            (i + 1, f"{action['action']}-{i}") for i in range(5)]
+
+
 async def test_concurrent_writes_commit_and_a_failing_one_changes_nothing(store):
     first = await store.record_action(new_action(action="A", user="u"))
     clash = new_action(action="B", user="u")

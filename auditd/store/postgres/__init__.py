@@ -137,6 +137,10 @@ class PostgresStore(Store):
 
     # -- users, organizations, credentials
 
+    def _graph_changed(self):
+        if self._writer is not None and self._writer.ctx is not None:
+            self._writer.ctx.ancestors.clear()
+
     def _forget_credentials(self):
         self._credentials.clear()
         self._credentials_generation += 1

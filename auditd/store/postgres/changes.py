@@ -116,6 +116,8 @@ class ChangeFeed:
         if any(item[0] == "c" for item in items):
             self.store._forget_credentials()
         pool = self.store._pool
+        if any(item[0] == "a" and item[1] == "create" for item in items):
+            self.store._graph_changed()   # another instance may have added edges
         ids = sorted({item[2] for item in items if item[0] == "a"})
         actions = {}
         if ids:

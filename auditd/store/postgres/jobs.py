@@ -129,6 +129,7 @@ async def add_parent(ctx, child: int, parent: int):
     await ctx.conn.execute("INSERT INTO object_parents (child_id, parent_id) VALUES ($1, $2) "
                            "ON CONFLICT DO NOTHING", child, parent)
     ctx.object_edges.add((child, parent))
+    ctx.ancestors.clear()   # some object's ancestors may have grown
 
 
 async def add_edges(ctx, edges: list):
@@ -138,18 +139,25 @@ async def add_edges(ctx, edges: list):
             await add_parent(ctx, child, parent)
 
 
-async def lineage(conn, action: dict) -> tuple[str, ...]:
-    """The action's object, then its ancestors' URIs, nearest first."""
+async def lineage(conn, action: dict, cache: dict | None = None) -> tuple[str, ...]:
+    """The action's object, then its ancestors' URIs, nearest first (remembered in `cache`)."""
     if not action["object"]:
         return ()
-    if action["object_id"] is None:
+    oid = action["object_id"]
+    if oid is None:
         return (action["object"],)
-    rows = await conn.fetch(ANCESTORS_SQL, action["object_id"])
-    return (action["object"], *(r[0] for r in rows))
+    ancestors = cache.get(oid) if cache is not None else None
+    if ancestors is None:
+        ancestors = tuple(r[0] for r in await conn.fetch(ANCESTORS_SQL, oid))
+        if cache is not None:
+            if len(cache) >= OBJECT_CACHE_ENTRIES:
+                cache.clear()
+            cache[oid] = ancestors
+    return (action["object"], *ancestors)
 
 
 async def _changed(ctx, kind: str, action: dict) -> list:
-    return [ActionChanged(kind, action, await lineage(ctx.conn, action))]
+    return [ActionChanged(kind, action, await lineage(ctx.conn, action, ctx.ancestors))]
 
 
 # ---------------------------------------------------------------------------- actions
@@ -189,6 +197,26 @@ async def insert_action(ctx, record: dict):
     except asyncpg.UniqueViolationError:
         raise Conflict(f"an action with uuid {action['uuid']} already exists") from None
     return action, await _changed(ctx, "create", action)
+
+
+async def insert_actions(ctx, jobs: list[tuple]) -> list:
+    """`insert_action` for many records: ids drawn at once, keys and rows written by COPY.
+    Raises on any conflict; the writer then runs the records one by one."""
+    actions = [await _prepared_action(ctx, record) for (record,) in jobs]
+    ids = await ctx.conn.fetch("SELECT nextval('actions_id_seq') FROM generate_series(1, $1)",
+                               len(actions))
+    for action, (new_id,) in zip(actions, ids):
+        action["id"] = new_id
+    await ctx.conn.copy_records_to_table(
+        "action_keys", columns=("uuid", "id", "start_ts"),
+        records=[(a["uuid"], a["id"], a["start_ts"]) for a in actions])
+    await ctx.conn.copy_records_to_table(
+        "actions", columns=("id", *_INSERTED),
+        records=[(a["id"], *(a[c] for c in _INSERTED)) for a in actions])
+    return [(action, await _changed(ctx, "create", action)) for action in actions]
+
+
+insert_action.bulk = insert_actions   # consecutive records in one batch go in together
 
 
 async def load_action(ctx, uuid: str, namespaces, columns=ACTION_COLUMNS) -> dict:
@@ -246,3 +274,38 @@ async def append_logs(ctx, uuid, lines, namespaces):
         await ctx.conn.execute("UPDATE actions SET log_count = $1 WHERE id = $2 AND start_ts = $3",
                                row["log_count"] + len(lines), action_id, row["start_ts"])
     return len(lines), [LinesAppended(action_id, [s[1:] for s in stored])] if stored else []
+
+
+async def append_many(ctx, jobs: list[tuple]) -> list:
+    """`append_logs` for a run of appends (to one action or several): the actions read and
+    locked at once, every line written by one COPY, every log_count set by one UPDATE. Raises
+    when any append fails; the writer then runs them one by one."""
+    rows = await ctx.conn.fetch(
+        "SELECT k.uuid, a.id, a.start_ts, a.namespace, a.log_count FROM action_keys k "
+        "JOIN actions a ON (a.id, a.start_ts) = (k.id, k.start_ts) "
+        "WHERE k.uuid = ANY($1::text[]) FOR UPDATE OF a", sorted({job[0] for job in jobs}))
+    known = {r["uuid"]: dict(r) for r in rows}
+    results, stored_all = [], []
+    for uuid, lines, namespaces in jobs:
+        row = known.get(uuid)
+        check_visible(uuid, row["namespace"] if row else None, namespaces)
+        first = row["log_count"] + 1
+        stored = [(row["id"], first + i, ts, stream, line)
+                  for i, (ts, stream, line) in enumerate(lines)]
+        row["log_count"] += len(lines)
+        stored_all += stored
+        results.append((len(lines), [LinesAppended(row["id"], [s[1:] for s in stored])]
+                        if stored else []))
+    if stored_all:
+        await ctx.conn.copy_records_to_table(
+            "action_logs", records=stored_all,
+            columns=("action_id", "seq", "ts", "stream_type", "line"))
+        await ctx.conn.execute(
+            "UPDATE actions SET log_count = u.n FROM unnest($1::bigint[], $2::bigint[], "
+            "$3::int[]) AS u(id, s, n) WHERE actions.id = u.id AND actions.start_ts = u.s",
+            [r["id"] for r in known.values()], [r["start_ts"] for r in known.values()],
+            [r["log_count"] for r in known.values()])
+    return results
+
+
+append_logs.bulk = append_many

@@ -17,6 +17,15 @@ RETRIES = 10                # a batch that lost a deadlock to another instance r
 RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
+# The change row, written under the advisory lock (taken before the id is drawn, so ids follow
+# commit order), and its NOTIFYs (sent at commit), in one statement.
+_WRITE_CHANGE = (
+    "WITH l AS (SELECT pg_advisory_xact_lock($1)), "
+    "c AS (INSERT INTO changes (origin, items) SELECT $2, $3::jsonb FROM l RETURNING id) "
+    "SELECT id, pg_notify('auditd_changes', id::text), "
+    "CASE WHEN $4::bool THEN pg_notify('auditd_credentials', id::text) END FROM c")
+
+
 class WriteContext:
     """What a job gets: the connection, and what the writer has learned about the object graph
     (URIs to ids, known edges). Objects and edges are only ever added (a reset removes them and
@@ -27,10 +36,14 @@ class WriteContext:
         self.conn = conn
         self.object_ids: dict[str, int] = {}
         self.object_edges: set[tuple[int, int]] = set()
+        # object id -> its ancestors' URIs; cleared when this writer adds an edge, and when the
+        # change feed reads another instance's new action (which may have added edges)
+        self.ancestors: dict[int, tuple[str, ...]] = {}
 
     def forget(self):
         self.object_ids.clear()
         self.object_edges.clear()
+        self.ancestors.clear()
 
 
 def credentials_job(fn):
@@ -137,12 +150,23 @@ class Writer:
             if uuids:
                 await conn.execute("SELECT FROM action_keys WHERE uuid = ANY($1::text[]) "
                                    "ORDER BY uuid FOR UPDATE", uuids)
-            for fn, args, future in batch:
-                ok, result, job_notes = await self._run_job(fn, args)
-                answers.append((future, ok, result))
-                if ok:
-                    notes.extend(job_notes)
-                    credentials |= getattr(fn, "credentials", False)
+            at = 0
+            while at < len(batch):
+                run = batch[at:at + self._bulk_run(batch, at)]
+                at += len(run)
+                if len(run) > 1:
+                    results = await self._run_bulk(run[0][0].bulk, run)
+                    if results is not None:
+                        for (_, _, future), (result, job_notes) in zip(run, results):
+                            answers.append((future, True, result))
+                            notes.extend(job_notes)
+                        continue
+                for fn, args, future in run:
+                    ok, result, job_notes = await self._run_job(fn, args)
+                    answers.append((future, ok, result))
+                    if ok:
+                        notes.extend(job_notes)
+                        credentials |= getattr(fn, "credentials", False)
             items = [p for p in map(pointer, notes) if p is not None]
             if credentials:
                 items.append(["c"])
@@ -153,14 +177,8 @@ class Writer:
             # The feed's lock is held from here to delivery: no reader reads this commit's row
             # before its notes are delivered from memory.
             async with self.feed.lock:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", CHANGES_LOCK)
-                change_id = await conn.fetchval(
-                    "INSERT INTO changes (origin, items) VALUES ($1, $2::jsonb) RETURNING id",
-                    self.origin, json.dumps(items))
-                await conn.execute("SELECT pg_notify('auditd_changes', $1)", str(change_id))
-                if credentials:
-                    await conn.execute("SELECT pg_notify('auditd_credentials', $1)",
-                                       str(change_id))
+                change_id = await conn.fetchval(_WRITE_CHANGE, CHANGES_LOCK, self.origin,
+                                                json.dumps(items), credentials)
                 await tx.commit()
                 self.commits += 1
                 await self.feed.committed(change_id, notes, credentials)
@@ -172,6 +190,28 @@ class Writer:
                 except DB_ERRORS:
                     pass
             raise
+
+    @staticmethod
+    def _bulk_run(batch, at: int) -> int:
+        """How many jobs from `at` on are the same job with a bulk form (at least 1)."""
+        fn, end = batch[at][0], at + 1
+        if getattr(fn, "bulk", None) is not None:
+            while end < len(batch) and batch[end][0] is fn:
+                end += 1
+        return end - at
+
+    async def _run_bulk(self, bulk, run):
+        """A run of one job in its bulk form, in one savepoint: [(result, notes)], or None when
+        it raised (nothing of it is left; the jobs then run one by one, each meeting its own
+        error)."""
+        try:
+            async with self.ctx.conn.transaction():
+                return await bulk(self.ctx, [args for _, args, _ in run])
+        except RETRYABLE:
+            raise
+        except (AuditdError, asyncpg.PostgresError):
+            self.ctx.forget()
+            return None
 
     async def _run_job(self, fn, args):
         try:
