@@ -46,10 +46,12 @@ def list_sql(query: ListQuery, object_ids=None) -> tuple[str, list]:
     f = query.filters
     filters = tuple(name for name in _COLUMN_FILTERS if name in f)
     counted = set(f) <= {"state"}
-    sql = _list_statement(query.namespaces is not None, filters, "uuid__startswith" in f,
-                          object_ids is not None, counted, query.newest_first,
-                          query.cursor is not None)
-    params = [sorted(query.namespaces)] if query.namespaces is not None else []
+    names = sorted(query.namespaces) if query.namespaces is not None else None
+    # One namespace is compared with =, so the planner can walk an index in page order.
+    shape = None if names is None else "one" if len(names) == 1 else "many"
+    sql = _list_statement(shape, filters, "uuid__startswith" in f, object_ids is not None,
+                          counted, query.newest_first, query.cursor is not None)
+    params = [] if names is None else [names[0]] if len(names) == 1 else [names]
     params += [_filter_value(name, f[name]) for name in filters]
     if "uuid__startswith" in f:
         params.extend(_prefix_bounds(f["uuid__startswith"]))
@@ -62,7 +64,7 @@ def list_sql(query: ListQuery, object_ids=None) -> tuple[str, list]:
 
 
 @functools.lru_cache(maxsize=512)
-def _list_statement(by_namespace: bool, filters: tuple, prefix: bool, by_object: bool,
+def _list_statement(namespaces: str | None, filters: tuple, prefix: bool, by_object: bool,
                     counted: bool, newest_first: bool, with_cursor: bool) -> str:
     n = 0
 
@@ -72,7 +74,10 @@ def _list_statement(by_namespace: bool, filters: tuple, prefix: bool, by_object:
         return f"${n}{'::' + cast if cast else ''}"
 
     where, count_where = [], []
-    if by_namespace:
+    if namespaces == "one":
+        where.append(f"namespace = {param('text')}")
+        count_where.append(where[-1])
+    elif namespaces == "many":
         where.append(f"namespace = ANY({param('text[]')})")
         count_where.append(where[-1])
     for name in filters:
