@@ -60,8 +60,9 @@ class Store(ABC):
     @abstractmethod
     async def authenticate(self, name: str, key: str) -> Principal | None:
         """The user whose name and API key these are, or None. The key is compared with the
-        stored hash in constant time. A change of keys, roles or memberships, by this store or by
-        another process on the same database, shows within a few milliseconds."""
+        stored hash in constant time. A change of keys, roles or memberships by this store shows
+        at once; one by another process on the same database within a few milliseconds (SQLite)
+        or at most a second (a database server: PostgreSQL's notification, or a cache's age)."""
 
     @abstractmethod
     async def add_user(self, name: str, role: str = "user", key: str | None = None) -> str:
