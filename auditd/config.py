@@ -53,6 +53,8 @@ class Config:
     retry_limit: int = 30              # retries per user per minute (0: no limit)
     cancel_limit: int = 60             # cancels per user per minute (0: no limit)
     check_on_start: bool = False       # run SQLite's quick_check before serving
+    transparency: bool = True          # every event enters the tamper-evident log (Merkle tree)
+    checkpoint_interval: float = 60.0  # seconds between signed checkpoints (when the tree grew)
     demo: bool = False
     fixtures: str = ""
 
@@ -124,7 +126,7 @@ def _check(name: str, value, source: str):
     if name == "retention_days" and value < 0:
         raise ConfigError(f"{where} must be 0 (keep forever) or a number of days, not {value}")
     if name in ("stream_stall_seconds", "shutdown_timeout", "head_timeout",
-                "idle_timeout") and value <= 0:
+                "idle_timeout", "checkpoint_interval") and value <= 0:
         raise ConfigError(f"{where} must be a number of seconds above 0, not {value}")
     if name == "max_body_bytes" and value < 1024:
         raise ConfigError(f"{where} must be at least 1024 bytes, not {value}")

@@ -17,6 +17,7 @@ exactly the RFC 8785 (JCS) serialisation, so any JCS library reproduces the byte
     cancel  {"v":1,"type":"cancel","uuid","from","to","time","end_ts"}
     retry   {"v":1,"type":"retry","uuid","new_uuid","time"}        (then the new action's record)
     logs    {"v":1,"type":"logs","uuid","first_seq","lines":[[seq,ts,stream,line],...]}
+    purge   {"v":1,"type":"purge","uuid","time"}     (retention removed the action: nothing follows)
 
 Pure functions only: a store builds the bytes in its write transaction and keeps them.
 """
@@ -44,6 +45,7 @@ FIELDS = {
     "cancel": STATE_FIELDS,
     "retry": {"uuid": _STR, "new_uuid": _STR, "time": _INT},
     "logs": {"uuid": _STR, "first_seq": _INT, "lines": _LINES},
+    "purge": {"uuid": _STR, "time": _INT},
 }
 
 
@@ -164,6 +166,12 @@ def logs_leaf(uuid: str, first_seq: int, lines) -> bytes:
                               for i, (ts, stream, line) in enumerate(lines)]})
 
 
+def purge_leaf(uuid: str, time: int) -> bytes:
+    """Retention (or `auditd purge`) removed the action and its log lines; the earlier leaves'
+    hashes stay in the tree, their bytes may be dropped."""
+    return _encode({"v": VERSION, "type": "purge", "uuid": uuid, "time": time})
+
+
 def decode_leaf(data: bytes) -> dict:
     """The event a leaf holds; VerificationError unless the bytes are a valid leaf in
     canonical form (so one event has exactly one encoding)."""
@@ -188,9 +196,11 @@ def replay(events: list[dict]) -> dict:
     if not events or events[0].get("type") != "record":
         raise VerificationError("event 0: an action's first event is its record")
     action = {k: v for k, v in events[0].items() if k not in ("v", "type")}
-    action.update(log_count=0, logs=[], retries=[])
+    action.update(log_count=0, logs=[], retries=[], purged=False)
     for i, event in enumerate(events[1:], 1):
         kind = event.get("type")
+        if action["purged"]:
+            raise VerificationError(f"event {i}: a {kind} after the action was purged")
         if event.get("uuid") != action["uuid"]:
             raise VerificationError(f"event {i}: it is about {event.get('uuid')}, "
                                     f"not {action['uuid']}")
@@ -207,6 +217,8 @@ def replay(events: list[dict]) -> dict:
             action["log_count"] += len(event["lines"])
         elif kind == "retry":
             action["retries"].append(event["new_uuid"])
+        elif kind == "purge":
+            action["purged"] = True
         else:
             raise VerificationError(f"event {i}: a second {kind} event")
     return action

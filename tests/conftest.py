@@ -19,6 +19,56 @@ from auditd.http.appkeys import STORE
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser):
+    parser.addoption("--backend", choices=("sqlite", "postgres"),
+                     default=os.environ.get("AUDITD_TEST_BACKEND", "sqlite"),
+                     help="the store the `api`, `server` and `module_server` fixtures use "
+                          "(default: $AUDITD_TEST_BACKEND, else sqlite)")
+
+
+# The modules that are the API's contract: `pytest --backend=postgres -m api` runs them again on
+# PostgreSQL (the README's test command does, after the whole suite on SQLite).
+API_MODULES = {"test_actions", "test_list", "test_auth", "test_bad_input", "test_stream_events",
+               "test_stream_logs", "test_producer", "test_lifecycle", "test_ops", "test_demo",
+               "test_runner", "test_real_clients", "test_real_clients_logs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in API_MODULES:
+            item.add_marker(pytest.mark.api)
+
+
+def pytest_report_header(config):
+    return f"auditd backend for api/server fixtures: {config.getoption('--backend')}"
+
+
+@pytest.fixture(scope="session")
+def test_backend(request) -> str:
+    backend = request.config.getoption("--backend")
+    if backend == "postgres":
+        import pgtools
+        pgtools.require_postgres()
+    return backend
+
+
+def database_for(backend: str, directory: Path, name: str):
+    """The database a fixture uses: an SQLite file in `directory`, or an emptied PostgreSQL
+    database labelled `name` (tests/pgtools.py)."""
+    if backend == "postgres":
+        import pgtools
+        return pgtools.clean_database(name)
+    return directory / f"{name}.db"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_databases():
+    """Drop the PostgreSQL databases the session made (tests/pgtools.py)."""
+    yield
+    import pgtools
+    pgtools.drop_session_databases()
+
+
 def basic(user: str, key: str) -> dict:
     token = base64.b64encode(f"{user}:{key}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
@@ -105,8 +155,8 @@ async def error_of(resp, status: int) -> str:
 
 
 @pytest.fixture
-def config(tmp_path) -> Config:
-    return Config(db=str(tmp_path / "auditd.db"))
+def config(tmp_path, test_backend) -> Config:
+    return Config(db=str(database_for(test_backend, tmp_path, "auditd")))
 
 
 @pytest.fixture
@@ -207,16 +257,17 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server(tmp_path):
-    srv = ServerProcess(tmp_path / "server.db").start()
+def server(tmp_path, test_backend):
+    srv = ServerProcess(database_for(test_backend, tmp_path, "server")).start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
-def module_server(tmp_path_factory):
+def module_server(tmp_path_factory, test_backend):
     """One server process for a whole module whose tests use distinct names (starting a
     process costs about a second)."""
-    srv = ServerProcess(tmp_path_factory.mktemp("server") / "server.db").start()
+    srv = ServerProcess(database_for(test_backend, tmp_path_factory.mktemp("server"),
+                                     "module_server")).start()
     yield srv
     srv.stop()

@@ -18,18 +18,32 @@ from auditd.model.notes import ActionChanged, ActionsRemoved, LinesAppended
 from auditd.model.query import ListQuery
 from auditd.store import open_store
 
-BACKENDS = ["sqlite"]
+import pgtools
+
+BACKENDS = ["sqlite", "postgres"]
+_databases: dict = {}   # (tmp_path, name) -> URL of the PostgreSQL database made for it
 
 
 def make_config(backend: str, tmp_path, name: str = "contract") -> Config:
+    """The same (tmp_path, name) gives the same database; a new one starts empty (for
+    PostgreSQL, a database of the session emptied: creating one per test costs a second)."""
     if backend == "sqlite":
         return Config(db=str(tmp_path / f"{name}.db"))
+    if backend == "postgres":
+        key = (str(tmp_path), name)
+        if key not in _databases:
+            _databases[key] = pgtools.clean_database(name)
+        return Config(db=_databases[key])
     raise AssertionError(f"no configuration for backend {backend}")
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
+def backend(request, tmp_path):
+    if request.param == "postgres":
+        pgtools.require_postgres()
+    yield request.param
+    for key in [k for k in _databases if k[0] == str(tmp_path)]:
+        del _databases[key]
 
 
 @pytest.fixture
@@ -97,6 +111,27 @@ async def test_organizations_widen_what_a_user_sees(store):
         await store.add_member("nope", "carol")
     with pytest.raises(NotFound):
         await store.add_member("acme", "nobody")
+
+
+async def test_accounts_move_between_stores_with_their_key_hashes(store, backend, tmp_path):
+    keys = {name: await store.add_user(name, role) for name, role in
+            (("zed", "user"), ("ann", "admin"), ("bo", "producer"))}
+    await store.add_org("acme")
+    await store.add_org("beta")
+    await store.add_member("beta", "zed")
+    await store.add_member("acme", "zed")
+    accounts = await store.export_accounts()
+    assert [u["name"] for u in accounts["users"]] == ["ann", "bo", "zed"]
+    assert accounts["users"][2]["orgs"] == ["acme", "beta"]
+    assert [o["name"] for o in accounts["orgs"]] == ["acme", "beta"]
+    assert all(len(u["key_hash"]) == 64 and keys[u["name"]] not in u["key_hash"]
+               for u in accounts["users"])
+    async with open_store(make_config(backend, tmp_path, "accounts")) as copy:
+        assert await copy.import_accounts(accounts) == {"users": 3, "orgs": 2, "memberships": 2}
+        assert await copy.import_accounts(accounts) == {"users": 0, "orgs": 0, "memberships": 0}
+        assert await copy.export_accounts() == accounts
+        for name, key in keys.items():   # the same keys work there
+            assert await copy.authenticate(name, key) == await store.authenticate(name, key)
 
 
 # ---------------------------------------------------------------------------- actions
@@ -175,6 +210,21 @@ async def test_log_lines_are_numbered_and_read_back_in_order(store):
         await store.append_logs(action["uuid"], [(1, None, "x")], frozenset({"other"}))
     await store.change_state(action["uuid"], "Success", None)
     assert await store.append_logs(action["uuid"], [(4, None, "late")], None) == 1
+
+
+async def test_concurrent_appends_number_lines_and_a_failing_one_changes_nothing(store):
+    one, two = [await store.record_action(new_action(action=n, user="u")) for n in ("1", "2")]
+    results = await asyncio.gather(
+        *(store.append_logs(a["uuid"], [(i, None, f"{a['action']}-{i}")], None)
+          for i in range(5) for a in (one, two)),
+        store.append_logs("00000000-0000-4000-8000-000000000000", [(1, None, "x")], None),
+        store.append_logs(one["uuid"], [(9, None, "hidden")], frozenset({"other"})),
+        return_exceptions=True)
+    assert [type(r) for r in results if isinstance(r, Exception)] == [NotFound, NotFound]
+    for action in (one, two):
+        lines = await store.read_logs(action["id"], 0, 10)
+        assert [(seq, line) for seq, _, _, line in lines] == [
+            (i + 1, f"{action['action']}-{i}") for i in range(5)]
 
 
 async def test_concurrent_writes_commit_and_a_failing_one_changes_nothing(store):

@@ -90,6 +90,11 @@ def add_settings_flags(parser):
                         help="cancels per user per minute; past it, 429 (default 60; 0: none)")
     parser.add_argument("--check-on-start", action=argparse.BooleanOptionalAction,
                         help="run SQLite's quick_check on the database before serving")
+    parser.add_argument("--transparency", action=argparse.BooleanOptionalAction,
+                        help="keep every event in the tamper-evident log (default on; "
+                             "--no-transparency only to measure what it costs)")
+    parser.add_argument("--checkpoint-interval", metavar="SECONDS",
+                        help="sign a checkpoint of the log this often when it grew (default 60)")
     parser.add_argument("--demo", action="store_const", const=True,
                         help="start with realistic demo data and a live simulated operation")
     parser.add_argument("--fixtures", metavar="FILE", help="load this fixture file at start")

@@ -114,6 +114,9 @@ def _size(nbytes: int) -> str:
 def cmd_backup(args) -> int:
     path = database_config(args).db
     target = Path(args.path)
+    backend = backend_for(path)
+    if not Path(path).is_file():   # a database server: its backend says how to back it up
+        backend.backup(path, str(target))
     if target.is_dir():
         raise AuditdError(f"{target} is a directory: give the backup file's path, "
                           f"e.g. {target / 'auditd-backup.db'}")
@@ -123,7 +126,6 @@ def cmd_backup(args) -> int:
     if target.resolve() == Path(path).resolve():
         raise AuditdError("the backup path is the database itself: choose another path")
     say(f"backing up {path} ({_size(Path(path).stat().st_size)}) to {target} ...")
-    backend = backend_for(path)
     try:
         summary = backend.backup(path, str(target))
     except sqlite3.Error as err:
@@ -147,7 +149,8 @@ def cmd_check(args) -> int:
     except sqlite3.Error as err:
         report = {"problems": [f"the database cannot be read: {err}"], "schema_version": None,
                   "counts": {}, "states": {}}
-    print(f"database: {path} ({_size(Path(path).stat().st_size)})")
+    print(f"database: {backend.describe(path)}"
+          + (f" ({_size(Path(path).stat().st_size)})" if Path(path).is_file() else ""))
     print(f"schema version: {report['schema_version']} (this auditd: {backend.SCHEMA_VERSION})")
     counts = report["counts"]
     if counts.get("actions") is not None:

@@ -9,9 +9,11 @@ from ..config import Config
 from ..geo import Locator
 from ..store import open_store
 from ..streams import Streams
+from ..tasks.checkpoints import Checkpointer
 from ..tasks.demo import Demo
 from ..tasks.retention import Retention
-from .appkeys import CONFIG, DEMO, LIMITS, LOCATOR, METRICS, RETENTION, STORE, STREAMS, TICKETS
+from .appkeys import (CHECKPOINTER, CONFIG, DEMO, LIMITS, LOCATOR, METRICS, RETENTION, STORE,
+                      STREAMS, TICKETS)
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import request_middleware
@@ -31,6 +33,20 @@ async def _store_context(app: web.Application):
     app[STORE] = store
     yield
     await store.close()
+
+
+async def _checkpoint_context(app: web.Application):
+    """Signed checkpoints while the server runs (when the store keeps a tree)."""
+    config = app[CONFIG]
+    checkpointer = app[CHECKPOINTER] = Checkpointer(app[STORE], config.db,
+                                                    config.checkpoint_interval)
+    task = asyncio.create_task(checkpointer.run(), name="auditd-checkpoints") \
+        if config.transparency else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _retention_context(app: web.Application):
@@ -78,6 +94,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[DEMO] = Demo()
     app[TICKETS] = {}
     app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(_checkpoint_context)
     app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_access_watch_context)
     if config.demo or config.fixtures:

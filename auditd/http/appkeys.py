@@ -6,6 +6,7 @@ from ..geo import Locator
 from ..model.access import Principal
 from ..store import Store
 from ..streams import Streams
+from ..tasks.checkpoints import Checkpointer
 from ..tasks.demo import Demo
 from ..tasks.retention import Retention
 from .limits import Limits
@@ -19,6 +20,7 @@ METRICS = web.AppKey("metrics", Metrics)
 LIMITS = web.AppKey("limits", Limits)
 DEMO = web.AppKey("demo", Demo)
 RETENTION = web.AppKey("retention", Retention)
+CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
 TICKETS = web.AppKey("console_tickets", dict)   # stream ticket -> (expiry, Authorization)
 PRINCIPAL = web.RequestKey("principal", Principal)   # the authenticated caller
 CREDENTIALS = web.RequestKey("credentials", tuple)  # (user, key) of a stream's caller

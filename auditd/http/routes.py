@@ -1,7 +1,7 @@
 """Every route of the server, in one place (CONTRACT.md section 1)."""
 from aiohttp import web
 
-from . import actions, console, ops, standin, streams
+from . import actions, console, ops, proofs, standin, streams
 from .console import tickets
 
 
@@ -20,6 +20,11 @@ def setup_routes(app: web.Application):
         add("GET", prefix + "/action/{uuid}/logs/", streams.action_logs)
         add("POST", prefix + "/action/{uuid}/logs/", actions.append_logs)
         add("GET", prefix + "/events/", streams.events)
+        add("GET", prefix + "/action/{uuid}/proof/", proofs.proof)
+    # tamper evidence (docs/TRANSPARENCY.md)
+    add("GET", "/api/audit/v1/checkpoint/", proofs.checkpoint)
+    add("POST", "/api/audit/v1/checkpoint/", proofs.sign_checkpoint)
+    add("GET", "/api/audit/v1/checkpoint/consistency/", proofs.consistency)
     # go-dockercloud dials the log stream without /api
     add("GET", "/audit/v1/action/{uuid}/logs/", streams.action_logs)
     add("GET", "/audit/v1/{namespace}/action/{uuid}/logs/", streams.action_logs)

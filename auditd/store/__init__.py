@@ -15,8 +15,12 @@ __all__ = ["Store", "backend_for", "claim_for_serving", "open_store"]
 def backend_for(db: str):
     """The backend module for a `db` setting: a PostgreSQL URL, else an SQLite file path."""
     if db.startswith(("postgresql://", "postgres://")):
-        raise AuditdError(f"{db}: the PostgreSQL backend is not available in this auditd; "
-                          "give the path of an SQLite database file")
+        try:
+            from . import postgres
+        except ImportError as err:   # asyncpg is an extra: pip install 'auditd[postgres]'
+            raise AuditdError(f"the PostgreSQL backend needs asyncpg ({err}): "
+                              "pip install 'auditd[postgres]'") from None
+        return postgres
     from . import sqlite
     return sqlite
 

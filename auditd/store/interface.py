@@ -25,7 +25,10 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 
 from ..model.access import Principal
+from ..model.errors import Unavailable
 from ..model.query import ListQuery, Page
+
+TREE_MISSING = "this storage backend keeps no tamper-evident log yet: use an SQLite database"
 
 
 class Store(ABC):
@@ -60,8 +63,9 @@ class Store(ABC):
     @abstractmethod
     async def authenticate(self, name: str, key: str) -> Principal | None:
         """The user whose name and API key these are, or None. The key is compared with the
-        stored hash in constant time. A change of keys, roles or memberships, by this store or by
-        another process on the same database, shows within a few milliseconds."""
+        stored hash in constant time. A change of keys, roles or memberships by this store shows
+        at once; one by another process on the same database within a few milliseconds (SQLite)
+        or at most a second (a database server: PostgreSQL's notification, or a cache's age)."""
 
     @abstractmethod
     async def add_user(self, name: str, role: str = "user", key: str | None = None) -> str:
@@ -100,6 +104,20 @@ class Store(ABC):
     @abstractmethod
     async def list_orgs(self) -> list[dict]:
         """[{"name", "members": [names]}] sorted by name."""
+
+    @abstractmethod
+    async def export_accounts(self) -> dict:
+        """Every user and organization as stored, for a move to another database (`auditd
+        migrate`): {"users": [{"name", "role", "key_hash", "created_at", "orgs": [names]}],
+        "orgs": [{"name", "created_at"}]}, each list sorted by name. Keys stay hashes."""
+
+    @abstractmethod
+    async def import_accounts(self, accounts: dict) -> dict:
+        """Store what `export_accounts` gave (by this backend or another) in one write: users
+        with their roles, key hashes and creation times, organizations, memberships. A name that
+        exists is left as it is and a membership that exists is kept, so importing again adds
+        nothing. Returns how many were added: {"users", "orgs", "memberships"}. Credential
+        caches see the change as after add_user."""
 
     # ---------------------------------------------------------------- actions: writes
 
@@ -168,6 +186,34 @@ class Store(ABC):
         """None while the database answers reads (credentials, counts, the newest actions) and
         takes writes; else what is wrong and what to do. After a failed write it tries a write
         that changes nothing, so it says ok again as soon as writes work again."""
+
+    # ---------------------------------------------------------------- tamper evidence
+    # The events of every action are the leaves of an RFC 9162 Merkle tree (auditd.leaves,
+    # docs/TRANSPARENCY.md). A backend that keeps no tree leaves these as they are.
+
+    async def tree_head(self) -> tuple[int, bytes]:
+        """(tree size, root hash) as committed."""
+        raise Unavailable(TREE_MISSING)
+
+    async def proof(self, uuid: str, namespaces, tree_size: int) -> dict:
+        """{"uuid", "tree_size", "root_hash" (hex), "leaves": [{"leaf_index", "leaf" (bytes),
+        "inclusion_path" (hex, RFC 9162 order)}]} for every leaf of the action within the first
+        `tree_size` leaves. NotFound as for get_action; InvalidRequest when tree_size is beyond
+        the tree."""
+        raise Unavailable(TREE_MISSING)
+
+    async def consistency(self, first: int, second: int) -> list[str]:
+        """The RFC 9162 consistency path (hex) from size `first` to size `second`;
+        InvalidRequest unless 0 < first <= second <= the tree's size."""
+        raise Unavailable(TREE_MISSING)
+
+    async def save_checkpoint(self, checkpoint: dict):
+        """Keep a signed checkpoint (its tree_size, root_hash, timestamp and the whole dict)."""
+        raise Unavailable(TREE_MISSING)
+
+    async def checkpoint(self, tree_size: int | None = None) -> dict | None:
+        """The latest checkpoint kept, or the one of that size; None when there is none."""
+        raise Unavailable(TREE_MISSING)
 
     # ---------------------------------------------------------------- the data lifecycle
 

@@ -34,11 +34,13 @@ from ...model.uris import normalize_object_uri
 from ..interface import Store
 from . import jobs, lifecycle, listing
 from .database import SCHEMA_VERSION, connect, prepare_database, unavailable
+from .audit import Damage, verify
 from .files import backup, check, claim, quick_check
+from .proofs import TreeReads
 from .writer import Writer, deliver_answers
 
-__all__ = ["SQLiteStore", "SCHEMA_VERSION", "backup", "check", "claim", "create", "describe",
-           "exists"]
+__all__ = ["Damage", "SQLiteStore", "SCHEMA_VERSION", "backup", "check", "claim", "create",
+           "describe", "exists", "verify"]
 
 log = logging.getLogger("auditd.store")
 
@@ -53,7 +55,7 @@ CACHE_RECHECK = 0.005   # seconds between two looks at data_version (see SQLiteS
 
 def create(config) -> "SQLiteStore":
     return SQLiteStore(config.db, synchronous=config.synchronous, group_commit=config.group_commit,
-                       check_on_start=config.check_on_start)
+                       check_on_start=config.check_on_start, transparency=config.transparency)
 
 
 def exists(db: str) -> bool:
@@ -65,10 +67,11 @@ def describe(db: str) -> str:
     return f"SQLite database {db}"
 
 
-class SQLiteStore(Store):
+class SQLiteStore(TreeReads, Store):
     def __init__(self, path: str, synchronous: str = "FULL", group_commit: bool = True,
-                 readers: int = 3, check_on_start: bool = False):
+                 readers: int = 3, check_on_start: bool = False, transparency: bool = True):
         self.check_on_start = check_on_start
+        self.transparency = transparency
         self.path = str(path)
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -91,7 +94,8 @@ class SQLiteStore(Store):
         self.schema_version = await asyncio.to_thread(prepare_database, self.path)
         if self.check_on_start:
             await asyncio.to_thread(quick_check, self.path)
-        self._writer = Writer(self.path, self.synchronous, self.group_commit, self._delivered)
+        self._writer = Writer(self.path, self.synchronous, self.group_commit, self._delivered,
+                              self.transparency)
         await self._writer.open()
         self._readers = asyncio.Queue()
         for _ in range(self.reader_count):
@@ -116,6 +120,7 @@ class SQLiteStore(Store):
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        self._close_proofs()
 
     def _delivered(self, answers, notes):
         self._cache_checked = float("-inf")   # what was cached may have changed: look again
@@ -237,6 +242,19 @@ class SQLiteStore(Store):
             "LEFT JOIN org_members m ON m.org_id = o.id LEFT JOIN users u ON u.id = m.user_id "
             "GROUP BY o.id ORDER BY o.name")
         return [{"name": r[0], "members": sorted(r[1].split(",")) if r[1] else []} for r in rows]
+
+    async def export_accounts(self) -> dict:
+        users = await self._read(
+            "SELECT u.name, u.role, u.key_hash, u.created_at, group_concat(o.name, char(31)) "
+            "FROM users u LEFT JOIN org_members m ON m.user_id = u.id "
+            "LEFT JOIN orgs o ON o.id = m.org_id GROUP BY u.id ORDER BY u.name")
+        orgs = await self._read("SELECT name, created_at FROM orgs ORDER BY name")
+        return {"users": [{"name": r[0], "role": r[1], "key_hash": r[2], "created_at": r[3],
+                           "orgs": sorted(r[4].split("\x1f")) if r[4] else []} for r in users],
+                "orgs": [{"name": r[0], "created_at": r[1]} for r in orgs]}
+
+    async def import_accounts(self, accounts: dict) -> dict:
+        return await self._write(jobs.import_accounts, accounts)
 
     # -- actions: writes
 

@@ -9,13 +9,15 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
-MIGRATIONS: dict[int, str] = {
+MIGRATIONS: dict = {
     # 2: object filters check the namespace from the index, not from each row
     1: "DROP INDEX actions_by_object; "
        "CREATE INDEX actions_by_object ON actions (object_id, namespace, start_ts, id)",
+    # 3: the tamper-evident log (tree.py); the actions already there enter it as they are now
+    2: "tree",
 }
 
 
@@ -31,6 +33,7 @@ class WriterConnection(sqlite3.Connection):
         self.object_ids: dict[str, int] = {}
         self.object_edges: set[tuple[int, int]] = set()
         self.ancestors: dict[int, tuple[str, ...]] = {}   # object id -> its ancestors' URIs
+        self.frontier = None          # the Merkle tree's frontier (tree.py); None: no tree
 
     def forget(self):
         self.object_ids.clear()
@@ -110,8 +113,15 @@ def prepare_database(path: str) -> int:
             return SCHEMA_VERSION
         while version < SCHEMA_VERSION:
             log.info("migrating %s from schema version %d to %d", path, version, version + 1)
-            conn.executescript("BEGIN IMMEDIATE;" + MIGRATIONS[version]
-                               + f"; PRAGMA user_version = {version + 1}; COMMIT;")
+            if MIGRATIONS[version] == "tree":
+                from .tree import migrate     # a step in Python: leaves for the actions there
+                conn.execute("BEGIN IMMEDIATE")
+                migrate(conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+            else:
+                conn.executescript("BEGIN IMMEDIATE;" + MIGRATIONS[version]
+                                   + f"; PRAGMA user_version = {version + 1}; COMMIT;")
             version += 1
         return version
     finally:

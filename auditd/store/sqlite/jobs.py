@@ -3,6 +3,7 @@
 import json
 import sqlite3
 
+from ... import leaves
 from ...model import dates
 from ...model.access import check_visible
 from ...model.actions import cancel_state, check_move, moved, retry_record
@@ -10,6 +11,7 @@ from ...model.document import render_action
 from ...model.errors import Conflict, NotFound
 from ...model.notes import ActionChanged, LinesAppended
 from ...model.uris import normalize_object_uri
+from . import tree
 from .database import OBJECT_CACHE_ENTRIES
 
 ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path", "object",
@@ -80,6 +82,24 @@ def set_member(conn, org, user, member: bool):
                       (org_row[0], user_row[0])).rowcount == 0:
         raise NotFound(f"'{user}' is not a member of '{org}'")
     return None, []
+
+
+def import_accounts(conn, accounts: dict):
+    """Users (key hashes, roles, creation times), organizations and memberships as
+    `Store.export_accounts` gives them; names that exist are left alone."""
+    added = {"users": 0, "orgs": 0, "memberships": 0}
+    for org in accounts.get("orgs", ()):
+        added["orgs"] += conn.execute("INSERT OR IGNORE INTO orgs (name, created_at) VALUES (?, ?)",
+                                      (org["name"], org["created_at"])).rowcount
+    for user in accounts.get("users", ()):
+        added["users"] += conn.execute(
+            "INSERT OR IGNORE INTO users (name, role, key_hash, created_at) VALUES (?, ?, ?, ?)",
+            (user["name"], user["role"], user["key_hash"], user["created_at"])).rowcount
+        for org in user["orgs"]:
+            added["memberships"] += conn.execute(
+                "INSERT OR IGNORE INTO org_members (org_id, user_id) SELECT o.id, u.id "
+                "FROM orgs o, users u WHERE o.name = ? AND u.name = ?", (org, user["name"])).rowcount
+    return added, []
 
 
 # ---------------------------------------------------------------------------- the object graph
@@ -190,6 +210,7 @@ def insert_action(conn, record: dict):
         action["id"] = conn.execute(_INSERT_ACTION, _row(action)).lastrowid
     except sqlite3.IntegrityError:
         raise Conflict(f"an action with uuid {action['uuid']} already exists") from None
+    tree.add(conn, action["id"], leaves.record_leaf(record))
     return action, _changed(conn, "create", action)
 
 
@@ -202,6 +223,8 @@ def insert_actions(conn, jobs: list[tuple]) -> list:
     for offset, action in enumerate(actions):
         action["id"] = first + offset
     conn.executemany(_INSERT_ACTIONS, [[a["id"], *_row(a)] for a in actions])
+    tree.add_many(conn, [(a["id"], leaves.record_leaf(record))
+                         for a, (record,) in zip(actions, jobs)])
     return [(action, _changed(conn, "create", action)) for action in actions]
 
 
@@ -214,11 +237,14 @@ def load_action(conn, uuid: str, namespaces) -> dict:
     return stored(row)
 
 
-def set_state(conn, action: dict, state: str):
-    action = moved(action, state)
+def set_state(conn, action: dict, state: str, cancel: bool = False):
+    before, now = action["state"], dates.now()
+    action = moved(action, state, now)
     action["doc"] = render_action(action)
     conn.execute("UPDATE actions SET state = ?, end_ts = ?, doc = ? WHERE id = ?",
                  (state, action["end_ts"], action["doc"], action["id"]))
+    tree.add(conn, action["id"], leaves.state_leaf(action["uuid"], before, state, now,
+                                                   action["end_ts"], cancel))
     return action, _changed(conn, "update", action)
 
 
@@ -230,11 +256,15 @@ def change_state(conn, uuid, state, namespaces):
 
 def cancel(conn, uuid, namespaces):
     action = load_action(conn, uuid, namespaces)
-    return set_state(conn, action, cancel_state(action))
+    return set_state(conn, action, cancel_state(action), cancel=True)
 
 
 def retry(conn, uuid, namespaces, caller):
-    return insert_action(conn, retry_record(load_action(conn, uuid, namespaces), caller))
+    original = load_action(conn, uuid, namespaces)
+    record = retry_record(original, caller)
+    tree.add(conn, original["id"], leaves.retry_leaf(original["uuid"], record["uuid"],
+                                                     dates.now()))
+    return insert_action(conn, record)
 
 
 def append_logs(conn, uuid, lines, namespaces):
@@ -246,6 +276,7 @@ def append_logs(conn, uuid, lines, namespaces):
     conn.executemany("INSERT INTO action_logs (action_id, seq, ts, stream_type, line) "
                      "VALUES (?, ?, ?, ?, ?)", stored)
     conn.execute("UPDATE actions SET log_count = ? WHERE id = ?", (row[2] + len(lines), action_id))
+    tree.add(conn, action_id, leaves.logs_leaf(uuid, first, lines))
     return len(lines), [LinesAppended(action_id, [s[1:] for s in stored])]
 
 

@@ -12,10 +12,13 @@ is why they live inside the backend.
 import sqlite3
 from collections import defaultdict
 
+from ... import leaves
+from ...model import dates
 from ...model.actions import FINAL_STATES
 from ...model.notes import ActionsRemoved
-from .jobs import STORED_COLUMNS, add_parent, append_logs, insert_action, object_id, stored
+from . import tree
 from .database import savepoint
+from .jobs import STORED_COLUMNS, add_parent, append_logs, insert_action, object_id, stored
 from .writer import heavy_job
 
 _FINAL = tuple(sorted(FINAL_STATES))
@@ -209,9 +212,16 @@ def _insert_logs(conn, action_id: int, logs: list) -> int:
     if not logs:
         return 0
     before = conn.total_changes
+    had = conn.execute("SELECT log_count, uuid FROM actions WHERE id = ?", (action_id,)).fetchone()
     conn.executemany("INSERT OR IGNORE INTO action_logs (action_id, seq, ts, stream_type, line) "
                      "VALUES (?, ?, ?, ?, ?)", [(action_id, *line) for line in logs])
     added = conn.total_changes - before
+    new = sorted(line for line in logs if line[0] > had[0])
+    if new and [line[0] for line in new] == list(range(had[0] + 1, had[0] + 1 + len(new))):
+        # the lines that continue the log enter the tree as one batch (a gap, as a resumed
+        # import of a partial file may leave, does not: `auditd verify` names such an action)
+        tree.add(conn, action_id, leaves.logs_leaf(had[1], had[0] + 1,
+                                                   [line[1:] for line in new]))
     if added:
         # The next appended line takes log_count + 1, so log_count must cover the highest seq.
         conn.execute("UPDATE actions SET log_count = max(log_count, ?) WHERE id = ?",
@@ -240,12 +250,14 @@ def purge_batch(conn, cut: int, max_rows: int):
     about `max_rows` rows (actions plus log lines), so the writer is never held long.
     Returns ((actions removed, log lines removed, done), no notes)."""
     candidates = conn.execute(
-        f"SELECT id, log_count FROM actions WHERE {_PURGEABLE} ORDER BY end_ts, id LIMIT ?",
+        f"SELECT id, log_count, uuid FROM actions WHERE {_PURGEABLE} ORDER BY end_ts, id "
+        "LIMIT ?",
         (*_FINAL, cut, max_rows)).fetchall()
     if not candidates:
         return (0, 0, True), []
     budget, removed_actions, removed_lines = max_rows, [], 0
-    for action_id, log_count in candidates:
+    uuids = {action_id: uuid for action_id, _, uuid in candidates}
+    for action_id, log_count, _ in candidates:
         if log_count + 1 > budget:
             if not removed_actions:   # a long log goes away in several batches, oldest lines first
                 lines = conn.execute(
@@ -262,6 +274,7 @@ def purge_batch(conn, cut: int, max_rows: int):
         removed_actions.append(action_id)
         removed_lines += lines
         budget -= lines + 1
+    tree.purge_actions(conn, [(a, uuids[a]) for a in removed_actions], dates.now())
     return (len(removed_actions), removed_lines, False), []
 
 
@@ -293,6 +306,7 @@ def reset(conn):
     conn.execute("DELETE FROM object_parents")
     conn.execute("DELETE FROM objects")
     conn.execute("DELETE FROM action_counts")
+    tree.clear(conn)              # a stand-in reset: the history goes with every action
     if hasattr(conn, "forget"):   # the objects it knew are gone
         conn.forget()
     return counts, [ActionsRemoved()]

@@ -100,3 +100,30 @@ END;
 CREATE TRIGGER action_counts_delete AFTER DELETE ON actions BEGIN
     UPDATE action_counts SET n = n - 1 WHERE namespace = OLD.namespace AND state = OLD.state;
 END;
+
+-- The tamper-evident log (tree.py, docs/TRANSPARENCY.md): every immutable event is a leaf of an
+-- RFC 9162 Merkle tree; the frontier and every 4th level's subtree roots make proofs cheap.
+CREATE TABLE events (
+    idx        INTEGER PRIMARY KEY,     -- leaf index + 1, in the order the leaves were added
+    action_id  INTEGER NOT NULL,        -- the action it is about (kept after a purge)
+    leaf       BLOB,                    -- the canonical leaf bytes; NULL once purged
+    hash       BLOB NOT NULL            -- leaf_hash(leaf)
+);
+CREATE INDEX events_by_action ON events (action_id, idx);
+CREATE TABLE tree_nodes (
+    level      INTEGER NOT NULL,
+    idx        INTEGER NOT NULL,
+    hash       BLOB    NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE tree_state (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    frontier   BLOB    NOT NULL         -- CompactRange.to_bytes()
+);
+INSERT INTO tree_state (id, frontier) VALUES (1, zeroblob(8));
+CREATE TABLE checkpoints (
+    tree_size  INTEGER PRIMARY KEY,
+    root_hash  BLOB    NOT NULL,
+    timestamp  INTEGER NOT NULL,
+    document   TEXT    NOT NULL         -- the signed checkpoint as the API sends it (JSON)
+);

@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ...model.errors import Unavailable
+from . import tree
 from .database import WriterConnection, connect, savepoint, unavailable
 
 log = logging.getLogger("auditd.store")
@@ -28,7 +29,9 @@ class Writer:
     on the writer's thread too, so they never stall the loop.
     """
 
-    def __init__(self, path: str, synchronous: str, group_commit: bool, deliver):
+    def __init__(self, path: str, synchronous: str, group_commit: bool, deliver,
+                 transparency: bool = True):
+        self.transparency = transparency
         self.path, self.synchronous = path, synchronous
         self.max_batch = MAX_BATCH if group_commit else 1
         self.deliver = deliver          # called on the loop with [(future, ok, result)], notes
@@ -49,6 +52,8 @@ class Writer:
         self.conn = await self._in_thread(connect, self.path, self.synchronous, WriterConnection)
         # A checkpoint leaves the WAL at most this long, so disk space comes back after a burst.
         await self._in_thread(self.conn.execute, f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+        self.conn.frontier = await self._in_thread(tree.load, self.conn) \
+            if self.transparency else None
 
     def submit(self, fn, args, heavy: bool) -> asyncio.Future:
         future = self.loop.create_future()
@@ -140,7 +145,7 @@ class Writer:
                         ok, result, job_notes = self._run_job(fn, args)
                     answers.append((future, ok, result))
                     notes.extend(job_notes)
-            await self._in_thread(self.conn.execute, "COMMIT")
+            await self._in_thread(self._commit)
             self.commits += 1
             self.failure = None
         except sqlite3.Error as err:
@@ -151,6 +156,11 @@ class Writer:
             return [(future, False, self.failure) for *_, future in batch], []
         return answers, notes
 
+    def _commit(self):
+        if self.conn.frontier is not None:
+            tree.seal(self.conn, self.conn.frontier)   # the batch's leaves, into the tree
+        self.conn.execute("COMMIT")
+
     def _recover(self):
         """After a failed transaction: roll back what is left, and give the WAL's space back
         (after a full disk it would otherwise keep its size, and writes might not resume once
@@ -159,6 +169,8 @@ class Writer:
         try:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+            if self.conn.frontier is not None:   # it may have taken leaves that were not kept
+                self.conn.frontier = tree.load(self.conn)
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as err:
             log.warning("could not truncate the write-ahead log after the failure: %s", err)

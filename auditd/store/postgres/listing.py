@@ -1,0 +1,106 @@
+"""List queries: one statement gives a page of Action JSON and its exact total_count from one
+snapshot. The statement's text depends only on the query's shape and is cached.
+
+- The page is found by keyset over (start_ts, id) when a cursor is given (a deep page costs what
+  the first does), else by LIMIT/OFFSET; every partition has the (start_ts, id) indexes, and the
+  planner merges them in order.
+- total_count comes from `action_counts` (kept by triggers in the writing transaction) when the
+  query filters by namespace and state at most, so it never scans; other filters count rows.
+"""
+import functools
+
+from ...model.query import ListQuery
+
+# The object itself, all its ancestors and all its descendants (never its siblings).
+RELATED_SQL = (
+    "WITH RECURSIVE up(id) AS (SELECT $1::bigint UNION "
+    "  SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id), "
+    "down(id) AS (SELECT $1::bigint UNION "
+    "  SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id) "
+    "SELECT id FROM up UNION SELECT id FROM down")
+
+_COLUMN_FILTERS = {
+    "uuid": "uuid = {}", "state": "state = {}", "action": "action = {}", "user": '"user" = {}',
+    "is_user_action": "is_user_action = {}",
+    "start_date__gte": "start_ts >= {}", "start_date__lte": "start_ts <= {}",
+    "end_date__gte": "end_ts >= {}", "end_date__lte": "end_ts <= {}",
+}
+_TYPES = {"uuid": "text", "state": "text", "action": "text", "user": "text",
+          "is_user_action": "smallint"}
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str]:
+    prefix = prefix.lower()
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _filter_value(name: str, value):
+    if name == "uuid":
+        return value.lower()
+    return int(value) if name == "is_user_action" else value
+
+
+def list_sql(query: ListQuery, object_ids=None) -> tuple[str, list]:
+    """The statement and its parameters. Rows: (total, doc, start_ts, id); one row with a NULL
+    doc when the page is empty. `object_ids`: the objects whose actions are wanted."""
+    f = query.filters
+    filters = tuple(name for name in _COLUMN_FILTERS if name in f)
+    counted = set(f) <= {"state"}
+    names = sorted(query.namespaces) if query.namespaces is not None else None
+    # One namespace is compared with =, so the planner can walk an index in page order.
+    shape = None if names is None else "one" if len(names) == 1 else "many"
+    sql = _list_statement(shape, filters, "uuid__startswith" in f, object_ids is not None,
+                          counted, query.newest_first, query.cursor is not None)
+    params = [] if names is None else [names[0]] if len(names) == 1 else [names]
+    params += [_filter_value(name, f[name]) for name in filters]
+    if "uuid__startswith" in f:
+        params.extend(_prefix_bounds(f["uuid__startswith"]))
+    if object_ids is not None:
+        params.append(list(object_ids))
+    if query.cursor is not None:
+        params.extend(query.cursor)
+    offset = 0 if query.cursor is not None else query.offset
+    return sql, [*params, query.limit, offset]
+
+
+@functools.lru_cache(maxsize=512)
+def _list_statement(namespaces: str | None, filters: tuple, prefix: bool, by_object: bool,
+                    counted: bool, newest_first: bool, with_cursor: bool) -> str:
+    n = 0
+
+    def param(cast: str = "") -> str:
+        nonlocal n
+        n += 1
+        return f"${n}{'::' + cast if cast else ''}"
+
+    where, count_where = [], []
+    if namespaces == "one":
+        where.append(f"namespace = {param('text')}")
+        count_where.append(where[-1])
+    elif namespaces == "many":
+        where.append(f"namespace = ANY({param('text[]')})")
+        count_where.append(where[-1])
+    for name in filters:
+        where.append(_COLUMN_FILTERS[name].format(param(_TYPES.get(name, "bigint"))))
+        if name == "state":
+            count_where.append(where[-1])
+    if prefix:
+        where.append(f"uuid >= {param('text')} AND uuid < {param('text')}")
+    if by_object:
+        where.append(f"object_id = ANY({param('bigint[]')})")
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    if counted:
+        count_clause = (" WHERE " + " AND ".join(count_where)) if count_where else ""
+        count_sql = f"SELECT coalesce(sum(n), 0)::bigint FROM action_counts{count_clause}"
+    else:
+        count_sql = f"SELECT count(*) FROM actions{clause}"
+    order = "DESC" if newest_first else "ASC"
+    page_where = list(where)
+    if with_cursor:
+        page_where.append(f"(start_ts, id) {'<' if newest_first else '>'} "
+                          f"({param('bigint')}, {param('bigint')})")
+    page_clause = (" WHERE " + " AND ".join(page_where)) if page_where else ""
+    return (f"SELECT ({count_sql}) AS total, p.doc, p.start_ts, p.id FROM (SELECT 1) AS one "
+            f"LEFT JOIN LATERAL (SELECT doc, start_ts, id FROM actions{page_clause} "
+            f"ORDER BY start_ts {order}, id {order} LIMIT {param('bigint')} "
+            f"OFFSET {param('bigint')}) AS p ON true")
