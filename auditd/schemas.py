@@ -280,6 +280,7 @@ class ActionItemSchema(RecordActionSchema):
     retriable = StrictBool()
     parents = ParentsValue()
     logs = fields.Raw()
+    proof = fields.Raw()            # an export's proof: for verifiers, not kept
 
 
 ACTION_ITEM_SCHEMA = ActionItemSchema()

@@ -5,6 +5,7 @@ Needs only the standard library and `cryptography`; docs/TRANSPARENCY.md describ
     python -m auditd.verify checkpoint CP.json [--public-key B64]
     python -m auditd.verify proof PROOF.json [--checkpoint CP.json] [--public-key B64]
     python -m auditd.verify consistency OLD_CP.json NEW_CP.json PROOF.json [--public-key B64]
+    python -m auditd.verify export FILE.ndjson [--public-key B64]   (auditd export --proofs)
 
 Exit status 0 when everything verifies, 1 (with one sentence saying what failed) otherwise.
 Without --public-key a checkpoint is checked against the key it names: that shows it was not
@@ -133,6 +134,66 @@ def consistency(old: dict, new: dict, proof: dict, public_key=None) -> str:
 
 # ---------------------------------------------------------------------------- command line
 
+EXPORTED = ("namespace", "state", "action", "method", "path", "object", "user", "user_agent",
+            "ip", "location", "body")
+
+
+def export(lines, public_key=None) -> str:
+    """Check an `auditd export --proofs` file: its checkpoint's signature, every action's proof
+    against it, and that what the file says of each action (its fields and log lines) is what
+    its proven events replay to. `lines`: the file's lines."""
+    cp, actions, logs, open_logs = None, 0, {}, {}
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            item = json.loads(text)
+        except ValueError:
+            raise VerificationError(f"line {number} is not JSON") from None
+        if number == 1:
+            if not isinstance(item, dict) or set(item) != {"checkpoint"}:
+                raise VerificationError("line 1 is not the export's checkpoint: export with "
+                                        "--proofs")
+            cp = item["checkpoint"]
+            checkpoint(cp, public_key)
+            continue
+        if "logs_of" in item:
+            logs.setdefault(item["logs_of"], []).extend(item.get("logs", []))
+            continue
+        if item.get("proof") is None:
+            raise VerificationError(f"line {number}: action {item.get('uuid')} has no proof "
+                                    "(recorded after the checkpoint?)")
+        action = _proven(dict(item["proof"], uuid=item.get("uuid")), cp, public_key, number)
+        for name in EXPORTED:
+            if item.get(name) != action[name]:
+                raise VerificationError(f"line {number}: action {action['uuid']}'s {name} is "
+                                        f"{item.get(name)!r} in the file but "
+                                        f"{action[name]!r} in the log")
+        logs[action["uuid"]] = list(item.get("logs", []))
+        open_logs[action["uuid"]] = (number, action["logs"])
+        actions += 1
+    for uuid, (number, proven) in open_logs.items():
+        said = [(line.get("seq"), line.get("timestamp"), line.get("streamType"), line.get("log"))
+                for line in logs[uuid]]
+        if said != [tuple(line) for line in proven[:len(said)]]:
+            raise VerificationError(f"line {number}: action {uuid}'s log lines in the file are "
+                                    "not the ones in the log")
+    if cp is None:
+        raise VerificationError("the file is empty")
+    return (f"{actions} actions, their fields and log lines, are in the tree of the "
+            f"checkpoint of size {cp['tree_size']}")
+
+
+def _proven(proof: dict, cp: dict, public_key, number: int) -> dict:
+    """The action as its proven events replay to (inclusion checked against `cp`)."""
+    try:
+        inclusion(proof, cp, public_key)
+    except VerificationError as e:
+        raise VerificationError(f"line {number}: {e}") from None
+    events = [decode_leaf(base64.b64decode(item["leaf"])) for item in proof["leaves"]]
+    return replay(events)
+
+
 def _read(path: str, what: str):
     try:
         if path == "-":
@@ -167,6 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("proof", metavar="PROOF.json",
                    help="as GET .../checkpoint/consistency/?first=N&second=M returns")
     p.add_argument("--public-key", **key)
+    p = sub.add_parser("export", help="check an export made with 'auditd export --proofs'")
+    p.add_argument("file", metavar="FILE.ndjson")
+    p.add_argument("--public-key", **key)
     return parser
 
 
@@ -175,6 +239,12 @@ def main(argv=None) -> int:
     try:
         if args.command == "checkpoint":
             said = checkpoint(_read(args.checkpoint, "checkpoint"), args.public_key)
+        elif args.command == "export":
+            try:
+                with open(args.file, encoding="utf-8") as f:
+                    said = export(f, args.public_key)
+            except OSError as e:
+                raise VerificationError(f"cannot read {args.file}: {e.strerror}") from None
         elif args.command == "proof":
             cp = _read(args.checkpoint, "checkpoint") if args.checkpoint else None
             said = inclusion(_read(args.proof, "proof"), cp, args.public_key)

@@ -166,3 +166,30 @@ def test_a_rewritten_log_is_caught_by_a_checkpoint_kept_elsewhere(stopped):
     assert _verify(db).returncode == 0                   # consistent in itself ...
     done = _verify(db, "--checkpoint", str(cp_file))     # ... but not with what was signed
     assert done.returncode == 1 and "rewritten" in done.stdout
+
+
+def test_an_export_with_proofs_verifies_later_without_auditd(busy_server, tmp_path):
+    srv, api, made = busy_server
+    out = tmp_path / "proven.ndjson"
+    srv.stop()
+    done = subprocess.run([sys.executable, "-m", "auditd", "export", "--proofs", "-o", str(out),
+                           "--db", str(srv.db)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    check = subprocess.run([sys.executable, "-m", "auditd.verify", "export", str(out)],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "7 actions" in check.stdout
+    # a changed field in the file no longer verifies
+    lines = out.read_text().splitlines()
+    lines[2] = lines[2].replace('"user":"admin"', '"user":"mallory"')
+    forged = tmp_path / "forged.ndjson"
+    forged.write_text("\n".join(lines) + "\n")
+    check = subprocess.run([sys.executable, "-m", "auditd.verify", "export", str(forged)],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert check.returncode == 1 and "user" in check.stderr
+    # and auditd imports it like any export
+    imported = subprocess.run([sys.executable, "-m", "auditd", "import", str(out), "--db",
+                               str(tmp_path / "copy.db")], capture_output=True, text=True,
+                              cwd=ROOT)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 7 actions" in imported.stderr

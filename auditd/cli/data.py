@@ -10,12 +10,15 @@ from ..model import dates
 from ..model.actions import STATES
 from ..model.errors import AuditdError
 from ..store import backend_for, open_store
+from ..tasks.checkpoints import Checkpointer
 from .common import add_db_options, database_config, date_arg, say
 from .progress import Progress
 
 
 def cmd_export(args) -> int:
     config = database_config(args)
+    if args.proofs and args.format != "ndjson":
+        raise AuditdError("--proofs needs --format ndjson: CSV has no room for proofs")
     filters = {"states": args.state, "namespaces": args.namespace,
                "since": args.since, "until": args.until}
     target = Path(args.output) if args.output and args.output != "-" else None
@@ -26,7 +29,11 @@ def cmd_export(args) -> int:
             total = await store.count_actions(filters)
             # No bar over the actions themselves when they go to the same terminal.
             progress = None if out.isatty() else Progress("exporting", total, "actions")
-            count = await ndjson.export(store, filters, out, args.format, progress)
+            checkpoint = None
+            if args.proofs:
+                checkpoint = await Checkpointer(store, config.db, 60).sign()
+            count = await ndjson.export(store, filters, out, args.format, progress,
+                                        checkpoint=checkpoint)
             if progress is not None:
                 progress.finish(count)
             return count
@@ -189,6 +196,9 @@ def register_commands(commands):
                             help="only actions that started at or after DATE")
     export_cmd.add_argument("--until", type=date_arg, metavar="DATE",
                             help="only actions that started before DATE")
+    export_cmd.add_argument("--proofs", action="store_true",
+                            help="NDJSON with a signed checkpoint first and each action's "
+                                 "inclusion proof, for 'python -m auditd.verify export FILE'")
     add_db_options(export_cmd)
     export_cmd.set_defaults(func=cmd_export)
 

@@ -14,7 +14,7 @@ from ..schemas import MAX_LOG_LINE, MAX_LOG_LINES, UuidText, describe_errors, lo
 LOG_KEYS = frozenset({"seq", "timestamp", "streamType", "log", "type"})
 LOG_SHAPE = '{"log": str, "timestamp": int, "streamType": str, "seq": int}'
 _NOT_PRODUCER = ("uuid", "location", "logs", "resource_uri", "cancelable", "retriable",
-                 "parents")
+                 "parents", "proof")
 
 
 def load_item(data, default_user: str | None, locate=None) -> tuple[dict, list, list]:

@@ -15,10 +15,12 @@ CSV has one row per action: the Action's keys, its namespace and its log_count.
 Import keys actions by uuid and log lines by (uuid, seq): importing a file twice adds nothing.
 """
 import asyncio
+import base64
 import csv
 import json
 
 from ..model.document import WIRE_FIELDS
+from ..model.errors import InvalidRequest
 from .items import load_item, load_logs, load_uuid, numbered
 
 IMPORT_BATCH_ACTIONS = 500         # one writer transaction per batch of records ...
@@ -53,13 +55,19 @@ def _dumps(record) -> str:
 
 
 async def export(store, filters: dict, out, fmt: str = "ndjson", progress=None,
-                 log_chunk: int = LOG_CHUNK) -> int:
-    """Write every matching action to the text stream `out`; returns how many."""
+                 log_chunk: int = LOG_CHUNK, checkpoint: dict | None = None) -> int:
+    """Write every matching action to the text stream `out`; returns how many.
+
+    With a signed `checkpoint` (NDJSON only) the first line is {"checkpoint": ...} and every
+    action carries "proof": its leaves and their inclusion paths in that checkpoint's tree, so
+    `python -m auditd.verify export FILE` can check the file later, without auditd."""
     count = 0
     writer = None
     if fmt == "csv":
         writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
+    elif checkpoint is not None:
+        out.write(_dumps({"checkpoint": checkpoint}))
     async for kind, action, *rest in store.export_actions(filters, with_logs=fmt == "ndjson",
                                                           log_chunk=log_chunk):
         if kind == "logs":
@@ -73,10 +81,24 @@ async def export(store, filters: dict, out, fmt: str = "ndjson", progress=None,
             writer.writerow(dict(row, namespace=action["namespace"],
                                  log_count=action["log_count"]))
         else:
-            out.write(_dumps(export_record(action, *rest)))
+            record = export_record(action, *rest)
+            if checkpoint is not None:
+                record["proof"] = await _proof(store, action["uuid"], checkpoint["tree_size"])
+            out.write(_dumps(record))
         if progress is not None:
             progress.update(count)
     return count
+
+
+async def _proof(store, uuid: str, size: int) -> dict | None:
+    """The action's leaves in the checkpoint's tree (None for an action recorded after it)."""
+    try:
+        proof = await store.proof(uuid, None, size)
+    except InvalidRequest:
+        return None
+    for leaf in proof["leaves"]:
+        leaf["leaf"] = base64.b64encode(leaf["leaf"]).decode() if leaf["leaf"] else None
+    return {k: proof[k] for k in ("tree_size", "root_hash", "leaves")}
 
 
 # ---------------------------------------------------------------------------- import
@@ -90,6 +112,8 @@ def parse_line(text: str, lineno: int):
         raise ValueError(f"not JSON ({err})") from None
     if not isinstance(data, dict):
         raise ValueError("must be a JSON object (an action, or {\"logs_of\": uuid, \"logs\": ...})")
+    if "checkpoint" in data and len(data) == 1:
+        return None                        # an export's checkpoint line: for verifiers
     if "logs_of" in data:
         if set(data) - {"logs_of", "logs"}:
             raise ValueError("a logs_of line has only the keys logs_of and logs")
@@ -164,6 +188,8 @@ async def import_file(store, stream, size: int | None = None, progress=None,
                 item = parse_line(raw.decode("utf-8"), lineno)
             except (ValueError, UnicodeDecodeError) as err:
                 summary.errors.append((lineno, str(err)))
+                continue
+            if item is None:
                 continue
             batch.append(item)
             batch_size += len(item[-1])
