@@ -1,7 +1,7 @@
 """Every route of the server, in one place (CONTRACT.md section 1)."""
 from aiohttp import web
 
-from . import actions, console, ops, standin, streams
+from . import actions, console, openapi, ops, standin, streams
 from .console import tickets
 
 
@@ -20,6 +20,7 @@ def setup_routes(app: web.Application):
         add("GET", prefix + "/action/{uuid}/logs/", streams.action_logs)
         add("POST", prefix + "/action/{uuid}/logs/", actions.append_logs)
         add("GET", prefix + "/events/", streams.events)
+    app.router.add_get(openapi.PATH, openapi.serve)   # the OpenAPI document, no credentials
     # go-dockercloud dials the log stream without /api
     add("GET", "/audit/v1/action/{uuid}/logs/", streams.action_logs)
     add("GET", "/audit/v1/{namespace}/action/{uuid}/logs/", streams.action_logs)
