@@ -120,7 +120,7 @@ def rest_paths(suffix: str, prefix: str) -> dict:
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": ref("schemas", "RecordAction"), "example": RECORD_EXAMPLE}}},
                 "responses": {"201": _action("201", "The recorded action", links),
-                              **_errors("400", "401", "403", *maybe_404, "413", "415", "503")},
+                              **_errors("400", "401", "403", "413", "415", "503")},
             },
         },
         prefix + "/action/{uuid}/": {
