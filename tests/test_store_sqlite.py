@@ -150,3 +150,11 @@ async def test_a_body_is_stored_once_and_a_retry_does_not_copy_it_twice(tmp_path
         stored = conn.execute("SELECT sum(length(coalesce(body, ''))), sum(length(doc)) "
                               "FROM actions").fetchone()
     assert stored[0] == 0 and stored[1] < 2 * 200_000 + 4000    # one copy per action, in doc
+
+
+async def test_an_empty_log_append_is_no_event(tmp_path):
+    async with SQLiteStore(tmp_path / "empty.db") as store:
+        action = await store.record_action(new_action(action="A", user="u"))
+        size, _ = await store.tree_head()
+        assert await store.append_logs(action["uuid"], [], None) == 0
+        assert (await store.tree_head())[0] == size

@@ -12,6 +12,7 @@ from . import streams
 from .appkeys import CONFIG, CREDENTIALS, LIMITS, METRICS, PRINCIPAL, STORE
 from .auth import check_credentials, credentials_of
 from .console.tickets import redeem
+from .openapi import PATH as OPENAPI_PATH
 from .responses import error_response
 
 log = logging.getLogger("auditd.app")
@@ -54,8 +55,10 @@ STREAM_HANDLERS = frozenset({streams.action_logs, streams.events})
 
 
 async def authenticate_request(request: web.Request):
-    """Every API route needs credentials; the streams also take them as ?user=&token=."""
-    if request.match_info.http_exception is None and request.path.startswith(("/api/", "/audit/")):
+    """Every API route needs credentials (but the OpenAPI document); the streams also take them
+    as ?user=&token=."""
+    if request.match_info.http_exception is None and request.path.startswith(
+            ("/api/", "/audit/")) and request.path != OPENAPI_PATH:   # the document is public
         from_query = request.match_info.handler in STREAM_HANDLERS
         header = request.headers.get("Authorization")
         if from_query and "ticket=" in request.rel_url.raw_query_string:

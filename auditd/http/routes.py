@@ -1,7 +1,7 @@
 """Every route of the server, in one place (CONTRACT.md section 1)."""
 from aiohttp import web
 
-from . import actions, console, ops, proofs, standin, streams
+from . import actions, console, openapi, ops, proofs, standin, streams
 from .console import tickets
 
 
@@ -25,6 +25,7 @@ def setup_routes(app: web.Application):
     add("GET", "/api/audit/v1/checkpoint/", proofs.checkpoint)
     add("POST", "/api/audit/v1/checkpoint/", proofs.sign_checkpoint)
     add("GET", "/api/audit/v1/checkpoint/consistency/", proofs.consistency)
+    app.router.add_get(openapi.PATH, openapi.serve)   # the OpenAPI document, no credentials
     # go-dockercloud dials the log stream without /api
     add("GET", "/audit/v1/action/{uuid}/logs/", streams.action_logs)
     add("GET", "/audit/v1/{namespace}/action/{uuid}/logs/", streams.action_logs)

@@ -29,9 +29,10 @@ log = logging.getLogger("auditd.server")
 
 SWEEP_INTERVAL = 0.5
 # Descriptors kept free under the limit: the database, log files and listening sockets (64), and
-# a burst of accepted sockets whose connections are not made yet (asyncio accepts up to the
-# listen backlog, 128 here, before the guard hears of any of them), twice.
-RESERVED_DESCRIPTORS = 64 + 2 * 128
+# the sockets accepted before the guard hears of them: asyncio accepts up to the listen backlog
+# (128) per readiness event and makes their connections a loop turn or two later, so under load
+# several bursts can be in flight (measured: two were not always enough).
+RESERVED_DESCRIPTORS = 64 + 4 * 128
 _REFUSAL_BODY = (b'{"error": "too many open connections: retry in a second, or reuse '
                  b'your connection"}')
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"

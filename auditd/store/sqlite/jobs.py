@@ -276,7 +276,8 @@ def append_logs(conn, uuid, lines, namespaces):
     conn.executemany("INSERT INTO action_logs (action_id, seq, ts, stream_type, line) "
                      "VALUES (?, ?, ?, ?, ?)", stored)
     conn.execute("UPDATE actions SET log_count = ? WHERE id = ?", (row[2] + len(lines), action_id))
-    tree.add(conn, action_id, leaves.logs_leaf(uuid, first, lines))
+    if lines:     # an empty append is no event
+        tree.add(conn, action_id, leaves.logs_leaf(uuid, first, lines))
     return len(lines), [LinesAppended(action_id, [s[1:] for s in stored])]
 
 

@@ -1,0 +1,97 @@
+"""How long one big request stalls everyone else (RELIABILITY.md, issue 10's finding 6).
+
+    python -m bench.stall
+
+A server on a fresh database; one client asks /_auditd/health back to back and records each
+answer's latency, while another sends, one after the other, an 8 MB text/plain log append, an
+8 MB JSON log append (an array of strings) and a 4 MB record body. Printed: the health
+latencies' median and maximum while nothing else runs, and during each big request.
+"""
+import base64
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import procs  # noqa: E402
+
+
+def _ask(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+class Pinger(threading.Thread):
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.samples, self.stop = port, [], threading.Event()
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        while not self.stop.is_set():
+            began = time.perf_counter()
+            conn.request("GET", "/_auditd/health")
+            conn.getresponse().read()
+            self.samples.append((began, time.perf_counter() - began))
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "stall.db"
+        key = procs.cli("user", "add", "bench", "--role", "admin", "--db", str(db),
+                        "--create").strip()
+        auth = {"Authorization": "Basic " + base64.b64encode(f"bench:{key}".encode()).decode()}
+        server = procs.auditd_server("stall", db, "--no-access-log", "--max-body-bytes",
+                                     str(16 * 1024 * 1024))
+        server.start("/_auditd/health")
+        try:
+            status, body = _ask(server.port, "POST", "/api/audit/v1/action/",
+                                json.dumps({"action": "Big"}),
+                                {**auth, "Content-Type": "application/json"})
+            uuid = json.loads(body)["uuid"]
+            line = "x" * 799
+            loads = [
+                ("8 MB text/plain log append", f"/api/audit/v1/action/{uuid}/logs/",
+                 ("\n".join([line] * 10_000)).encode(), "text/plain"),
+                ("8 MB JSON log append", f"/api/audit/v1/action/{uuid}/logs/",
+                 json.dumps([line] * 10_000).encode(), "application/json"),
+                ("4 MB record body (refused: over the body field's 256 KB)",
+                 "/api/audit/v1/action/",
+                 json.dumps({"action": "Big", "body": "y" * 4_000_000}).encode(),
+                 "application/json"),
+            ]
+            pinger = Pinger(server.port)
+            pinger.start()
+            time.sleep(1.0)
+            spans = [("nothing else", time.perf_counter() - 1.0, time.perf_counter())]
+            for name, path, payload, kind in loads:
+                began = time.perf_counter()
+                status, _ = _ask(server.port, "POST", path, payload,
+                                 {**auth, "Content-Type": kind})
+                spans.append((f"{name} -> {status}", began, time.perf_counter()))
+                time.sleep(0.5)
+            pinger.stop.set()
+            pinger.join()
+        finally:
+            server.stop()
+    print("| while | health answers | median | max |")
+    print("|---|---|---|---|")
+    for name, began, ended in spans:
+        during = [s for t, s in pinger.samples if began <= t <= ended]
+        if during:
+            print(f"| {name} | {len(during)} | {statistics.median(during) * 1000:.1f} ms | "
+                  f"{max(during) * 1000:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
