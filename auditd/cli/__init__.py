@@ -6,11 +6,15 @@
   retry (both clients of the API, through `auditd.client`).
 """
 import argparse
+import os
+import sqlite3
+import sys
 
 from .. import __version__
+from ..config import unknown_environment
 from ..model.errors import AuditdError
 from . import accounts, action, data, run, serve
-from .common import say
+from .common import database_problem, say
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,10 +29,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    warning = unknown_environment()
+    if warning and args.command not in ("action", "run"):   # those two read no settings
+        say(f"auditd: warning: {warning}")
     try:
         return args.func(args)
     except AuditdError as err:
         say(f"auditd: {err.message}")
         return 1
+    except sqlite3.Error as err:   # opening or reading the database: say what it means
+        say(f"auditd: {database_problem(err, _db_of(args))}")
+        return 1
+    except BrokenPipeError:   # `auditd user list | head -1`: the reader has all it wanted
+        _quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         return 130
+
+
+def _db_of(args) -> str | None:
+    try:
+        from .common import config_from_args
+        return config_from_args(args).db
+    except AuditdError:
+        return getattr(args, "db", None)
+
+
+def _quiet_stdout():
+    """Point stdout at /dev/null, so the interpreter's last flush at exit does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
