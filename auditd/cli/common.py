@@ -40,8 +40,12 @@ def database_config(args, must_exist: bool = True) -> Config:
         raise AuditdError(f"--db {MEMORY_DB} is a throwaway database that lives only inside its "
                           "'auditd serve'; give this command the path of a database file")
     backend = backend_for(db)
-    if backend.exists(db):
-        return config
+    try:
+        if backend.exists(db):
+            return config
+    except PermissionError:
+        raise AuditdError(f"cannot look at {db}: permission denied (uid {os.geteuid()}): run "
+                          "the command as the user that owns the database") from None
     if must_exist:
         create = (" To start a new database there, add --create (or run 'auditd serve --db "
                   f"{db}' once)." if hasattr(args, "create") else "")
