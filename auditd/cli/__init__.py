@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (shell completion: see _complete)
 """The `auditd` command line: one module per command group, each adding its subcommands with
 `register_commands(commands)`.
 
@@ -27,8 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _complete(parser):
+    """Answer the shell's completion request, when it is one (`_ARGCOMPLETE` is set), with
+    argcomplete, an optional dependency: pip install 'auditd[completion]', then
+    `eval "$(register-python-argcomplete auditd)"` in bash or zsh."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)   # prints the completions and exits
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _complete(parser)
+    args = parser.parse_args(argv)
     warning = unknown_environment()
     if warning and args.command not in ("action", "run"):   # those two read no settings
         say(f"auditd: warning: {warning}")
