@@ -56,7 +56,10 @@ def database_config(args, must_exist: bool = True) -> Config:
 
 
 def check_folder(db: str):
-    """Refuse a database path whose folder does not exist (it is not created)."""
+    """Refuse a database path whose folder does not exist (it is not created). A database
+    server's URL (postgresql://...) has no folder."""
+    if "://" in db:
+        return
     folder = Path(db).parent
     if not folder.is_dir():
         raise AuditdError(f"the folder {folder} does not exist: check --db {db}, or create the "

@@ -223,10 +223,12 @@ def register_commands(commands):
     export_cmd.set_defaults(func=cmd_export)
 
     import_cmd = commands.add_parser(
-        "import", help="load an NDJSON export (actions already present are skipped)",
-        description="Load a file written by 'auditd export' (NDJSON; '-' reads stdin). Actions "
-                    "are matched by uuid, so importing the same file twice adds nothing. Works "
-                    "while the server runs.")
+        "import", help="load an export or a fixture file (actions already present are skipped)",
+        description="Load a file written by 'auditd export' (NDJSON; '-' reads stdin) or a "
+                    "fixture file (a JSON array or NDJSON of actions, as 'serve --fixtures' "
+                    "reads). Actions are matched by uuid, so importing the same file twice adds "
+                    "nothing (an item without uuid gets a new one each time). Works while the "
+                    "server runs.")
     import_cmd.add_argument("file", metavar="FILE")
     add_db_options(import_cmd)
     import_cmd.add_argument("--create", action="store_true",
