@@ -3,11 +3,15 @@
 Precedence, lowest first: the defaults below, the TOML file (`--config PATH`, else $AUDITD_CONFIG,
 else /etc/auditd/auditd.toml when it exists), `AUDITD_<NAME>` environment variables, command-line
 flags. The file uses the field names as top-level keys (`port = 9000`); the variables use them in
-capitals (`AUDITD_PORT=9000`). An unknown key or a bad value stops the start with a `ConfigError`
-that names where it came from and what is accepted.
+capitals (`AUDITD_PORT=9000`). An unknown key in the file, a bad value, or an AUDITD_ variable
+that is a near miss of a setting's name stops the start with a `ConfigError` that names where it
+came from and what is accepted; other unknown AUDITD_ variables only earn a warning (other tools
+use the prefix too).
 """
+import difflib
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +21,12 @@ from .model.errors import AuditdError
 DEFAULT_CONFIG_FILE = "/etc/auditd/auditd.toml"
 ENV_PREFIX = "AUDITD_"
 CONFIG_ENV = "AUDITD_CONFIG"      # names the file; not a setting itself
+# AUDITD_* variables that are not settings but belong to this project (the real clients' cache
+# for the tests and tests/tools/real-clients.sh): never warned about.
+OTHER_KNOWN_ENV = frozenset({CONFIG_ENV, "AUDITD_REAL_CLIENTS_DIR"})
+# An admin key given by the operator: at least 128 bits' worth of the characters a generated key
+# uses, never starting with '-' (a command line would take it for an option).
+ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{15,255}")
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -57,14 +67,15 @@ class Config:
     checkpoint_interval: float = 60.0  # seconds between signed checkpoints (when the tree grew)
     demo: bool = False
     fixtures: str = ""
+    admin_key: str = ""                # the first admin's key on a new database (a secret)
 
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
 
-# Fields whose value must never be printed (none yet; `config show` hides any listed here).
-SECRET_FIELDS: frozenset = frozenset()
+# Fields whose value must never be printed (`config show` hides them).
+SECRET_FIELDS: frozenset = frozenset({"admin_key"})
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -136,6 +147,10 @@ def _check(name: str, value, source: str):
         raise ConfigError(f"{where} must be at least 1 MiB (1048576), not {value}")
     if name in ("retry_limit", "cancel_limit") and value < 0:
         raise ConfigError(f"{where} must be 0 (no limit) or a number per minute, not {value}")
+    if name == "admin_key" and value and not ADMIN_KEY_PATTERN.fullmatch(value):
+        raise ConfigError(f"{where} must be 16 to 256 characters of A-Z a-z 0-9 _ - (not "
+                          "starting with '-'), e.g. the output of: python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'")
     if name in ("geoip_db", "fixtures") and value and not Path(value).is_file():
         raise ConfigError(f"{where}: no such file: {value}")
     return value
@@ -173,22 +188,45 @@ def _read_file(path: str, required: bool) -> dict:
 
 
 def _read_environment(environ) -> dict[str, tuple[str, str]]:
-    """{name: (value, variable)} from AUDITD_* variables; an unknown AUDITD_ name is an error."""
+    """{name: (value, variable)} from AUDITD_* variables. An unknown AUDITD_ name is left to
+    `unknown_environment` (a warning), except a near miss of a setting's name (AUDITD_PROT), which
+    is surely a typo that would otherwise be ignored: that stops the start."""
     known = set(Config.names())
-    found, unknown = {}, []
+    found, near = {}, []
     for variable, value in environ.items():
-        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_ENV:
+        if not variable.startswith(ENV_PREFIX) or variable in OTHER_KNOWN_ENV:
             continue
         name = variable[len(ENV_PREFIX):].lower()
         if name in known:
             found[name] = (value, variable)
-        else:
-            unknown.append(variable)
-    if unknown:
-        accepted = ", ".join(ENV_PREFIX + n.upper() for n in Config.names())
-        raise ConfigError(f"unknown environment variable{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(sorted(unknown))}; accepted: {CONFIG_ENV}, {accepted}")
+        elif (close := _near_miss(name)):
+            near.append(f"{variable} (did you mean {ENV_PREFIX}{close.upper()}?)")
+    if near:
+        raise ConfigError(f"unknown environment variable{'s' if len(near) > 1 else ''} "
+                          f"{', '.join(sorted(near))}; accepted: {_accepted_variables()}")
     return found
+
+
+def _near_miss(name: str) -> str | None:
+    """The setting `name` (lower case, no prefix) is probably a typo of, if any."""
+    close = difflib.get_close_matches(name, Config.names(), n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def _accepted_variables() -> str:
+    return ", ".join([CONFIG_ENV] + [ENV_PREFIX + n.upper() for n in Config.names()])
+
+
+def unknown_environment(environ=None) -> str | None:
+    """A warning naming the AUDITD_* variables that are no setting (None when there are none)."""
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + n.upper() for n in Config.names()} | OTHER_KNOWN_ENV
+    unknown = sorted(v for v in environ if v.startswith(ENV_PREFIX) and v not in known
+                     and not _near_miss(v[len(ENV_PREFIX):].lower()))   # those stop the start
+    if not unknown:
+        return None
+    return (f"ignoring unknown environment variable{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)} (the settings are {_accepted_variables()})")
 
 
 def load_config(flags: dict | None = None, config_file: str | None = None,

@@ -3,6 +3,8 @@ import functools
 import ipaddress
 import logging
 
+from .model.errors import AuditdError
+
 log = logging.getLogger("auditd.geo")
 
 
@@ -11,7 +13,13 @@ class Locator:
         self._reader = None
         if database_path:
             import maxminddb   # only needed when a database is configured
-            self._reader = maxminddb.open_database(database_path)
+            try:
+                self._reader = maxminddb.open_database(database_path)
+            except (maxminddb.InvalidDatabaseError, ValueError, OSError) as err:
+                raise AuditdError(
+                    f"geoip_db {database_path} is not a MaxMind database ({err}): give a "
+                    "GeoLite2-City.mmdb or GeoIP2-City.mmdb file, or leave geoip_db out "
+                    "(locations are then only Localhost and Private network)") from None
         self.locate = functools.lru_cache(maxsize=4096)(self._locate)
 
     def _locate(self, ip: str) -> str:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from .model.access import new_key
+
 START_TIMEOUT = 60        # seconds for the server to listen (it takes about one)
 STOP_TIMEOUT = 30
 HTTP_TIMEOUT = 30
@@ -64,6 +66,9 @@ class AuditdServer:
                      "LISTEN_PID", "LISTEN_FDNAMES"):    # not systemd's service, if under one
             env.pop(name, None)
         env["PYTHONUNBUFFERED"] = "1"
+        # A known key: the server creates 'admin' with it (in the environment, not on the
+        # command line where `ps` would show it).
+        self.admin_key = env["AUDITD_ADMIN_KEY"] = new_key()
         with open(self.directory / "serve.out", "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "auditd", "serve", "--host", "127.0.0.1", "--port", "0",
@@ -91,12 +96,11 @@ class AuditdServer:
         self._drainer.start()
         banner = (self.directory / "serve.out").read_text()
         host = re.search(r"DOCKERCLOUD_REST_HOST=(http://\S+)", banner)
-        key = re.search(r"DOCKERCLOUD_APIKEY=(\S+)", banner)
-        if not host or not key:
+        if not host:
             self.stop()
-            raise AuditdServerError("auditd serve did not print the first admin's key and "
-                                    f"address; it printed:\n{banner}")
-        self.url, self.admin_key = host.group(1), key.group(1)
+            raise AuditdServerError("auditd serve did not print its address; it printed:\n"
+                                    f"{banner}")
+        self.url = host.group(1)
         self.ws_url = "ws" + self.url[len("http"):]
         self._keys[self.admin_user] = (self.admin_key, "admin")
         return self

@@ -9,7 +9,7 @@ from dataclasses import fields
 import pytest
 
 from auditd import config as config_module
-from auditd.config import Config, ConfigError, load_config
+from auditd.config import SECRET_FIELDS, Config, ConfigError, load_config
 from conftest import ROOT
 
 
@@ -63,16 +63,22 @@ def test_every_setting_can_be_set_and_show_round_trips(tmp_path):
             changed[f.name] = "NORMAL"
         elif f.name == "log_level":
             changed[f.name] = "warning"
+        elif f.name == "admin_key":
+            changed[f.name] = "ci-admin-key-0123456789"
         else:
             changed[f.name] = default + '-changed "quoted" \\ \u00e9'
     env = {"AUDITD_" + name.upper(): str(value).lower() if isinstance(value, bool) else str(value)
            for name, value in changed.items()}
     shown = show(env=env)
-    assert shown == changed
-    # What `config show` prints is a file `--config` accepts, with the same meaning.
+    visible = {k: v for k, v in changed.items() if k not in SECRET_FIELDS}
+    assert shown == visible
+    # What `config show` prints is a file `--config` accepts, with the same meaning; secrets
+    # are never in it.
     saved = tmp_path / "saved.toml"
     saved.write_text(auditd("config", "show", env=env).stdout)
-    assert show("--config", str(saved)) == changed
+    assert changed["admin_key"] not in saved.read_text()
+    assert "# admin_key = (set, hidden)" in saved.read_text()
+    assert show("--config", str(saved)) == visible
 
 
 def test_database_defaults_to_the_state_directory(tmp_path):
@@ -133,8 +139,8 @@ def test_user_commands_use_the_configured_database(tmp_path):
     file = tmp_path / "auditd.toml"
     db = tmp_path / "from-config.db"
     file.write_text(f"db = {str(db)!r}\n".replace("'", '"'))
-    added = auditd("user", "add", "bob", "--config", str(file), cwd=tmp_path)
+    added = auditd("user", "add", "bob", "--create", "--config", str(file), cwd=tmp_path)
     assert added.returncode == 0, added.stderr
     assert db.exists()
     listed = auditd("user", "list", env={"AUDITD_CONFIG": str(file)}, cwd=tmp_path)
-    assert listed.stdout.split("\t")[0] == "bob"
+    assert listed.stdout.splitlines()[1].split("\t")[0] == "bob"

@@ -100,7 +100,7 @@ async def test_export_import_round_trip_is_exact_and_idempotent(api, tmp_path):
     # 2500 lines travel as one action record and continuation records of at most 1000 lines.
     assert [len(r["logs"]) for r in records if "logs_of" in r] == [1000, 500]
 
-    first = cli("import", export_file, "--db", target)
+    first = cli("import", export_file, "--create", "--db", target)
     assert first.returncode == 0, first.stderr
     assert "imported 6 actions and 2,504 log lines; skipped 0" in first.stderr
     source, restored = snapshot(api.store.path), snapshot(target)
@@ -162,7 +162,7 @@ def test_import_reports_bad_lines_by_number_and_keeps_the_good_ones(tmp_path):
              json.dumps(dict(good, uuid="b" * 8)), ""]
     source = tmp_path / "in.ndjson"
     source.write_text("\n".join(lines))
-    done = cli("import", source, "--db", tmp_path / "new.db")
+    done = cli("import", source, "--create", "--db", tmp_path / "new.db")
     assert done.returncode == 1
     assert "imported 1 actions and 1 log lines" in done.stderr
     assert "line 2: not JSON" in done.stderr
@@ -195,7 +195,7 @@ def test_import_draws_a_progress_bar_on_a_terminal(tmp_path):
                                   "start_date": 1}) + "\n")
     controller, terminal = pty.openpty()
     try:
-        done = cli("import", source, "--db", tmp_path / "t.db", stderr=terminal)
+        done = cli("import", source, "--create", "--db", tmp_path / "t.db", stderr=terminal)
         os.close(terminal)
         terminal = None
         output = b""

@@ -90,6 +90,15 @@ async def test_rotate_and_remove(store):
             await call
 
 
+@pytest.mark.parametrize("name", ["", "a:b", "x/y", " padded", "action", "a" * 65])
+async def test_names_that_cannot_log_in_or_be_a_namespace_are_refused(store, name):
+    with pytest.raises(InvalidRequest, match="name"):
+        await store.add_user(name)
+    with pytest.raises(InvalidRequest, match="name"):
+        await store.add_org(name)
+    assert await store.list_users() == [] and await store.list_orgs() == []
+
+
 async def test_organizations_widen_what_a_user_sees(store):
     key = await store.add_user("carol")
     await store.add_org("acme")

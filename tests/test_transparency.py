@@ -188,8 +188,8 @@ def test_an_export_with_proofs_verifies_later_without_auditd(busy_server, tmp_pa
                            capture_output=True, text=True, cwd=ROOT)
     assert check.returncode == 1 and "user" in check.stderr
     # and auditd imports it like any export
-    imported = subprocess.run([sys.executable, "-m", "auditd", "import", str(out), "--db",
-                               str(tmp_path / "copy.db")], capture_output=True, text=True,
-                              cwd=ROOT)
+    imported = subprocess.run([sys.executable, "-m", "auditd", "import", str(out), "--create",
+                               "--db", str(tmp_path / "copy.db")], capture_output=True,
+                              text=True, cwd=ROOT)
     assert imported.returncode == 0, imported.stderr
     assert "imported 7 actions" in imported.stderr

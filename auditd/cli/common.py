@@ -1,7 +1,10 @@
 """What the commands share: the --db/--config options and every setting's flag, the effective
 configuration, messages on stderr, and dates on the command line."""
 import argparse
+import os
+import sqlite3
 import sys
+from pathlib import Path
 
 from ..config import DEFAULT_CONFIG_FILE, Config, load_config
 from ..model import dates
@@ -15,7 +18,8 @@ def say(message: str):
 
 
 def date_arg(text: str) -> int:
-    """An argparse type: a date in any accepted form, as Unix seconds."""
+    """An argparse type: a date in any accepted form (an age such as 30d too), as Unix
+    seconds."""
     try:
         return dates.parse_date(text)
     except ValueError:
@@ -23,13 +27,66 @@ def date_arg(text: str) -> int:
             f"{text!r} is not a date; accepted: {dates.ACCEPTED_FORMATS}") from None
 
 
+MEMORY_DB = ":memory:"
+
+
 def database_config(args, must_exist: bool = True) -> Config:
-    """The configuration of the command, whose database must exist unless it may be created."""
+    """The configuration of the command, whose database must exist unless it may be created
+    (`must_exist=False`: the command was given --create). A database is never created in a folder
+    that does not exist: that is a mistyped path far more often than a wish."""
     config = config_from_args(args)
-    if must_exist and not backend_for(config.db).exists(config.db):
-        raise AuditdError(f"no database at {config.db}: pass --db PATH (the file 'auditd serve' "
-                          "uses)")
+    db = config.db
+    if db == MEMORY_DB:
+        raise AuditdError(f"--db {MEMORY_DB} is a throwaway database that lives only inside its "
+                          "'auditd serve'; give this command the path of a database file")
+    backend = backend_for(db)
+    try:
+        if backend.exists(db):
+            return config
+    except PermissionError:
+        raise AuditdError(f"cannot look at {db}: permission denied (uid {os.geteuid()}): run "
+                          "the command as the user that owns the database") from None
+    if must_exist:
+        create = (" To start a new database there, add --create (or run 'auditd serve --db "
+                  f"{db}' once)." if hasattr(args, "create") else "")
+        raise AuditdError(f"no database at {db}{_where(args)}: check --db (it names the file "
+                          f"'auditd serve' uses).{create}")
+    check_folder(db)
     return config
+
+
+def check_folder(db: str):
+    """Refuse a database path whose folder does not exist (it is not created). A database
+    server's URL (postgresql://...) has no folder."""
+    if "://" in db:
+        return
+    folder = Path(db).parent
+    if not folder.is_dir():
+        raise AuditdError(f"the folder {folder} does not exist: check --db {db}, or create the "
+                          f"folder first (mkdir -p {folder})")
+
+
+def _where(args) -> str:
+    return "" if getattr(args, "db", None) else " (the default, AUDITD_DB or the config file's db)"
+
+
+def database_problem(err: sqlite3.Error, db: str | None) -> str:
+    """What an SQLite error while opening or reading `db` means for the person at the terminal."""
+    text = str(err)
+    where = db or "the database"
+    if "readonly" in text or "read-only" in text:
+        return (f"{where} is read-only for this user (uid {os.geteuid()}): run the command as "
+                "the user that owns the database (the service's user under systemd: README, "
+                "Running under systemd), or give write access to the file and its folder "
+                "(SQLite writes beside it even to read)")
+    if "not a database" in text or "malformed" in text:
+        return (f"{where} is not an auditd database SQLite can read ({text}): is --db the file "
+                "'auditd serve' uses? 'auditd check --db PATH' tells more")
+    if "unable to open" in text:
+        return f"cannot open {where} ({text}): check the path and its folder's permissions"
+    if "locked" in text or "busy" in text:
+        return f"{where} is busy ({text}): another process holds it; retry shortly"
+    return f"{where} could not be used ({text}): check the disk and the file"
 
 
 def add_db_options(parser):
@@ -37,7 +94,7 @@ def add_db_options(parser):
     parser.add_argument("--db", metavar="PATH",
                         help="SQLite database file (default: $STATE_DIRECTORY/auditd.db under "
                              "systemd, else ./auditd.db; also AUDITD_DB or `db` in the config "
-                             "file)")
+                             f"file); `serve --db {MEMORY_DB}` is a throwaway database")
     _add_config_file(parser)
 
 
@@ -97,7 +154,14 @@ def add_settings_flags(parser):
                         help="sign a checkpoint of the log this often when it grew (default 60)")
     parser.add_argument("--demo", action="store_const", const=True,
                         help="start with realistic demo data and a live simulated operation")
-    parser.add_argument("--fixtures", metavar="FILE", help="load this fixture file at start")
+    parser.add_argument("--fixtures", metavar="FILE",
+                        help="load this file at start into a database without actions: a JSON "
+                             "array of actions or NDJSON, 'auditd export' output included")
+    parser.add_argument("--admin-key", metavar="KEY",
+                        help="create the first admin 'admin' with this key (16+ characters of "
+                             "A-Z a-z 0-9 _ -) instead of a random one printed once; on a "
+                             "database with an admin, only accepted if it is that admin's key "
+                             "(also AUDITD_ADMIN_KEY or `admin_key` in the config file)")
 
 
 def config_from_args(args) -> Config:

@@ -23,6 +23,8 @@ def cmd_export(args) -> int:
                "since": args.since, "until": args.until}
     target = Path(args.output) if args.output and args.output != "-" else None
     partial = target.with_name(target.name + ".partial") if target else None
+    if target is not None:
+        _check_output(target, "-o")
 
     async def run(out):
         async with open_store(config) as store:
@@ -43,7 +45,12 @@ def cmd_export(args) -> int:
             count = asyncio.run(run(sys.stdout))
             sys.stdout.flush()
         else:
-            with open(partial, "w", encoding="utf-8", newline="") as out:
+            try:
+                out = open(partial, "w", encoding="utf-8", newline="")
+            except OSError as err:
+                raise AuditdError(f"cannot write {target}: {err.strerror}; choose a path in "
+                                  "a folder you can write to") from None
+            with out:
                 count = asyncio.run(run(out))
                 out.flush()
                 os.fsync(out.fileno())
@@ -60,8 +67,18 @@ def cmd_export(args) -> int:
 
 
 
+def _check_output(target: Path, option: str):
+    """A file to write must be in a folder that exists, and not be a folder itself."""
+    if target.is_dir():
+        raise AuditdError(f"{option} {target} is a folder: give a file's path, e.g. "
+                          f"{target / 'auditd-export.ndjson'}")
+    if not target.parent.is_dir():
+        raise AuditdError(f"cannot write {target}: the folder {target.parent} does not exist; "
+                          f"create it first (mkdir -p {target.parent}) or choose another path")
+
+
 def cmd_import(args) -> int:
-    config = database_config(args, must_exist=False)
+    config = database_config(args, must_exist=not args.create)
 
     async def run(stream, size):
         async with open_store(config) as store:
@@ -127,6 +144,10 @@ def cmd_backup(args) -> int:
     if target.is_dir():
         raise AuditdError(f"{target} is a directory: give the backup file's path, "
                           f"e.g. {target / 'auditd-backup.db'}")
+    if not target.parent.is_dir():
+        raise AuditdError(f"the folder {target.parent} does not exist: create it first (mkdir -p "
+                          f"{target.parent}) or give the backup another path; nothing was "
+                          "written")
     if target.exists() and not args.force:
         raise AuditdError(f"{target} already exists: choose another path, or add --force to "
                           "replace it")
@@ -136,6 +157,9 @@ def cmd_backup(args) -> int:
     try:
         summary = backend.backup(path, str(target))
     except sqlite3.Error as err:
+        if "unable to open" in str(err) or "readonly" in str(err):   # the target's side
+            raise AuditdError(f"backup failed: cannot write {target} ({err}): check that you may "
+                              "write to its folder; nothing was written") from None
         raise AuditdError(f"backup failed: {err}; nothing was written to {target}. "
                           f"Run 'auditd check --db {path}' to look at the database") from None
     except OSError as err:
@@ -171,6 +195,15 @@ def cmd_check(args) -> int:
         return 0
     for problem in report["problems"]:
         print(f"problem: {problem}")
+    version = report["schema_version"]
+    if version is not None and version > backend.SCHEMA_VERSION:
+        print(f"the database was written by a newer auditd (schema version {version}; this one "
+              f"knows up to {backend.SCHEMA_VERSION}): it is not damaged, use that newer auditd "
+              "to check or serve it")
+        return 1
+    if version == 0:
+        print("this file is not an auditd database: is --db the file 'auditd serve' uses?")
+        return 1
     print("the database is damaged: stop the server, restore the latest backup (README: Backup and "
           "restore), or save what is readable with 'auditd export' into a new database with "
           "'auditd import'")
@@ -203,12 +236,17 @@ def register_commands(commands):
     export_cmd.set_defaults(func=cmd_export)
 
     import_cmd = commands.add_parser(
-        "import", help="load an NDJSON export (actions already present are skipped)",
-        description="Load a file written by 'auditd export' (NDJSON; '-' reads stdin). Actions "
-                    "are matched by uuid, so importing the same file twice adds nothing. Works "
-                    "while the server runs.")
+        "import", help="load an export or a fixture file (actions already present are skipped)",
+        description="Load a file written by 'auditd export' (NDJSON; '-' reads stdin) or a "
+                    "fixture file (a JSON array or NDJSON of actions, as 'serve --fixtures' "
+                    "reads). Actions are matched by uuid, so importing the same file twice adds "
+                    "nothing (an item without uuid gets a new one each time). Works while the "
+                    "server runs.")
     import_cmd.add_argument("file", metavar="FILE")
     add_db_options(import_cmd)
+    import_cmd.add_argument("--create", action="store_true",
+                            help="create the database if there is none at --db (without it, a "
+                                 "missing database is an error: a mistyped path creates nothing)")
     import_cmd.set_defaults(func=cmd_import)
 
     purge_cmd = commands.add_parser(

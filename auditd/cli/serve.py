@@ -1,9 +1,14 @@
 """`auditd serve` and `auditd config show`."""
 import asyncio
+import logging
 import sys
+import tempfile
+from pathlib import Path
 
 from ..config import DEFAULT_CONFIG_FILE, Config, load_config, render_toml
-from .common import add_settings_flags, config_from_args
+from .common import MEMORY_DB, add_settings_flags, check_folder, config_from_args
+
+log = logging.getLogger("auditd")
 
 
 def cmd_serve(args) -> int:
@@ -11,7 +16,16 @@ def cmd_serve(args) -> int:
     from ..server.run import serve
     config = config_from_args(args)
     setup_logging(config.log_level)
-    return asyncio.run(serve(config))
+    if config.db != MEMORY_DB:
+        check_folder(config.db)   # the file may be created, a mistyped folder is not
+        return asyncio.run(serve(config))
+    # A throwaway database: WAL and the store's several connections need a file, so it is one in
+    # a private (0700) temporary folder, removed when the server stops.
+    with tempfile.TemporaryDirectory(prefix="auditd-memory-") as folder:
+        config.db = str(Path(folder) / "auditd.db")
+        log.info("--db %s: a throwaway database %s, removed when the server stops ('auditd user "
+                 "add --db %s' works while it runs)", MEMORY_DB, config.db, config.db)
+        return asyncio.run(serve(config))
 
 
 def cmd_config_show(args) -> int:
@@ -24,8 +38,9 @@ def cmd_config_show(args) -> int:
 
 def register_commands(commands):
     serve = commands.add_parser("serve", help="run the API server",
-                                description="Run the API server. On an empty database it creates "
-                                            "the user 'admin' and prints its key once.")
+                                description="Run the API server. On a database without users it "
+                                            "creates the admin 'admin', with --admin-key's key or "
+                                            "a new one printed once.")
     add_settings_flags(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -17,6 +17,8 @@ Import keys actions by uuid and log lines by (uuid, seq): importing a file twice
 import asyncio
 import base64
 import csv
+import functools
+import itertools
 import json
 
 from ..model.document import WIRE_FIELDS
@@ -103,6 +105,9 @@ async def _proof(store, uuid: str, size: int) -> dict | None:
 
 # ---------------------------------------------------------------------------- import
 
+IMPORT_DEFAULT_USER = "admin"      # an item without `user`, as `serve --fixtures` does
+
+
 def parse_line(text: str, lineno: int):
     """One NDJSON line as an import item for `Store.import_batch`; ValueError saying what is
     wrong if it is not one."""
@@ -110,6 +115,13 @@ def parse_line(text: str, lineno: int):
         data = json.loads(text)
     except ValueError as err:
         raise ValueError(f"not JSON ({err})") from None
+    return parse_item(data, lineno)
+
+
+def parse_item(data, lineno: int):
+    """One action item (an export line, a fixture item) or logs_of line as an import item. An
+    item without uuid gets a new one (so importing it again adds it again), one without user is
+    the admin's."""
     if not isinstance(data, dict):
         raise ValueError("must be a JSON object (an action, or {\"logs_of\": uuid, \"logs\": ...})")
     if "checkpoint" in data and len(data) == 1:
@@ -119,9 +131,8 @@ def parse_line(text: str, lineno: int):
             raise ValueError("a logs_of line has only the keys logs_of and logs")
         return ("logs", lineno, load_uuid(data["logs_of"], "logs_of"),
                 numbered(load_logs(data.get("logs"), 0)))
-    if "uuid" not in data:
-        raise ValueError("uuid: is required (actions are matched by uuid)")
-    record, edges, logs = load_item(data, None)
+    record, edges, logs = load_item(data, IMPORT_DEFAULT_USER)
+    record["new_uuid"] = "uuid" not in data
     return ("action", lineno, record, edges, numbered(logs))
 
 
@@ -129,6 +140,8 @@ class ImportSummary:
     def __init__(self):
         self.imported = self.skipped = self.lines = 0
         self.errors: list[tuple[int, str]] = []
+        self.new_uuids = 0          # items without a uuid, given a new one
+        self.unit = "line"          # "item" for a JSON array
 
     def add(self, results):
         for lineno, outcome, added, error in results:
@@ -143,14 +156,49 @@ class ImportSummary:
     def text(self) -> str:
         text = (f"imported {self.imported:,} actions and {self.lines:,} log lines; "
                 f"skipped {self.skipped:,} actions already present; {len(self.errors):,} errors")
+        if self.new_uuids:
+            text += (f"\n{self.new_uuids:,} actions had no uuid and were given a new one: "
+                     "importing this file again adds them again")
         for lineno, error in sorted(self.errors)[:MAX_ERRORS_SHOWN]:
-            text += f"\n  line {lineno}: {error}"
+            text += f"\n  {self.unit} {lineno}: {error}"
         if len(self.errors) > MAX_ERRORS_SHOWN:
             text += f"\n  ... and {len(self.errors) - MAX_ERRORS_SHOWN:,} more"
         if self.errors:
             text += ("\nfix those lines and run the same import again: what was imported is "
                      "skipped the second time")
         return text
+
+
+def _records(stream, summary):
+    """(number, bytes read, parse) for each record of the binary `stream`, where parse() gives
+    the import item (None for a blank line): NDJSON lines, or the items of a JSON array (a
+    fixture file), which is read whole."""
+    lines, blank = iter(stream), 0
+    first = b""
+    for first in lines:
+        if first.strip():
+            break
+        blank += 1
+        yield blank, len(first), lambda: None
+    else:
+        return
+    if not first.lstrip().startswith(b"["):
+        for lineno, raw in enumerate(itertools.chain([first], lines), blank + 1):
+            yield lineno, len(raw), functools.partial(_parse_raw, raw, lineno)
+        return
+    summary.unit = "item"
+    raw = first + b"".join(lines)
+    try:
+        items = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        summary.errors.append((0, f"the file starts with '[' but is not a JSON array ({err})"))
+        return
+    for number, item in enumerate(items):
+        yield number, len(raw) if number == 0 else 0, functools.partial(parse_item, item, number)
+
+
+def _parse_raw(raw: bytes, lineno: int):
+    return parse_line(raw.decode("utf-8"), lineno) if raw.strip() else None
 
 
 async def import_file(store, stream, size: int | None = None, progress=None,
@@ -180,17 +228,17 @@ async def import_file(store, stream, size: int | None = None, progress=None,
         batch, batch_size = [], 0
 
     try:
-        for lineno, raw in enumerate(stream, 1):
-            consumed += len(raw)
-            if not raw.strip():
-                continue
+        for lineno, nbytes, parse in _records(stream, summary):
+            consumed += nbytes
             try:
-                item = parse_line(raw.decode("utf-8"), lineno)
+                item = parse()
             except (ValueError, UnicodeDecodeError) as err:
                 summary.errors.append((lineno, str(err)))
                 continue
             if item is None:
                 continue
+            if item[0] == "action" and item[2].pop("new_uuid"):
+                summary.new_uuids += 1
             batch.append(item)
             batch_size += len(item[-1])
             if len(batch) >= batch_actions or batch_size >= batch_lines:

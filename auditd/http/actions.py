@@ -49,6 +49,8 @@ def _list_query(request: web.Request) -> tuple:
         kept = "".join(part + "&" for part in request.query_string.split("&")
                        if part and part.partition("=")[0] not in _PAGING_PARAMS)
         parsed = (*_parse_list_query(params), kept)
+        if any(dates.is_relative(value) for value in params.values()):
+            return parsed   # '?start_date__gte=2h' means something else a second from now
         if len(_LIST_QUERIES) >= 1024:
             _LIST_QUERIES.clear()
         _LIST_QUERIES[raw] = parsed

@@ -7,6 +7,7 @@ from aiohttp import WSCloseCode, web
 
 from ..config import Config
 from ..geo import Locator
+from ..model.errors import Unavailable
 from ..store import open_store
 from ..streams import Streams
 from ..tasks.checkpoints import Checkpointer
@@ -36,8 +37,14 @@ async def _store_context(app: web.Application):
 
 
 async def _checkpoint_context(app: web.Application):
-    """Signed checkpoints while the server runs (when the store keeps a tree)."""
+    """Signed checkpoints while the server runs, when the store keeps a tree (no signing key is
+    made for a backend that keeps none)."""
     config = app[CONFIG]
+    try:
+        await app[STORE].tree_head()
+    except Unavailable:
+        yield
+        return
     checkpointer = app[CHECKPOINTER] = Checkpointer(app[STORE], config.db,
                                                     config.checkpoint_interval)
     task = asyncio.create_task(checkpointer.run(), name="auditd-checkpoints") \

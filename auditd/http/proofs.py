@@ -6,11 +6,19 @@ import base64
 from aiohttp import web
 
 from ..model.access import require_role
-from ..model.errors import InvalidRequest
+from ..model.errors import InvalidRequest, Unavailable
 from ..schemas import ascii_int
+from ..store.interface import TREE_MISSING
 from .appkeys import CHECKPOINTER, PRINCIPAL, STORE
 from .requests import namespaces, single_query
 from .responses import json_response
+
+
+def _checkpointer(request: web.Request):
+    checkpointer = request.app.get(CHECKPOINTER)
+    if checkpointer is None:
+        raise Unavailable(TREE_MISSING)
+    return checkpointer
 
 
 def _size(params: dict, name: str) -> int | None:
@@ -24,14 +32,14 @@ def _size(params: dict, name: str) -> int | None:
 
 async def checkpoint(request: web.Request) -> web.Response:
     single_query(request, allowed=())
-    return json_response(await request.app[CHECKPOINTER].latest())
+    return json_response(await _checkpointer(request).latest())
 
 
 async def sign_checkpoint(request: web.Request) -> web.Response:
     """POST: sign a checkpoint of the tree as it is now (admin)."""
     require_role(request[PRINCIPAL], "admin")
     single_query(request, allowed=())
-    return json_response(await request.app[CHECKPOINTER].sign(), 201)
+    return json_response(await _checkpointer(request).sign(), 201)
 
 
 async def proof(request: web.Request) -> web.Response:
@@ -43,7 +51,7 @@ async def proof(request: web.Request) -> web.Response:
     size = _size(params, "tree_size")
     if size is None:
         head, _ = await store.tree_head()
-        size = (await request.app[CHECKPOINTER].latest(covering=head))["tree_size"]
+        size = (await _checkpointer(request).latest(covering=head))["tree_size"]
     answer = await store.proof(uuid, visible, size)
     for leaf in answer["leaves"]:
         leaf["leaf"] = base64.b64encode(leaf["leaf"]).decode() if leaf["leaf"] else None

@@ -79,7 +79,11 @@ async def stand_in_context(app: web.Application):
         if empty:
             await _load_fixture_file(app, config.fixtures)
         else:
-            log.info("the database already has actions: not loading %s", config.fixtures)
+            log.warning("--fixtures %s: not loaded, the database already has actions (fixtures "
+                        "load only into a database without any; that keeps a restart from "
+                        "loading them twice). To load them anyway: 'auditd import %s --db %s' "
+                        "(skips the uuids already there), or POST /_auditd/reset then "
+                        "/_auditd/seed", config.fixtures, config.fixtures, config.db)
     if config.demo:
         world = build_world()
         namespace = await demo_namespace(store)

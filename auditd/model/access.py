@@ -1,5 +1,6 @@
 """Who is calling and what they may see: principals, roles, API keys (CONTRACT.md section 8)."""
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -7,6 +8,14 @@ from .errors import Forbidden, InvalidRequest, NotFound
 
 ROLES = ("user", "producer", "admin")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+# A user's or organization's name is a namespace too: it must log in (Basic auth splits at the
+# first ':'), and fit one path segment of /api/audit/v1/{namespace}/... as it is (no '/', nothing
+# that needs percent-encoding). 'action' would make /api/audit/v1/action/action/ ambiguous.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+NAME_RULE = ("1 to 64 characters of A-Z a-z 0-9 . _ @ -, starting with a letter or digit "
+             "(it is the namespace in /api/audit/v1/NAME/action/)")
+RESERVED_NAMES = frozenset({"action"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,22 @@ def key_matches(key: str, stored_hash: str | None) -> bool:
     same comparison and never matches."""
     same = secrets.compare_digest(hash_key(key), stored_hash or "0" * 64)
     return same and stored_hash is not None
+
+
+def name_problem(name) -> str | None:
+    """What is wrong with `name` as a user's or organization's name, or None."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        return f"{name!r} is not a valid name: use {NAME_RULE}"
+    if name in RESERVED_NAMES:
+        return f"{name!r} is reserved (a path segment of the API): choose another name"
+    return None
+
+
+def check_name(name, kind: str = "user"):
+    """InvalidRequest when `name` cannot be a user's or organization's name (`kind`)."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidRequest(f"{kind} name {problem}")
 
 
 def check_role(role: str):

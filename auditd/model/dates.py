@@ -2,6 +2,7 @@
 import calendar
 import email.utils
 import functools
+import re
 import time
 from datetime import datetime, timezone
 
@@ -10,8 +11,13 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 ACCEPTED_FORMATS = (
     "RFC 2822 ('Wed, 17 Sep 2014 08:26:22 +0000'), ISO 8601 date or date-time "
-    "('2014-09-17', '2014-09-17T08:26:22Z'; no zone means UTC) or Unix seconds"
+    "('2014-09-17', '2014-09-17T08:26:22Z'; no zone means UTC), Unix seconds, or an age "
+    "meaning that long before now ('30s', '10m', '2h', '7d', '1w')"
 )
+
+# An age: a whole number of seconds, minutes, hours, days or weeks before now.
+_AGE = re.compile(r"(\d{1,9})\s*([smhdw])", re.IGNORECASE)
+_AGE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 # The dates every form can express and format: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
@@ -46,14 +52,23 @@ def format_iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+def is_relative(value) -> bool:
+    """Whether `value` is an age ('2h'): its meaning moves with the clock, so it must not be
+    remembered as the date it meant once."""
+    return isinstance(value, str) and _AGE.fullmatch(value.strip()) is not None
+
+
 def parse_date(value: str) -> int:
-    """Unix seconds from any accepted form; ValueError when none fits (DateRangeError when the
+    """Unix seconds from any accepted form (an age counts back from now); ValueError when none fits (DateRangeError when the
     date is well formed but outside the years 1 to 9999)."""
     text = value.strip()
     if not text:
         raise ValueError("empty date")
     if text.lstrip("-").isdigit():
         return in_range(int(text))
+    age = _AGE.fullmatch(text)
+    if age:
+        return in_range(now() - int(age.group(1)) * _AGE_SECONDS[age.group(2).lower()])
     try:
         parsed = _parse_text(text)
     except OverflowError:

@@ -1,5 +1,6 @@
 """Running the application: listening, the first admin key, signals, systemd and a graceful stop."""
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..http.app import create_app
-from ..http.appkeys import STORE
+from ..http.appkeys import CONFIG, STORE
 from ..model.errors import AuditdError
 from ..store import claim_for_serving
 from . import systemd
@@ -45,24 +46,77 @@ def public_address(config: Config, addresses) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def banner(base: str, key: str) -> str:
+def banner(base: str, key: str | None) -> str:
+    """What the first start prints on stdout; `key` None: the operator gave it (not repeated)."""
+    head = ("auditd: created the first user 'admin' (role admin) with the key given by "
+            "--admin-key (AUDITD_ADMIN_KEY, admin_key).\n" if key is None else
+            "auditd: created the first user 'admin' (role admin). Its API key is shown only this "
+            f"once:\n\n    {key}\n")
     return (
-        "auditd: created the first user 'admin' (role admin). Its API key is shown only this once:\n"
-        f"\n    {key}\n\n"
+        f"{head}\n"
         "Point the docker-cloud CLI (or the python-dockercloud SDK) at this server with:\n\n"
         f"    export DOCKERCLOUD_REST_HOST=http://{base}\n"
         f"    export DOCKERCLOUD_STREAM_HOST=ws://{base}\n"
         "    export DOCKERCLOUD_USER=admin\n"
-        f"    export DOCKERCLOUD_APIKEY={key}\n\n"
+        f"    export DOCKERCLOUD_APIKEY={key or '<the key given with --admin-key>'}\n\n"
         "then try:  docker-cloud action ls\n")
 
 
+NO_ADMIN = ("this database has users but no admin, and 'auditd serve' creates 'admin' only on a "
+            "database without users: nobody can reset or seed it. Add one with 'auditd user add "
+            "NAME --role admin --db {db}', or restart with --admin-key KEY to create 'admin' with "
+            "that key")
+
+
 async def ensure_first_admin(app: web.Application, base: str):
-    """On an empty database, create 'admin' and print its key (stdout, once)."""
-    store = app[STORE]
-    if await store.count_users() == 0:
-        key = await store.add_user("admin", "admin")
-        print(banner(base, key), flush=True)
+    """On a database without users, create 'admin' with config.admin_key or a new key (printed
+    once, on stdout). With admin_key on a database that has users: accepted silently when it is
+    an admin's key; 'admin' is created with it when there is no admin at all; refused when the
+    admins have other keys. Without it, a database with users but no admin is warned about."""
+    store, given = app[STORE], app[CONFIG].admin_key or None
+    users = await store.list_users()
+    if not users:
+        key = await store.add_user("admin", "admin", key=given)
+        print(banner(base, None if given else key), flush=True)
+        return
+    admins = [u["name"] for u in users if u["role"] == "admin"]
+    if given is None:
+        if not admins:
+            log.warning(NO_ADMIN.format(db=app[CONFIG].db))
+        return
+    for name in admins:
+        if await store.authenticate(name, given) is not None:
+            return
+    if admins:
+        raise StartError(
+            f"--admin-key (AUDITD_ADMIN_KEY, admin_key) is not the key of this database's admin "
+            f"({', '.join(admins)}): it only sets the key of a new database's first admin. Give "
+            "that admin's key, leave --admin-key out, or give 'admin' a new key with 'auditd user "
+            f"rotate-key {admins[0]} --db {app[CONFIG].db}'")
+    if any(u["name"] == "admin" for u in users):
+        raise StartError("--admin-key: this database has no admin, and its user 'admin' is not "
+                         "one; add an admin with 'auditd user add NAME --role admin'")
+    await store.add_user("admin", "admin", key=given)
+    log.warning("this database had users but no admin: created 'admin' with the key given by "
+                "--admin-key")
+
+
+def plain_http_warning(addresses) -> str | None:
+    """A warning when the server listens beyond this machine: HTTP carries the keys in clear."""
+    exposed = []
+    for address in addresses:
+        host = address[0] if isinstance(address, tuple) else None
+        try:
+            if host is not None and not ipaddress.ip_address(host).is_loopback:
+                exposed.append(host)
+        except ValueError:
+            exposed.append(host)
+    if not exposed:
+        return None
+    return (f"listening on {', '.join(sorted(set(exposed)))}, beyond this machine, over plain "
+            "HTTP: API keys travel in Basic auth headers anyone on the network path can read. "
+            "Serve on 127.0.0.1 behind a TLS-terminating proxy (nginx, Caddy, a load balancer) "
+            "and give clients its https:// address")
 
 
 async def _watchdog(app: web.Application, interval: float):
@@ -144,6 +198,9 @@ async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int
         await _start_sites(runner, config, sockets)
         # Printed before "listening on" is logged: whoever waits for that line has the key.
         await ensure_first_admin(app, public_address(config, runner.addresses))
+        warning = plain_http_warning(runner.addresses)
+        if warning:
+            log.warning(warning)
         addresses = ", ".join(str(a) for a in runner.addresses)
         log.info("listening on %s (database %s)", addresses, config.db,
                  extra={"fields": {"socket_activated": bool(sockets), "max_connections": cap}})

@@ -70,7 +70,8 @@ class Store(ABC):
     @abstractmethod
     async def add_user(self, name: str, role: str = "user", key: str | None = None) -> str:
         """Create a user with a new random key (or `key`); returns the key, which is kept only as
-        a hash. InvalidRequest for an unknown role; Conflict when the name is taken by a user or
+        a hash. InvalidRequest for an unknown role or a name `model.access.check_name` refuses
+        (one that could not log in or be a namespace); Conflict when the name is taken by a user or
         an organization."""
 
     @abstractmethod
@@ -91,7 +92,8 @@ class Store(ABC):
 
     @abstractmethod
     async def add_org(self, name: str):
-        """Create an organization (a namespace with members). Conflict when the name is taken."""
+        """Create an organization (a namespace with members). InvalidRequest for a name
+        `model.access.check_name` refuses; Conflict when the name is taken."""
 
     @abstractmethod
     async def add_member(self, org: str, user: str):

@@ -2,7 +2,9 @@
 # Run the real, public Docker Cloud clients (docker-cloud CLI 1.0.9 and python-dockercloud SDK 1.0.12)
 # against a running auditd. They are Python 2.7 programs, installed with pip from PyPI into a cache dir.
 #
-#   real-clients.sh install                      install both into $RC_DIR (see below)
+#   real-clients.sh install                      install both into $RC_DIR (see below), and
+#                                                a `docker-cloud` command into $RC_DIR/wrappers
+#                                                (it prints that folder: put it on your PATH)
 #   real-clients.sh cli  URL USER KEY ARGS...    e.g.  cli http://127.0.0.1:8080 alice KEY action ls
 #   real-clients.sh sdk  URL USER KEY 'PYTHON2 CODE'   code runs with `import dockercloud` done
 #
@@ -45,6 +47,16 @@ install() {
   printf '%s' "$REQUIREMENTS" >"$marker"
 }
 
+# `docker-cloud` for a shell: a wrapper that sets PYTHONPATH for that one process only (exported
+# in a shell, it would break every Python 3 there, auditd included).
+wrapper() {
+  mkdir -p "$RC_DIR/wrappers"
+  local target=$RC_DIR/wrappers/docker-cloud
+  printf '#!/bin/sh\n# docker-cloud under Python 2.7, from tests/tools/real-clients.sh install\nPYTHONPATH=%q exec %q %q "$@"\n' \
+    "$(site)" "$PY2" "$RC_DIR/bin/docker-cloud" >"$target.new"
+  chmod 0755 "$target.new" && mv -f "$target.new" "$target"
+}
+
 env_for() {  # URL USER KEY
   local url=${1%/}
   export PYTHONPATH=$(site) HOME=$RC_DIR/home
@@ -57,7 +69,10 @@ env_for() {  # URL USER KEY
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-  install) install ;;
+  install) install; wrapper
+    echo "docker-cloud is in $RC_DIR/wrappers; to use it in this shell:"
+    echo "    export PATH=\"$RC_DIR/wrappers:\$PATH\""
+    echo "then point it at auditd with the DOCKERCLOUD_* lines 'auditd serve' printed." ;;
   cli) install; env_for "$1" "$2" "$3"; shift 3; exec "$PY2" "$RC_DIR/bin/docker-cloud" "$@" ;;
   sdk) install; env_for "$1" "$2" "$3"; exec "$PY2" -c "import dockercloud
 $4" ;;

@@ -26,8 +26,8 @@ import uuid as uuidlib
 
 import asyncpg
 
-from ...model.access import (Principal, check_role, check_visible, hash_key, key_matches,
-                             new_key, principal_for)
+from ...model.access import (Principal, check_name, check_role, check_visible, hash_key,
+                             key_matches, new_key, principal_for)
 from ...model.actions import STATES
 from ...model.errors import Unavailable
 from ...model.query import ListQuery, Page
@@ -170,6 +170,7 @@ class PostgresStore(Store):
         return row[1], principal_for(name, row[0], row[2])
 
     async def add_user(self, name: str, role: str = "user", key: str | None = None) -> str:
+        check_name(name, "user")
         check_role(role)
         key = key or new_key()
         await self._write(jobs.add_user, name, role, hash_key(key))
@@ -192,6 +193,7 @@ class PostgresStore(Store):
         return await self._fetchval("SELECT count(*) FROM users")
 
     async def add_org(self, name: str):
+        check_name(name, "organization")
         await self._write(jobs.add_org, name)
 
     async def add_member(self, org: str, user: str):

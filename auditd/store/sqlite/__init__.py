@@ -25,8 +25,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from ...model.access import (Principal, check_role, check_visible, hash_key, key_matches,
-                             new_key, principal_for)
+from ...model.access import (Principal, check_name, check_role, check_visible, hash_key,
+                             key_matches, new_key, principal_for)
 from ...model.actions import STATES
 from ...model.errors import Unavailable
 from ...model.query import ListQuery, Page
@@ -203,6 +203,7 @@ class SQLiteStore(TreeReads, Store):
         return key_hash, principal_for(name, role, orgs.split("\x1f") if orgs else ())
 
     async def add_user(self, name: str, role: str = "user", key: str | None = None) -> str:
+        check_name(name, "user")
         check_role(role)
         key = key or new_key()
         await self._write(jobs.add_user, name, role, hash_key(key))
@@ -228,6 +229,7 @@ class SQLiteStore(TreeReads, Store):
         return (await self._read("SELECT count(*) FROM users"))[0][0]
 
     async def add_org(self, name: str):
+        check_name(name, "organization")
         await self._write(jobs.add_org, name)
 
     async def add_member(self, org: str, user: str):
