@@ -4,6 +4,7 @@ import sys
 
 from ..config import DEFAULT_CONFIG_FILE, Config, load_config, render_toml
 from .common import add_settings_flags, config_from_args
+from .forward import render_sinks
 
 
 def cmd_serve(args) -> int:
@@ -19,6 +20,7 @@ def cmd_config_show(args) -> int:
     config, sources = load_config(flags, args.config_file)
     sys.stdout.write("# auditd's effective configuration; each value's source is in its comment\n")
     sys.stdout.write(render_toml(config, sources))
+    sys.stdout.write(render_sinks(config.forward))
     return 0
 
 
