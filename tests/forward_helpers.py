@@ -3,6 +3,7 @@ process on loopback ports, a real `auditd serve` with a [[forward]] configuratio
 for a condition with a deadline."""
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -82,16 +83,21 @@ class Receiver:
 
 
 class SyslogReceiver(asyncio.DatagramProtocol):
-    """A UDP syslog receiver: every datagram, as text."""
+    """A syslog receiver: every datagram (UDP, or a local socket at `path`), as text."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, path=None):
+        self.port, self.path = free_port(), path
         self.messages: list[str] = []
 
     async def start(self):
         loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=("127.0.0.1", self.port))
+        if self.path is None:
+            self.transport, _ = await loop.create_datagram_endpoint(
+                lambda: self, local_addr=("127.0.0.1", self.port))
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(self.path))
+            self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
         return self
 
     def datagram_received(self, data, addr):
@@ -99,6 +105,30 @@ class SyslogReceiver(asyncio.DatagramProtocol):
 
     def stop(self):
         self.transport.close()
+
+
+class SyslogTcpReceiver:
+    """A TCP syslog receiver reading octet-counted frames (RFC 6587 3.4.1)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.messages: list[str] = []
+
+    async def start(self):
+        self.server = await asyncio.start_server(self.client, "127.0.0.1", self.port)
+        return self
+
+    async def client(self, reader, writer):
+        try:
+            while True:
+                length = int((await reader.readuntil(b" "))[:-1])
+                self.messages.append((await reader.readexactly(length)).decode("utf-8"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def stop(self):
+        self.server.close()
+        await self.server.wait_closed()
 
 
 def sink_toml(**sinks) -> str:

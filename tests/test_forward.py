@@ -7,7 +7,8 @@ import signal
 
 import json
 
-from forward_helpers import Auditd, Receiver, SyslogReceiver, sink_toml, until, until_true
+from forward_helpers import (Auditd, Receiver, SyslogReceiver, SyslogTcpReceiver, sink_toml, until,
+                             until_true)
 
 TOKEN = "Bearer s3cret-t0ken-never-shown"
 WIRE_KEYS = {"resource_uri", "uuid", "object", "action", "method", "path", "user", "user_agent",
@@ -143,9 +144,12 @@ async def test_a_sigkill_mid_way_loses_nothing(tmp_path):
             await auditd.record(action=f"First {i}")
         await until(lambda: len(receiver.ids()) >= 10, "the first ten events")
         receiver.mode = "hold"             # the next batch is in flight when auditd dies
-        uuids = [(await auditd.record(action=f"Then {i}"))["uuid"] for i in range(30)]
-        head = await auditd.head()
+        uuids = [(await auditd.record(action=f"Then {i}"))["uuid"] for i in range(5)]
         await until(lambda: receiver.held >= 1, "a batch in flight")
+        # a sink that is stuck holds up nothing: recording goes on
+        uuids += [(await auditd.record(action=f"Then {i}"))["uuid"] for i in range(5, 30)]
+        head = await auditd.head()
+        assert receiver.held == 1
     finally:
         assert await auditd.stop(signal.SIGKILL) == -signal.SIGKILL
     receiver.release()                     # the held batch fails: the receiver kept nothing
@@ -204,24 +208,31 @@ async def test_filters_and_a_sink_added_to_a_running_database(tmp_path):
         await receiver.stop()
 
 
-async def test_syslog_over_udp_gets_rfc_5424_messages(tmp_path):
-    syslog = await SyslogReceiver().start()
-    auditd = await Auditd(tmp_path, sink_toml(journal={
-        "syslog": f"udp://127.0.0.1:{syslog.port}", "facility": "local3",
-        "start": "beginning"})).start()
+async def test_syslog_over_udp_tcp_and_a_local_socket_gets_rfc_5424_messages(tmp_path):
+    udp, local = await SyslogReceiver().start(), await SyslogReceiver(tmp_path / "log").start()
+    tcp = await SyslogTcpReceiver().start()
+    auditd = await Auditd(tmp_path, sink_toml(
+        udp={"syslog": f"udp://127.0.0.1:{udp.port}", "facility": "local3", "start": "beginning"},
+        tcp={"syslog": f"tcp://127.0.0.1:{tcp.port}", "facility": "local3", "start": "beginning"},
+        unix={"syslog": f"unix:{tmp_path / 'log'}", "facility": "local3", "start": "beginning"},
+    )).start()
     try:
         action = await auditd.record(action="Service Create", namespace="acme")
         await auditd.call("PATCH", action["resource_uri"], {"state": "Failed"}, 200)
         head = await auditd.head()
-        await until(lambda: len(syslog.messages) >= head, f"{head} syslog messages")
+        for receiver in (udp, tcp, local):
+            await until(lambda: len(receiver.messages) >= head, f"{head} syslog messages")
         final = await auditd.call("GET", action["resource_uri"], status=200)
     finally:
         await auditd.stop()
-        syslog.stop()
+        udp.stop()
+        local.stop()
+        await tcp.stop()
     rfc5424 = re.compile(r"^<(\d+)>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (\S+) auditd (\d+) "
                          r"(record|state|cancel|retry|logs|purge) - (\{.*\})$")
-    parsed = [rfc5424.match(m) for m in syslog.messages]
-    assert all(parsed), syslog.messages
+    assert udp.messages == tcp.messages == local.messages
+    parsed = [rfc5424.match(m) for m in udp.messages]
+    assert all(parsed), udp.messages
     bodies = [json.loads(m.group(6)) for m in parsed]
     assert [b["id"] for b in bodies] == list(range(head))
     assert {int(m.group(1)) for m in parsed} == {19 * 8 + 6}         # local3, info

@@ -173,3 +173,16 @@ async def test_events_render_the_same_from_any_starting_point(tmp_path):
         assert [(e.type, e.doc, e.namespace) for e in purged] == [("purge", None, None)]
         _, missing = await Renderer(store).render(await store.read_events(0, 100))
         assert missing == 4            # a's four events lost their bytes with the purge
+
+
+def test_postgresql_has_no_event_log_to_forward_yet_and_says_so(tmp_path):
+    import pgtools
+    pgtools.require_postgres()
+    url = pgtools.clean_database("forward")
+    path = tmp_path / "sinks.toml"
+    path.write_text('[[forward]]\nurl = "http://127.0.0.1:9/"\n')
+    served = subprocess.run([sys.executable, "-m", "auditd", "serve", "--config", str(path),
+                             "--db", url, "--port", "0"],   # the key beside the cwd: a new one
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert served.returncode != 0 and "Traceback" not in served.stderr
+    assert "forwarding ([[forward]] sinks) needs an SQLite database" in served.stderr

@@ -128,6 +128,7 @@ class Forwarder:
         the store cannot forward (a backend without an event log): the server does not start."""
         if not self.runners:
             return
+        await self.store.forward_positions()     # Unavailable where there is no event log
         head, _ = await self.store.tree_head()
         for runner in self.runners:
             await runner.begin(head)
