@@ -15,8 +15,9 @@ JSON object, with the Action JSON as it was right after the event.
   change's or cancel's `from` and `to`; a retry's `new_uuid`; a logs batch's `first_seq` and
   `lines` ([seq, ts, stream, line], ...).
 
-The Renderer keeps recent actions as folded so far (CACHE_ACTIONS of them); an action it has not
-seen is read back from its earlier events (`Store.action_events`).
+The Renderer keeps recent actions as folded so far (at most CACHE_ACTIONS of them and
+CACHE_BYTES of their bodies); an action it does not hold is read back from its earlier events
+(`Store.action_events`).
 """
 import json
 import logging
@@ -31,6 +32,7 @@ from ...model.document import render_action
 log = logging.getLogger("auditd.forward")
 
 CACHE_ACTIONS = 10_000
+CACHE_BYTES = 32 * 1024 * 1024
 _LOGS = b'"type":"logs"'    # in canonical form only a logs leaf holds this (strings escape ")
 
 
@@ -93,16 +95,30 @@ def _time(event: dict) -> int:
 class Renderer:
     def __init__(self, store):
         self.store = store
-        self.actions: OrderedDict = OrderedDict()   # action key -> (position, action)
+        self.actions: OrderedDict = OrderedDict()   # action key -> (position, action, size)
+        self.size = 0
 
     def forget(self):
         self.actions.clear()
+        self.size = 0
+
+    def _keep(self, key: int, position: int, action: dict | None):
+        self._drop(key)
+        size = 512 + len((action or {}).get("body") or "")
+        self.actions[key] = (position, action, size)
+        self.size += size
+        while len(self.actions) > CACHE_ACTIONS or self.size > CACHE_BYTES:
+            self._drop(next(iter(self.actions)))
+
+    def _drop(self, key: int):
+        entry = self.actions.pop(key, None)
+        if entry is not None:
+            self.size -= entry[2]
 
     async def _before(self, key: int, position: int) -> dict | None:
         """The action as its events before `position` leave it."""
         cached = self.actions.get(key)
         if cached is not None and cached[0] < position:
-            self.actions.move_to_end(key)
             return cached[1]
         action = None
         for leaf in await self.store.action_events(key, position):
@@ -129,15 +145,12 @@ class Renderer:
                 missing += 1
                 continue
             if event["type"] == "purge":
-                self.actions.pop(key, None)
+                self._drop(key)
                 action = None
             else:
                 before = None if event["type"] == "record" else await self._before(key, position)
                 action = _fold(before, event)
-                self.actions[key] = (position, action)
-                self.actions.move_to_end(key)
-                if len(self.actions) > CACHE_ACTIONS:
-                    self.actions.popitem(last=False)
+                self._keep(key, position, action)
             events.append(Event(
                 id=position - 1, type=event["type"], time=_time(event), uuid=event["uuid"],
                 namespace=action["namespace"] if action else None,
