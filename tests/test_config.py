@@ -50,6 +50,8 @@ def test_every_setting_can_be_set_and_show_round_trips(tmp_path):
     existing.write_text("")
     changed = {}
     for f in fields(Config):
+        if f.name not in Config.names():    # [[forward]] tables: test_forward_config.py
+            continue
         default = getattr(Config(), f.name)
         if f.type is bool:
             changed[f.name] = not default

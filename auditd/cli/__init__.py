@@ -3,7 +3,7 @@
 `register_commands(commands)`.
 
 - `serve`: serve, config show. `accounts`: user, org. `data`: export, import, purge, backup,
-  check. `verify`: the tamper-evident log. `migrate`: migrate (one database to another). `run`: run a command as an audited
+  check. `verify`: the tamper-evident log. `forward`: forward status. `migrate`: migrate (one database to another). `run`: run a command as an audited
   action, and `action`: ls, inspect, logs, cancel, retry (both clients of the API, through
   `auditd.client`).
 """
@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 from ..config import unknown_environment
 from ..model.errors import AuditdError
-from . import accounts, action, data, migrate, run, serve, verify
+from . import accounts, action, data, forward, migrate, run, serve, verify
 from .common import database_problem, say
 
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="auditd", description="The Docker Cloud Audit API (Actions) as one local daemon.")
     parser.add_argument("--version", action="version", version=f"auditd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, accounts, data, verify, migrate, run, action):
+    for module in (serve, accounts, data, verify, forward, migrate, run, action):
         module.register_commands(commands)
     return parser
 

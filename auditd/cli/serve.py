@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_CONFIG_FILE, Config, load_config, render_toml
 from .common import MEMORY_DB, add_settings_flags, check_folder, config_from_args
+from .forward import render_sinks
 
 log = logging.getLogger("auditd")
 
@@ -33,6 +34,7 @@ def cmd_config_show(args) -> int:
     config, sources = load_config(flags, args.config_file)
     sys.stdout.write("# auditd's effective configuration; each value's source is in its comment\n")
     sys.stdout.write(render_toml(config, sources))
+    sys.stdout.write(render_sinks(config.forward))
     return 0
 
 

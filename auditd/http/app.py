@@ -12,9 +12,10 @@ from ..store import open_store
 from ..streams import Streams
 from ..tasks.checkpoints import Checkpointer
 from ..tasks.demo import Demo
+from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
-from .appkeys import (CHECKPOINTER, CONFIG, DEMO, LIMITS, LOCATOR, METRICS, RETENTION, STORE,
-                      STREAMS, TICKETS)
+from .appkeys import (CHECKPOINTER, CONFIG, DEMO, FORWARDER, LIMITS, LOCATOR, METRICS,
+                      RETENTION, STORE, STREAMS, TICKETS)
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import request_middleware
@@ -54,6 +55,14 @@ async def _checkpoint_context(app: web.Application):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _forward_context(app: web.Application):
+    """Forwarding to the [[forward]] sinks while the server runs (tasks/forward)."""
+    forwarder = app[FORWARDER] = Forwarder(app[STORE], app[CONFIG].forward)
+    await forwarder.start()
+    yield
+    await forwarder.stop()
 
 
 async def _retention_context(app: web.Application):
@@ -102,6 +111,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[TICKETS] = {}
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_checkpoint_context)
+    app.cleanup_ctx.append(_forward_context)
     app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_access_watch_context)
     if config.demo or config.fixtures:

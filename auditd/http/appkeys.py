@@ -8,6 +8,7 @@ from ..store import Store
 from ..streams import Streams
 from ..tasks.checkpoints import Checkpointer
 from ..tasks.demo import Demo
+from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
 from .limits import Limits
 from .metrics import Metrics
@@ -21,6 +22,7 @@ LIMITS = web.AppKey("limits", Limits)
 DEMO = web.AppKey("demo", Demo)
 RETENTION = web.AppKey("retention", Retention)
 CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
+FORWARDER = web.AppKey("forwarder", Forwarder)
 TICKETS = web.AppKey("console_tickets", dict)   # stream ticket -> (expiry, Authorization)
 PRINCIPAL = web.RequestKey("principal", Principal)   # the authenticated caller
 CREDENTIALS = web.RequestKey("credentials", tuple)  # (user, key) of a stream's caller

@@ -13,7 +13,7 @@ import time
 from aiohttp import web
 
 from .. import __version__
-from .appkeys import METRICS, STORE, STREAMS
+from .appkeys import FORWARDER, METRICS, STORE, STREAMS
 from .metrics import BUCKETS
 from .responses import json_response
 
@@ -103,5 +103,7 @@ async def metrics(request: web.Request) -> web.Response:
     out += ["# HELP auditd_database_up 1 when the database answered this scrape's queries.",
             "# TYPE auditd_database_up gauge",
             f"auditd_database_up {0 if counts is None else 1}"]
+    if FORWARDER in app:
+        out += await app[FORWARDER].metric_lines()
     return web.Response(text="\n".join(out) + "\n", headers={"Cache-Control": "no-store"},
                         content_type="text/plain; version=0.0.4", charset="utf-8")

@@ -29,6 +29,8 @@ from ..model.errors import Unavailable
 from ..model.query import ListQuery, Page
 
 TREE_MISSING = "this storage backend keeps no tamper-evident log yet: use an SQLite database"
+FORWARD_MISSING = ("this storage backend keeps no event log to forward from yet: forwarding "
+                   "([[forward]] sinks) needs an SQLite database")
 
 
 class Store(ABC):
@@ -216,6 +218,47 @@ class Store(ABC):
     async def checkpoint(self, tree_size: int | None = None) -> dict | None:
         """The latest checkpoint kept, or the one of that size; None when there is none."""
         raise Unavailable(TREE_MISSING)
+
+    # ---------------------------------------------------------------- forwarding
+    # Sinks (auditd.tasks.forward) read the tree's events in order and keep, per sink, the
+    # position of the last event they handled. A **position** is a leaf index + 1: the events
+    # after position p are the leaves p, p + 1, ... (so the tree's size is the head's position).
+    # A backend that keeps no tree leaves these as they are.
+
+    async def read_events(self, after: int, limit: int) -> list[tuple[int, int, bytes | None]]:
+        """At most `limit` events after position `after`, in tree order, from one snapshot:
+        [(position, action key, leaf bytes)]. The action key is the store's id of the action
+        the event is about (the same for all its events, kept after a purge); the leaf is None
+        once a purge dropped its bytes. Only committed events, and never a gap: an event shows
+        once every event before it does. Reads on reader connections, never the writer."""
+        raise Unavailable(FORWARD_MISSING)
+
+    async def action_events(self, action_key: int, before: int) -> list[bytes | None]:
+        """The leaves of one action (its key as read_events gives it) before position `before`,
+        in tree order (None for bytes a purge dropped)."""
+        raise Unavailable(FORWARD_MISSING)
+
+    async def forward_positions(self) -> dict[str, dict]:
+        """Every sink that has a stored position: {name: {"position", "started_at", "delivered",
+        "last_success", "last_error", "last_error_at", "errors"}} (times in Unix seconds or
+        None)."""
+        raise Unavailable(FORWARD_MISSING)
+
+    async def start_forward(self, sink: str, position: int) -> dict:
+        """The sink's stored row (as forward_positions gives it); a sink without one is stored
+        first at `position` (0: from the first event; the tree's size: from now on)."""
+        raise Unavailable(FORWARD_MISSING)
+
+    async def advance_forward(self, sink: str, position: int, delivered: int, when: float):
+        """The sink has taken everything up to `position` (`delivered` of those events were
+        sent to it; filtered ones were not): store the position, and `when` as the last success
+        when something was delivered, durably, before returning. (A stand-in reset, which empties the tree, sets every position to 0.)"""
+        raise Unavailable(FORWARD_MISSING)
+
+    async def forward_failed(self, sink: str, error: str, when: float):
+        """A delivery attempt failed: keep `error` as the sink's last error and count it. The
+        position stays."""
+        raise Unavailable(FORWARD_MISSING)
 
     # ---------------------------------------------------------------- the data lifecycle
 

@@ -36,6 +36,7 @@ from . import jobs, lifecycle, listing
 from .database import SCHEMA_VERSION, connect, prepare_database, unavailable
 from .audit import Damage, verify
 from .files import backup, check, claim, quick_check
+from .forwarding import ForwardReads
 from .proofs import TreeReads
 from .writer import Writer, deliver_answers
 
@@ -67,7 +68,7 @@ def describe(db: str) -> str:
     return f"SQLite database {db}"
 
 
-class SQLiteStore(TreeReads, Store):
+class SQLiteStore(TreeReads, ForwardReads, Store):
     def __init__(self, path: str, synchronous: str = "FULL", group_commit: bool = True,
                  readers: int = 3, check_on_start: bool = False, transparency: bool = True):
         self.check_on_start = check_on_start

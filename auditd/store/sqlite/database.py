@@ -9,7 +9,7 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -18,6 +18,11 @@ MIGRATIONS: dict = {
        "CREATE INDEX actions_by_object ON actions (object_id, namespace, start_ts, id)",
     # 3: the tamper-evident log (tree.py); the actions already there enter it as they are now
     2: "tree",
+    # 4: forwarding: each sink's delivery position (auditd/tasks/forward)
+    3: "CREATE TABLE IF NOT EXISTS forward_positions (sink TEXT PRIMARY KEY, "
+       "position INTEGER NOT NULL, started_at INTEGER NOT NULL, "
+       "delivered INTEGER NOT NULL DEFAULT 0, last_success REAL, last_error TEXT, "
+       "last_error_at REAL, errors INTEGER NOT NULL DEFAULT 0)",
 }
 
 

@@ -127,3 +127,16 @@ CREATE TABLE checkpoints (
     timestamp  INTEGER NOT NULL,
     document   TEXT    NOT NULL         -- the signed checkpoint as the API sends it (JSON)
 );
+
+-- Forwarding (auditd/tasks/forward): how far each sink has been given the events, advanced only
+-- after the sink took them, and what happened last.
+CREATE TABLE IF NOT EXISTS forward_positions (
+    sink          TEXT    PRIMARY KEY,  -- the sink's name in the [[forward]] table
+    position      INTEGER NOT NULL,     -- events.idx of the last event handled (0: none yet)
+    started_at    INTEGER NOT NULL,     -- when the sink was first seen (Unix seconds)
+    delivered     INTEGER NOT NULL DEFAULT 0,   -- events sent and taken so far
+    last_success  REAL,                 -- when a batch was last taken (Unix seconds)
+    last_error    TEXT,                 -- the last failure, as the sink answered it
+    last_error_at REAL,
+    errors        INTEGER NOT NULL DEFAULT 0    -- failed attempts so far
+);

@@ -98,6 +98,7 @@ def clear(conn):
     for table in ("events", "tree_nodes", "checkpoints"):
         conn.execute(f"DELETE FROM {table}")
     conn.execute("UPDATE tree_state SET frontier = zeroblob(8) WHERE id = 1")
+    conn.execute("UPDATE forward_positions SET position = 0")   # the new events start at 1
     if getattr(conn, "frontier", None) is not None:
         conn.frontier = CompactRange()
 

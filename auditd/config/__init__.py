@@ -7,6 +7,9 @@ capitals (`AUDITD_PORT=9000`). An unknown key in the file, a bad value, or an AU
 that is a near miss of a setting's name stops the start with a `ConfigError` that names where it
 came from and what is accepted; other unknown AUDITD_ variables only earn a warning (other tools
 use the prefix too).
+
+Forwarding sinks are `[[forward]]` tables, in the file only (`ForwardSink`, README "Forwarding to
+a SIEM").
 """
 import difflib
 import math
@@ -16,7 +19,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .model.errors import AuditdError
+from .errors import ConfigError
+from .forward import ForwardSink, read_sinks  # noqa: F401 - part of the configuration
 
 DEFAULT_CONFIG_FILE = "/etc/auditd/auditd.toml"
 ENV_PREFIX = "AUDITD_"
@@ -30,10 +34,6 @@ ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{15,255}")
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class ConfigError(AuditdError):
-    """A setting is unknown or its value is not accepted: the start stops."""
 
 
 def default_db_path() -> str:
@@ -68,14 +68,19 @@ class Config:
     demo: bool = False
     fixtures: str = ""
     admin_key: str = ""                # the first admin's key on a new database (a secret)
+    forward: list = field(default_factory=list)   # [ForwardSink]: [[forward]] tables, file only
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        """The flat settings (each also a variable and a flag); not `forward`."""
+        return [f.name for f in fields(cls) if f.name not in FILE_ONLY]
 
 
+FILE_ONLY = ("forward",)
 # Fields whose value must never be printed (`config show` hides them).
 SECRET_FIELDS: frozenset = frozenset({"admin_key"})
+
+
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -179,7 +184,9 @@ def _read_file(path: str, required: bool) -> dict:
         raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    known = set(Config.names())
+    if "forward" in table:
+        table["forward"] = read_sinks(table["forward"], path)
+    known = set(Config.names()) | set(FILE_ONLY)
     unknown = sorted(key for key in table if key not in known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} "
@@ -248,12 +255,19 @@ def load_config(flags: dict | None = None, config_file: str | None = None,
     layers += [(name, value, "--" + name.replace("_", "-"))
                for name, value in (flags or {}).items() if value is not None]
     for name, value, source in layers:
+        if name in FILE_ONLY:
+            setattr(config, name, value)
+            continue
         setattr(config, name, _check(name, _convert(name, value, source), source))
         sources[name] = source
+    if config.forward and not config.transparency:
+        raise ConfigError(f"{sources['transparency']}: transparency = false, but the [[forward]] "
+                          "sinks read the tamper-evident log's events: turn transparency on, or "
+                          "remove the [[forward]] tables")
     return config, sources
 
 
-# ---------------------------------------------------------------------------- showing it
+# ---------------------------------------------------------------------------- [[forward]]
 
 def _toml_value(value) -> str:
     if isinstance(value, bool):
