@@ -52,7 +52,7 @@ def main():
                         "--create").strip()
         auth = {"Authorization": "Basic " + base64.b64encode(f"bench:{key}".encode()).decode()}
         server = procs.auditd_server("stall", db, "--no-access-log", "--max-body-bytes",
-                                     str(16 * 1024 * 1024))
+                                     str(16 * 1024 * 1024), *sys.argv[1:])
         server.start("/_auditd/health")
         try:
             status, body = _ask(server.port, "POST", "/api/audit/v1/action/",

@@ -18,6 +18,7 @@ ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path"
                   "object_id", "user", "user_agent", "ip", "location", "body", "start_ts",
                   "end_ts", "is_user_action", "cancelable", "retriable", "log_count")
 STORED_COLUMNS = ACTION_COLUMNS + ("doc",)      # an action as the store gives it out
+LOGS_PER_LEAF = 500
 SELECT_STORED = "SELECT " + ", ".join(STORED_COLUMNS) + " FROM actions"
 
 
@@ -276,8 +277,11 @@ def append_logs(conn, uuid, lines, namespaces):
     conn.executemany("INSERT INTO action_logs (action_id, seq, ts, stream_type, line) "
                      "VALUES (?, ?, ?, ?, ?)", stored)
     conn.execute("UPDATE actions SET log_count = ? WHERE id = ?", (row[2] + len(lines), action_id))
-    if lines:     # an empty append is no event
-        tree.add(conn, action_id, leaves.logs_leaf(uuid, first, lines))
+    # One leaf per LOGS_PER_LEAF lines: encoding a leaf holds the GIL, and a big append must
+    # not stall everyone else for the length of one encoding (an empty append is no event).
+    for at in range(0, len(lines), LOGS_PER_LEAF):
+        tree.add(conn, action_id, leaves.logs_leaf(uuid, first + at,
+                                                   lines[at:at + LOGS_PER_LEAF]))
     return len(lines), [LinesAppended(action_id, [s[1:] for s in stored])]
 
 
