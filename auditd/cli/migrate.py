@@ -5,6 +5,7 @@ edges. Actions already in the target are skipped and log lines are keyed by (act
 migration that stopped can be run again and completes what is missing."""
 import asyncio
 
+from ..formats.ndjson import BatchWriter
 from ..model.errors import AuditdError
 from ..store import backend_for, open_store
 from .common import config_from_args, say
@@ -30,39 +31,27 @@ async def migrate(source, target, progress=None) -> dict:
     written). Returns the counts and the errors [(action uuid, error)]."""
     accounts = await target.import_accounts(await source.export_accounts())
     summary = {"accounts": accounts, "imported": 0, "skipped": 0, "lines": 0, "errors": []}
-    batch, lines, writing, uuids = [], 0, None, {}
+    uuids = {}
 
-    async def written():
-        nonlocal writing
-        if writing is None:
-            return
-        for number, outcome, added, error in await writing:
+    def results(batch_results):
+        for number, outcome, added, error in batch_results:
             summary["lines"] += added
             if outcome in ("imported", "skipped"):
                 summary[outcome] += 1
             elif outcome == "error":
                 summary["errors"].append((uuids.get(number), error))
-        writing = None
         if progress is not None:
             progress.update(summary["imported"] + summary["skipped"],
                             f"{summary['lines']:,} log lines")
 
-    async def flush():
-        nonlocal batch, lines, writing
-        await written()
-        if batch:
-            writing = asyncio.ensure_future(target.import_batch(batch))
-        batch, lines = [], 0
-
-    async for kind, action, *rest in source.export_actions({}):
-        item = _item(kind, len(uuids), action, rest)
-        uuids[len(uuids)] = action["uuid"]
-        batch.append(item)
-        lines += len(item[-1])
-        if len(batch) >= BATCH_ACTIONS or lines >= BATCH_LINES:
-            await flush()
-    await flush()
-    await written()
+    writer = BatchWriter(target, results, BATCH_ACTIONS, BATCH_LINES)
+    try:
+        async for kind, action, *rest in source.export_actions({}):
+            uuids[len(uuids)] = action["uuid"]
+            await writer.add(_item(kind, len(uuids) - 1, action, rest))
+        await writer.finish()
+    finally:
+        await writer.abandon()
     return summary
 
 

@@ -201,6 +201,44 @@ def _parse_raw(raw: bytes, lineno: int):
     return parse_line(raw.decode("utf-8"), lineno) if raw.strip() else None
 
 
+class BatchWriter:
+    """Import items into `store.import_batch` in their order, in batches of at most `actions`
+    items or `lines` log lines; one batch is written while the next is gathered. Each batch's
+    results [(lineno, outcome, lines added, error)] go to `on_results`."""
+
+    def __init__(self, store, on_results, actions: int = IMPORT_BATCH_ACTIONS,
+                 lines: int = IMPORT_BATCH_LINES):
+        self.store, self.on_results = store, on_results
+        self.max_actions, self.max_lines = actions, lines
+        self.batch, self.lines, self.writing = [], 0, None
+
+    async def add(self, item):
+        self.batch.append(item)
+        self.lines += len(item[-1])
+        if len(self.batch) >= self.max_actions or self.lines >= self.max_lines:
+            await self.flush()
+
+    async def flush(self):
+        await self._written()
+        if self.batch:
+            self.writing = asyncio.ensure_future(self.store.import_batch(self.batch))
+        self.batch, self.lines = [], 0
+
+    async def finish(self):
+        await self.flush()
+        await self._written()
+
+    async def abandon(self):
+        """Stopped by an error: let the batch in flight finish."""
+        if self.writing is not None:
+            await asyncio.gather(self.writing, return_exceptions=True)
+
+    async def _written(self):
+        if self.writing is not None:
+            results, self.writing = await self.writing, None
+            self.on_results(results)
+
+
 async def import_file(store, stream, size: int | None = None, progress=None,
                       batch_actions: int = IMPORT_BATCH_ACTIONS,
                       batch_lines: int = IMPORT_BATCH_LINES) -> ImportSummary:
@@ -208,25 +246,15 @@ async def import_file(store, stream, size: int | None = None, progress=None,
     the next is parsed; batches go to the writer in file order, so a logs_of line always finds
     an action from an earlier line already committed."""
     summary = ImportSummary()
-    batch, batch_size, consumed = [], 0, 0
-    writing = None
+    consumed = 0
 
-    async def written():
-        nonlocal writing
-        if writing is not None:
-            summary.add(await writing)
-            writing = None
-            if progress is not None:
-                progress.update(consumed, f"{summary.imported:,} imported, {summary.skipped:,} "
-                                          f"skipped, {len(summary.errors):,} errors")
+    def results(batch_results):
+        summary.add(batch_results)
+        if progress is not None:
+            progress.update(consumed, f"{summary.imported:,} imported, {summary.skipped:,} "
+                                      f"skipped, {len(summary.errors):,} errors")
 
-    async def flush():
-        nonlocal batch, batch_size, writing
-        await written()
-        if batch:
-            writing = asyncio.ensure_future(store.import_batch(batch))
-        batch, batch_size = [], 0
-
+    writer = BatchWriter(store, results, batch_actions, batch_lines)
     try:
         for lineno, nbytes, parse in _records(stream, summary):
             consumed += nbytes
@@ -239,15 +267,10 @@ async def import_file(store, stream, size: int | None = None, progress=None,
                 continue
             if item[0] == "action" and item[2].pop("new_uuid"):
                 summary.new_uuids += 1
-            batch.append(item)
-            batch_size += len(item[-1])
-            if len(batch) >= batch_actions or batch_size >= batch_lines:
-                await flush()
-        await flush()
-        await written()
+            await writer.add(item)
+        await writer.finish()
     finally:
-        if writing is not None:   # stopped by an error: let the batch in flight finish
-            await asyncio.gather(writing, return_exceptions=True)
+        await writer.abandon()
     if progress is not None:
         progress.finish(consumed)
     return summary
