@@ -11,7 +11,7 @@ from auditd import config as config_module
 from auditd.config import ConfigError, load_config
 from auditd.model.actions import new_action
 from auditd.store.sqlite import SQLiteStore
-from auditd.store.sqlite.database import prepare_database
+from auditd.store.sqlite.database import SCHEMA_VERSION, prepare_database
 from auditd.tasks.forward.events import Renderer, matches
 from conftest import ROOT
 
@@ -142,7 +142,7 @@ async def test_a_version_3_database_gets_the_positions_table(tmp_path):
     prepare_database(path)
     with sqlite3.connect(path) as conn:
         conn.executescript("DROP TABLE forward_positions; PRAGMA user_version = 3;")
-    assert prepare_database(path) == 4
+    assert prepare_database(path) == SCHEMA_VERSION
     async with SQLiteStore(path) as store:
         assert await store.forward_positions() == {}
 

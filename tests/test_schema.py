@@ -70,3 +70,50 @@ def test_a_file_that_is_not_auditds_is_refused(tmp_path):
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(SchemaVersionError, match="not auditd's"):
         prepare_database(path)
+
+
+V4_INDEXES = (   # what version 4 had where version 5 widened or added an index
+    "DROP INDEX actions_by_time; CREATE INDEX actions_by_time ON actions (start_ts, id); "
+    "DROP INDEX actions_by_namespace; "
+    "CREATE INDEX actions_by_namespace ON actions (namespace, start_ts, id); "
+    "DROP INDEX actions_by_state; CREATE INDEX actions_by_state ON actions (state, start_ts, id); "
+    "DROP INDEX actions_by_namespace_state; "
+    "CREATE INDEX actions_by_namespace_state ON actions (namespace, state, start_ts, id); "
+    "DROP INDEX actions_by_end; CREATE INDEX actions_by_end ON actions (end_ts); "
+    "DROP INDEX actions_by_action; DROP INDEX actions_by_namespace_action; "
+    "DROP INDEX actions_by_user; DROP INDEX actions_by_is_user_action; DROP TABLE tallies; ")
+
+
+def schema_of(path):
+    with sqlite3.connect(path) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'actions_by%' "
+            "ORDER BY name")]
+        return {name: [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+                for name in names}
+
+
+def tallies_of(path):
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM tallies ORDER BY kind, key, bucket").fetchall()
+
+
+async def test_a_version_4_database_gets_the_tallies_the_writer_would_have_kept(tmp_path):
+    path = str(tmp_path / "v4.db")
+    async with SQLiteStore(path) as store:
+        made = [await store.record_action(new_action(
+            action=f"Service {verb}", user=user, namespace=user, state="In progress",
+            start_date=1_700_000_000 + i * 5000)) for i, (verb, user) in
+            enumerate([("Create", "alice"), ("Stop", "bob"), ("Create", "bob")] * 5)]
+        for action in made[::3]:
+            await store.change_state(action["uuid"], "Success", None)
+        await store.cancel(made[1]["uuid"], None)
+    fresh_schema, fresh_tallies = schema_of(path), tallies_of(path)
+    assert fresh_tallies
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V4_INDEXES + "PRAGMA user_version = 4;")
+    assert schema_of(path) != fresh_schema
+
+    assert prepare_database(path) == SCHEMA_VERSION
+    assert schema_of(path) == fresh_schema
+    assert tallies_of(path) == fresh_tallies

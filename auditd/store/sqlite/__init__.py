@@ -32,7 +32,7 @@ from ...model.errors import Unavailable
 from ...model.query import ListQuery, Page
 from ...model.uris import normalize_object_uri
 from ..interface import Store
-from . import jobs, lifecycle, listing
+from . import jobs, lifecycle, listing, planner
 from .database import SCHEMA_VERSION, connect, prepare_database, unavailable
 from .audit import Damage, verify
 from .files import backup, check, claim, quick_check
@@ -169,6 +169,19 @@ class SQLiteStore(TreeReads, ForwardReads, Store):
             log.error("read failed: %s", err)
             raise unavailable(err, "be read") from None
 
+    def _snapshot(self, fn, *args):
+        """`fn(conn, *args)` on the loop's connection, all in one snapshot (bounded work)."""
+        conn = self._inline
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            log.error("read failed: %s", err)
+            raise unavailable(err, "be read") from None
+
     async def _read(self, sql: str, params=()):
         """For statements whose cost depends on the data: off the loop, on the reader pool."""
         conn = await self._readers.get()
@@ -298,6 +311,11 @@ class SQLiteStore(TreeReads, ForwardReads, Store):
                                           query.filters.get("include_related", False))
             if not object_ids:
                 return Page(0, [], None)
+        tallied = planner.plan(query, object_ids)
+        if tallied is not None:
+            rows = self._snapshot(planner.run, tallied, query)
+            page = sorted(rows[1], key=planner.page_order, reverse=query.newest_first)
+            return Page(rows[0], [r[0] for r in page], page[-1][1:] if page else None)
         sql, params = listing.list_sql(query, object_ids)
         if listing.is_bounded(query, object_ids):
             rows = self._read_inline(sql, params)

@@ -9,7 +9,7 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -23,7 +23,22 @@ MIGRATIONS: dict = {
        "position INTEGER NOT NULL, started_at INTEGER NOT NULL, "
        "delivered INTEGER NOT NULL DEFAULT 0, last_success REAL, last_error TEXT, "
        "last_error_at REAL, errors INTEGER NOT NULL DEFAULT 0)",
+    # 5: tallies and one index per counted filter, for exact counts that do not scan (tallies.py)
+    4: "tallies",
 }
+_V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, four new
+    "actions_by_time": "start_ts, id, uuid",
+    "actions_by_namespace": "namespace, start_ts, id, uuid, is_user_action",
+    "actions_by_state": "state, start_ts, id, action, user, is_user_action",
+    "actions_by_namespace_state": "namespace, state, start_ts, id, action, user, is_user_action",
+    "actions_by_end": "end_ts, namespace, state",
+    "actions_by_action": "action, start_ts, id, state",
+    "actions_by_namespace_action": "namespace, action, start_ts, id, state",
+    "actions_by_user": "user, start_ts, id, namespace, state",
+    "actions_by_is_user_action": "is_user_action, start_ts, id, state",
+}
+TALLY_INDEXES = [statement for name, columns in _V5_INDEXES.items() for statement in (
+    f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON actions ({columns})")]
 
 
 class WriterConnection(sqlite3.Connection):
@@ -118,10 +133,17 @@ def prepare_database(path: str) -> int:
             return SCHEMA_VERSION
         while version < SCHEMA_VERSION:
             log.info("migrating %s from schema version %d to %d", path, version, version + 1)
-            if MIGRATIONS[version] == "tree":
-                from .tree import migrate     # a step in Python: leaves for the actions there
+            if MIGRATIONS[version] in ("tree", "tallies"):   # steps in Python
                 conn.execute("BEGIN IMMEDIATE")
-                migrate(conn)
+                if MIGRATIONS[version] == "tree":
+                    from .tree import migrate     # leaves for the actions there
+                    migrate(conn)
+                else:
+                    from . import tallies         # count the actions there
+                    for statement in TALLY_INDEXES:
+                        conn.execute(statement)
+                    conn.execute(tallies.SCHEMA)
+                    tallies.rebuild(conn)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
                 conn.execute("COMMIT")
             else:

@@ -11,7 +11,7 @@ from ...model.document import render_action
 from ...model.errors import Conflict, NotFound
 from ...model.notes import ActionChanged, LinesAppended
 from ...model.uris import normalize_object_uri
-from . import tree
+from . import tallies, tree
 from .database import OBJECT_CACHE_ENTRIES
 
 ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path", "object",
@@ -211,6 +211,7 @@ def insert_action(conn, record: dict):
         action["id"] = conn.execute(_INSERT_ACTION, _row(action)).lastrowid
     except sqlite3.IntegrityError:
         raise Conflict(f"an action with uuid {action['uuid']} already exists") from None
+    tallies.apply(conn, [(None, action)])
     tree.add(conn, action["id"], leaves.record_leaf(record))
     return action, _changed(conn, "create", action)
 
@@ -224,6 +225,7 @@ def insert_actions(conn, jobs: list[tuple]) -> list:
     for offset, action in enumerate(actions):
         action["id"] = first + offset
     conn.executemany(_INSERT_ACTIONS, [[a["id"], *_row(a)] for a in actions])
+    tallies.apply(conn, [(None, a) for a in actions])
     tree.add_many(conn, [(a["id"], leaves.record_leaf(record))
                          for a, (record,) in zip(actions, jobs)])
     return [(action, _changed(conn, "create", action)) for action in actions]
@@ -239,11 +241,12 @@ def load_action(conn, uuid: str, namespaces) -> dict:
 
 
 def set_state(conn, action: dict, state: str, cancel: bool = False):
-    before, now = action["state"], dates.now()
+    before, now, previous = action["state"], dates.now(), action
     action = moved(action, state, now)
     action["doc"] = render_action(action)
     conn.execute("UPDATE actions SET state = ?, end_ts = ?, doc = ? WHERE id = ?",
                  (state, action["end_ts"], action["doc"], action["id"]))
+    tallies.apply(conn, [(previous, action)])
     tree.add(conn, action["id"], leaves.state_leaf(action["uuid"], before, state, now,
                                                    action["end_ts"], cancel))
     return action, _changed(conn, "update", action)

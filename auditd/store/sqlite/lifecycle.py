@@ -16,7 +16,7 @@ from ... import leaves
 from ...model import dates
 from ...model.actions import FINAL_STATES
 from ...model.notes import ActionsRemoved
-from . import tree
+from . import tallies, tree
 from .database import savepoint
 from .jobs import STORED_COLUMNS, add_parent, append_logs, insert_action, object_id, stored
 from .writer import heavy_job
@@ -250,14 +250,15 @@ def purge_batch(conn, cut: int, max_rows: int):
     about `max_rows` rows (actions plus log lines), so the writer is never held long.
     Returns ((actions removed, log lines removed, done), no notes)."""
     candidates = conn.execute(
-        f"SELECT id, log_count, uuid FROM actions WHERE {_PURGEABLE} ORDER BY end_ts, id "
-        "LIMIT ?",
+        f"SELECT id, log_count, {', '.join(tallies.TALLY_FIELDS)} FROM actions "
+        f"WHERE {_PURGEABLE} ORDER BY end_ts, id LIMIT ?",
         (*_FINAL, cut, max_rows)).fetchall()
     if not candidates:
         return (0, 0, True), []
     budget, removed_actions, removed_lines = max_rows, [], 0
-    uuids = {action_id: uuid for action_id, _, uuid in candidates}
-    for action_id, log_count, _ in candidates:
+    uuids = {row[0]: row[2] for row in candidates}
+    gone = {row[0]: tallies.tallied(row[2:]) for row in candidates}
+    for action_id, log_count, *_ in candidates:
         if log_count + 1 > budget:
             if not removed_actions:   # a long log goes away in several batches, oldest lines first
                 lines = conn.execute(
@@ -274,6 +275,7 @@ def purge_batch(conn, cut: int, max_rows: int):
         removed_actions.append(action_id)
         removed_lines += lines
         budget -= lines + 1
+    tallies.apply(conn, [(gone[a], None) for a in removed_actions])
     tree.purge_actions(conn, [(a, uuids[a]) for a in removed_actions], dates.now())
     return (len(removed_actions), removed_lines, False), []
 
@@ -306,6 +308,7 @@ def reset(conn):
     conn.execute("DELETE FROM object_parents")
     conn.execute("DELETE FROM objects")
     conn.execute("DELETE FROM action_counts")
+    conn.execute("DELETE FROM tallies")
     tree.clear(conn)              # a stand-in reset: the history goes with every action
     if hasattr(conn, "forget"):   # the objects it knew are gone
         conn.forget()

@@ -61,12 +61,20 @@ CREATE TABLE actions (
     log_count       INTEGER NOT NULL DEFAULT 0,
     doc             TEXT    NOT NULL       -- the Action as sent on the wire, rendered at each write
 );
-CREATE INDEX actions_by_time           ON actions (start_ts, id);
-CREATE INDEX actions_by_namespace      ON actions (namespace, start_ts, id);
-CREATE INDEX actions_by_namespace_state ON actions (namespace, state, start_ts, id);
-CREATE INDEX actions_by_state          ON actions (state, start_ts, id);
+-- The index each list shape reads (planner.py picks one per query): a leading equality, then
+-- start_ts and id for the order, then the columns the other filters test, so the page and the
+-- edges of a count are read from the index alone.
+CREATE INDEX actions_by_time           ON actions (start_ts, id, uuid);
+CREATE INDEX actions_by_namespace      ON actions (namespace, start_ts, id, uuid, is_user_action);
+CREATE INDEX actions_by_namespace_state ON actions (namespace, state, start_ts, id, action, user,
+                                                    is_user_action);
+CREATE INDEX actions_by_state          ON actions (state, start_ts, id, action, user, is_user_action);
 CREATE INDEX actions_by_object         ON actions (object_id, namespace, start_ts, id);
-CREATE INDEX actions_by_end            ON actions (end_ts);
+CREATE INDEX actions_by_end            ON actions (end_ts, namespace, state);
+CREATE INDEX actions_by_action         ON actions (action, start_ts, id, state);
+CREATE INDEX actions_by_namespace_action ON actions (namespace, action, start_ts, id, state);
+CREATE INDEX actions_by_user           ON actions (user, start_ts, id, namespace, state);
+CREATE INDEX actions_by_is_user_action ON actions (is_user_action, start_ts, id, state);
 
 CREATE TABLE action_logs (
     action_id   INTEGER NOT NULL REFERENCES actions (id) ON DELETE CASCADE,
@@ -100,6 +108,21 @@ END;
 CREATE TRIGGER action_counts_delete AFTER DELETE ON actions BEGIN
     UPDATE action_counts SET n = n - 1 WHERE namespace = OLD.namespace AND state = OLD.state;
 END;
+
+-- Exact counts per filter value and time bucket, one column per state, kept by the writer in
+-- the transaction that changes the actions (auditd/model/tally.py says what each kind counts).
+CREATE TABLE tallies (
+    kind        TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    bucket      INTEGER NOT NULL,
+    pending     INTEGER NOT NULL DEFAULT 0,
+    in_progress INTEGER NOT NULL DEFAULT 0,
+    canceling   INTEGER NOT NULL DEFAULT 0,
+    canceled    INTEGER NOT NULL DEFAULT 0,
+    success     INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, key, bucket)
+) WITHOUT ROWID;
 
 -- The tamper-evident log (tree.py, docs/TRANSPARENCY.md): every immutable event is a leaf of an
 -- RFC 9162 Merkle tree; the frontier and every 4th level's subtree roots make proofs cheap.

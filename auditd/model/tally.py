@@ -1,0 +1,115 @@
+"""Tallies: exact counts of actions per filter value and time bucket, so that a list's
+`total_count` is read from a few hundred counters instead of counting matching rows.
+
+A tally row is (kind, key, bucket) with one count per state. The kind names which filters the
+key holds: `a` an action name, `na` a namespace and an action name, `u`/`nu` a user, `i`/`ni`
+is_user_action, `` and `n` nothing but the namespace; they count by start time. `e` and `ne`
+count the actions that ended, by end time. `p` and `np` count by the uuid's first two hex
+digits, over all time. Buckets come in three widths (2**12 s ~ 68 min, 2**18 s ~ 3 days,
+2**24 s ~ 194 days): every action is counted once at each width, so any time range is a handful
+of whole buckets of each width plus two partial edges shorter than 68 minutes, which are counted
+from the rows themselves through an index.
+
+Pure rules, no I/O: what an action adds to the tallies, and how a range splits into buckets.
+"""
+from collections import Counter
+
+from .actions import STATES
+
+SHIFTS = (12, 18, 24)                 # bucket widths, finest first: 2**shift seconds
+LEVEL_SPAN = 1 << 40                  # bucket = level * LEVEL_SPAN + (ts >> shift)
+ALL_TIME = len(SHIFTS) * LEVEL_SPAN   # the one bucket of the all-time kinds (uuid prefixes)
+STATE_COLUMNS = ("pending", "in_progress", "canceling", "canceled", "success", "failed")
+STATE_COLUMN = dict(zip(STATES, STATE_COLUMNS))
+SEP = "\x1f"                          # between a namespace and the value in a two-part key
+PREFIX = 2                            # the uuid prefix the p/np kinds count by
+
+# kind -> the list filter it answers (None: none beyond namespace and state)
+START_KINDS = {"": None, "a": "action", "u": "user", "i": "is_user_action"}
+COUNTED_FILTERS = {"action", "user", "is_user_action"}
+
+
+def bucket(level: int, ts: int) -> int:
+    return level * LEVEL_SPAN + (ts >> SHIFTS[level])
+
+
+def _value(action: dict, field: str) -> str:
+    value = action[field]
+    return str(int(value)) if field == "is_user_action" else value
+
+
+def keys(action: dict) -> list[tuple]:
+    """The (kind, key, bucket) tallies that count `action` (in its state's column)."""
+    ns, start, end = action["namespace"], action["start_ts"], action["end_ts"]
+    out = []
+    for kind, field in START_KINDS.items():
+        value = "" if field is None else _value(action, field)
+        buckets = [bucket(level, start) for level in range(len(SHIFTS))]
+        out += [(kind, value, b) for b in buckets]
+        out += [("n" + kind, ns + SEP + value if field else ns, b) for b in buckets]
+    if end is not None:
+        for level in range(len(SHIFTS)):
+            out += [("e", "", bucket(level, end)), ("ne", ns, bucket(level, end))]
+    prefix = action["uuid"][:PREFIX]
+    out += [("p", prefix, ALL_TIME), ("np", ns + SEP + prefix, ALL_TIME)]
+    return out
+
+
+def delta(changes) -> dict:
+    """The tally changes of a run of (before, after) action pairs (None: not there): {(kind,
+    key, bucket): [one count per state]}, leaving out what cancels out."""
+    total: dict[tuple, list] = {}
+    for before, after in changes:
+        for action, sign in ((before, -1), (after, 1)):
+            if action is None:
+                continue
+            column = STATES.index(action["state"])
+            for k in keys(action):
+                row = total.get(k)
+                if row is None:
+                    row = total[k] = [0] * len(STATES)
+                row[column] += sign
+    return {k: v for k, v in total.items() if any(v)}
+
+
+def split_range(low: int | None, high: int | None):
+    """Split the seconds low..high (inclusive; None: unbounded) into whole buckets and edges.
+    Returns (edges, ranges): edges are [start, stop) second ranges to count from rows (each
+    shorter than the finest bucket), ranges are (first bucket, last bucket) of one width."""
+    start = low
+    stop = None if high is None else high + 1
+    edges, ranges = [], []
+    for level, shift in enumerate(SHIFTS):
+        width = 1 << shift
+        a = start if start is None else -(-start // width) * width   # round up
+        b = stop if stop is None else stop // width * width           # round down
+        if a is not None and b is not None and a >= b:
+            # no whole bucket of this width: the rest is finer buckets (or rows, at the finest)
+            break
+        if level == 0:
+            if start is not None and start < a:
+                edges.append((start, a))
+            if stop is not None and b < stop:
+                edges.append((b, stop))
+        else:
+            finer = level - 1
+            if start is not None and start < a:
+                ranges.append((bucket(finer, start), bucket(finer, a) - 1))
+            if stop is not None and b < stop:
+                ranges.append((bucket(finer, b), bucket(finer, stop) - 1))
+        start, stop = a, b
+    else:
+        level = len(SHIFTS)
+    if level == 0:      # shorter than one finest bucket: all rows
+        return [(low, None if high is None else high + 1)], []
+    top = level - 1
+    first = top * LEVEL_SPAN - LEVEL_SPAN // 2 if start is None else bucket(top, start)
+    last = top * LEVEL_SPAN + LEVEL_SPAN // 2 - 1 if stop is None else bucket(top, stop) - 1
+    if first <= last:
+        ranges.append((first, last))
+    return edges, ranges
+
+
+def counter(deltas: dict) -> Counter:
+    """A Counter of the total change per kind (for tests and progress)."""
+    return Counter({k: sum(v) for k, v in deltas.items()})

@@ -1,0 +1,246 @@
+"""The list planner: for a query shape the tallies can count, an exact `total_count` from a few
+hundred counters plus two short edges, a page found through the index that leads with the
+query's most selective equality, and a deep `offset` walked down the tallies' buckets instead of
+skipped row by row. Shapes the tallies do not cover go to listing.list_sql."""
+import operator
+from dataclasses import dataclass, replace
+
+from ...model import tally
+from ...model.query import ListQuery
+from . import tallies
+from .listing import _prefix_bounds
+
+# The index each shape reads its rows through: (equality filter, namespace?, state?) -> index.
+_INDEXES = {
+    (None, False, False): "actions_by_time", (None, False, True): "actions_by_state",
+    (None, True, False): "actions_by_namespace", (None, True, True): "actions_by_namespace_state",
+    ("action", False): "actions_by_action", ("action", True): "actions_by_namespace_action",
+    ("user", False): "actions_by_user", ("user", True): "actions_by_user",
+    ("is_user_action", False): "actions_by_is_user_action",
+    ("is_user_action", True): "actions_by_namespace",
+}
+_KIND = {None: "", "action": "a", "user": "u", "is_user_action": "i"}
+_HEX = "0123456789abcdef"
+_DATES = {"start_date__gte": "start_ts >= ?", "start_date__lte": "start_ts <= ?",
+          "end_date__gte": "end_ts >= ?", "end_date__lte": "end_ts <= ?"}
+UUID_INDEX = "sqlite_autoindex_actions_1"   # SQLite's name for the UNIQUE (uuid) index
+MAX_SPLIT_NAMESPACES = 64
+DIRECT_OFFSET = 1000
+page_order = operator.itemgetter(1, 2)   # (start_ts, id) of a page row          # deeper offsets are found through the tallies     # more namespaces than this: one index scan, not one per namespace
+
+
+@dataclass
+class Plan:
+    kind: str | None          # the tallies' kind; None: count the rows (a short index range)
+    keys: list                # their keys (one per namespace, or one)
+    column: str | None        # a state's tally column, or None for all states
+    ranges: list              # bucket ranges
+    edges: list               # [start, stop) second ranges counted from rows
+    time: str                 # start_ts or end_ts: what the date range bounds
+    index: str | None         # the index the page and edges read, or None: SQLite's choice
+    where: list               # the conditions (SQL) but the date bounds
+    params: list              # their parameters
+    dates: list               # the date bounds: [(SQL, value)]; end_date__lte bounds start_ts too
+    walk: bool                # whether a deep offset can be found through the tallies
+    rival: tuple | None = None   # (index, kind, keys): a state index that may read fewer rows
+
+
+def plan(query: ListQuery, object_ids) -> Plan | None:
+    """The tallied plan of a query, or None when the tallies cannot count its shape."""
+    f = query.filters
+    if object_ids is not None or "uuid" in f:
+        return None
+    equal = [name for name in ("action", "user", "is_user_action") if name in f]
+    start = (f.get("start_date__gte"), f.get("start_date__lte"))
+    end = (f.get("end_date__gte"), f.get("end_date__lte"))
+    has_start, has_end = start != (None, None), end != (None, None)
+    prefix = f.get("uuid__startswith")
+    if len(equal) > 1 or (has_end and (equal or has_start)):
+        return None
+    if prefix is not None and (equal or has_start or has_end):
+        return None
+    names = sorted(query.namespaces) if query.namespaces is not None else None
+    field = equal[0] if equal else None
+    where, params = [], []
+    if names is not None:
+        where.append(f"namespace IN ({', '.join('?' * len(names))})")
+        params += names
+    if "state" in f:
+        where.append("state = ?")
+        params.append(f["state"])
+    if field is not None:
+        where.append(f"{field} = ?")
+        params.append(int(f[field]) if field == "is_user_action" else f[field])
+    if prefix is not None:
+        where.append("uuid >= ? AND uuid < ?")
+        params += _prefix_bounds(prefix)
+    if prefix is not None and len(prefix) > tally.PREFIX:
+        # a longer prefix is a short range of the uuid index: counted there, page sorted
+        return Plan(None, [], None, [], [], "start_ts", UUID_INDEX, where, params, [], False)
+    if prefix is not None:
+        values = [prefix.lower()] if len(prefix) == tally.PREFIX else [
+            prefix.lower() + c for c in _HEX]
+        kind = "p"
+        edges, ranges = [], [(tally.ALL_TIME, tally.ALL_TIME)]
+    else:
+        values = [""] if field is None else [tally._value(f, field)]
+        kind = "e" if has_end else _KIND[field]
+        edges, ranges = tally.split_range(*(end if has_end else start))
+    if names is not None:
+        kind = "n" + kind
+        keys = [ns if kind in ("n", "ne") else ns + tally.SEP + v
+                for ns in names for v in values]
+    else:
+        keys = values
+    if names is not None and len(names) > MAX_SPLIT_NAMESPACES:
+        index = None
+    elif prefix is not None:   # a short prefix: newest first, its uuid tested in the index
+        index = None if len(prefix) > tally.PREFIX else _INDEXES[(None, names is not None, False)]
+    elif field is None:
+        index = _INDEXES[(None, names is not None, "state" in f)]
+    else:
+        index = _INDEXES[(field, names is not None)]
+    dates = [(sql, f[name]) for name, sql in _DATES.items() if f.get(name) is not None]
+    if has_end and end[1] is not None:     # an action ends after it starts
+        dates.append(("start_ts <= ?", end[1]))
+    rival = None
+    if field is not None and "state" in f and (names is None or len(names) == 1):
+        rival = (_INDEXES[(None, names is not None, True)], "n" if names else "",
+                 names or [""])
+    return Plan(kind, keys, tally.STATE_COLUMN.get(f.get("state")), ranges, edges,
+                "end_ts" if has_end else "start_ts", index, where, params, dates,
+                walk=prefix is None and not has_end, rival=rival)
+
+
+def _from(p: Plan) -> str:
+    return f"actions INDEXED BY {p.index}" if p.index else "actions"
+
+
+def _sum(conn, kind: str, keys: list, column: str | None, ranges: list) -> int:
+    sql = tallies.sum_sql(len(keys), len(ranges), column)
+    return conn.execute(sql, [v for r in ranges for v in (kind, *keys, *r)]).fetchone()[0]
+
+
+def count(conn, p: Plan) -> int:
+    """The query's exact total: the tallies' whole buckets plus the edges' rows."""
+    if p.kind is None:
+        return conn.execute(f"SELECT count(*) FROM {_from(p)} WHERE {' AND '.join(p.where)}",
+                            p.params).fetchone()[0]
+    total = _sum(conn, p.kind, p.keys, p.column, p.ranges)
+    edge_from = "actions INDEXED BY actions_by_end" if p.time == "end_ts" else _from(p)
+    for a, b in p.edges:
+        where = [*p.where, f"{p.time} >= ?"] + ([f"{p.time} < ?"] if b is not None else [])
+        total += conn.execute(f"SELECT count(*) FROM {edge_from} WHERE {' AND '.join(where)}",
+                              [*p.params, a, *([b] if b is not None else [])]).fetchone()[0]
+    return total
+
+
+# ---------------------------------------------------------------------------- the page
+
+def page(conn, p: Plan, query: ListQuery, offset: int, boundary: int | None = None) -> list:
+    """[(doc bytes, start_ts, id)] of the page: `offset` rows skipped after the cursor or, with
+    `boundary`, after the start time a deep offset's walk found (newest first: start_ts <
+    boundary; oldest first: start_ts >= boundary)."""
+    order = "DESC" if query.newest_first else "ASC"
+    where = [*p.where, *(sql for sql, _ in p.dates)]
+    params = [*p.params, *(value for _, value in p.dates)]
+    if boundary is not None:
+        where.append("start_ts < ?" if query.newest_first else "start_ts >= ?")
+        params.append(boundary)
+    if query.cursor is not None:
+        where.append(f"(start_ts, id) {'<' if query.newest_first else '>'} (?, ?)")
+        params += query.cursor
+    names = sorted(query.namespaces) if query.namespaces is not None else None
+    tail = f"ORDER BY start_ts {order}, id {order}"
+    if names is not None and len(names) > 1 and p.index is not None:
+        # one index range per namespace, each read no further than the page needs, then merged
+        where[0] = "namespace = ?"
+        one = f"SELECT * FROM (SELECT id, start_ts FROM {_from(p)} WHERE {' AND '.join(where)} " \
+              f"{tail} LIMIT ?)"
+        keys_sql = f"SELECT id, start_ts FROM ({' UNION ALL '.join([one] * len(names))}) " \
+                   f"{tail} LIMIT ? OFFSET ?"
+        rest = params[len(names):]
+        key_params = [v for ns in names for v in (ns, *rest, offset + query.limit)]
+    else:
+        keys_sql = (f"SELECT id, start_ts FROM {_from(p)}"
+                    f"{' WHERE ' + ' AND '.join(where) if where else ''} {tail} LIMIT ? OFFSET ?")
+        key_params = params
+    return conn.execute(f"SELECT CAST(a.doc AS BLOB), k.start_ts, k.id FROM ({keys_sql}) AS k "
+                        "JOIN actions a ON a.id = k.id",
+                        [*key_params, query.limit, offset]).fetchall()
+
+
+# ---------------------------------------------------------------------------- deep offsets
+
+def _interval(bucket: int) -> tuple[int, int, int]:
+    level = (bucket + tally.LEVEL_SPAN // 2) // tally.LEVEL_SPAN
+    i, shift = bucket - level * tally.LEVEL_SPAN, tally.SHIFTS[level]
+    return level, i << shift, (i + 1) << shift
+
+
+def _edge_count(conn, p: Plan, a: int, b: int) -> int:
+    where = [*p.where, "start_ts >= ?", "start_ts < ?"]
+    return conn.execute(f"SELECT count(*) FROM {_from(p)} WHERE {' AND '.join(where)}",
+                        [*p.params, a, b]).fetchone()[0]
+
+
+def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | None:
+    """Where the row at `offset` is: (boundary, rows to skip after it) for `page`, found by
+    walking the tallies from the coarsest buckets down to one of the finest; None when the
+    offset is past the last row. Reads a few hundred counters, never `offset` rows."""
+    pieces = [(a, b, None) for a, b in p.edges]
+    pieces += [(_interval(first)[1], _interval(last)[2], (first, last)) for first, last in p.ranges]
+    pieces.sort(reverse=newest_first)        # the pieces of the range do not overlap in time
+    for a, b, buckets in pieces:
+        if buckets is None:
+            n = _edge_count(conn, p, a, b)
+            if offset < n:
+                return (b if newest_first else a), offset
+            offset -= n
+            continue
+        found = _pick(tallies.bucket_counts(conn, p.kind, p.keys, *buckets, p.column), offset,
+                      newest_first)
+        if found is None:
+            offset -= sum(n for _, n in tallies.bucket_counts(conn, p.kind, p.keys, *buckets,
+                                                              p.column))
+            continue
+        bucket, offset = found
+        while True:
+            level, a, b = _interval(bucket)
+            if level == 0:     # one of the finest buckets: the rest is a short skip through rows
+                return (b if newest_first else a), offset
+            finer = level - 1
+            found = _pick(tallies.bucket_counts(conn, p.kind, p.keys, tally.bucket(finer, a),
+                                                tally.bucket(finer, b) - 1, p.column),
+                          offset, newest_first)
+            if found is None:
+                raise AssertionError("the tallies of a bucket and of its parts disagree")
+            bucket, offset = found
+    return None
+
+
+def _pick(rows: list, offset: int, newest_first: bool):
+    """(bucket, offset within it) of the bucket holding row `offset`, or None past the last."""
+    for bucket, n in (reversed(rows) if newest_first else rows):
+        if offset < n:
+            return bucket, offset
+        offset -= n
+    return None
+
+
+def run(conn, p: Plan, query: ListQuery):
+    """(total_count, page rows) of a tallied query, in the caller's one read transaction."""
+    total = count(conn, p)
+    if p.rival is not None and total:
+        # The page reads about 25 * (the index range's rows) / total entries: the range of the
+        # equality's index, or the state's, whichever the tallies say is shorter.
+        index, kind, keys = p.rival
+        if _sum(conn, kind, keys, p.column, p.ranges) < _sum(conn, p.kind, p.keys, None, p.ranges):
+            p = replace(p, index=index)
+    offset = 0 if query.cursor is not None else query.offset
+    if offset >= total:
+        return total, []
+    if offset > DIRECT_OFFSET and p.walk:
+        found = locate(conn, p, offset, query.newest_first)
+        return total, [] if found is None else page(conn, p, query, found[1], found[0])
+    return total, page(conn, p, query, offset)

@@ -1,0 +1,81 @@
+"""The tallies table (auditd/model/tally.py says what it counts): kept by the writer jobs in the
+transaction that changes the actions, read by list queries for exact counts and deep offsets."""
+import logging
+import time
+
+from ...model import tally
+from ...model.actions import STATES
+
+log = logging.getLogger("auditd.store")
+
+_COLUMNS = ", ".join(tally.STATE_COLUMNS)
+_UPSERT = (f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) VALUES (?, ?, ?, "
+           f"{', '.join('?' * len(STATES))}) ON CONFLICT (kind, key, bucket) DO UPDATE SET "
+           + ", ".join(f"{c} = {c} + excluded.{c}" for c in tally.STATE_COLUMNS))
+TALLY_FIELDS = ("uuid", "namespace", "state", "action", "user", "is_user_action", "start_ts",
+                "end_ts")
+SELECT_TALLIED = f"SELECT {', '.join(TALLY_FIELDS)} FROM actions"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tallies (
+    kind    TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    bucket  INTEGER NOT NULL,
+    {', '.join(f'{c} INTEGER NOT NULL DEFAULT 0' for c in tally.STATE_COLUMNS)},
+    PRIMARY KEY (kind, key, bucket)
+) WITHOUT ROWID"""
+
+
+def apply(conn, changes):
+    """Count the (before, after) action pairs' change into the tallies (None: not there)."""
+    deltas = tally.delta(changes)
+    if deltas:
+        conn.executemany(_UPSERT, [(*k, *v) for k, v in deltas.items()])
+
+
+def tallied(row) -> dict:
+    """An action's tallied fields from a row of SELECT_TALLIED."""
+    return dict(zip(TALLY_FIELDS, row))
+
+
+def rebuild(conn, chunk: int = 50_000):
+    """Count every action again (the migration that brings tallies to an older database)."""
+    conn.execute("DELETE FROM tallies")
+    total = conn.execute("SELECT count(*) FROM actions").fetchone()[0]
+    done, last_id, started, said = 0, 0, time.monotonic(), time.monotonic()
+    while True:
+        rows = conn.execute(SELECT_TALLIED.replace("SELECT ", "SELECT id, ", 1)
+                            + " WHERE id > ? ORDER BY id LIMIT ?", (last_id, chunk)).fetchall()
+        if not rows:
+            break
+        apply(conn, [(None, tallied(r[1:])) for r in rows])
+        last_id, done = rows[-1][0], done + len(rows)
+        if time.monotonic() - said >= 5:
+            said = time.monotonic()
+            log.info("counting actions into tallies: %d of %d (%.0f s)", done, total,
+                     said - started)
+    log.info("tallies counted for %d actions", done)
+
+
+# ---------------------------------------------------------------------------- reading
+
+def sum_sql(keys: int, ranges: int, column: str | None) -> str:
+    """The total of one kind's tallies for `keys` keys over `ranges` bucket ranges, in one
+    state's column or all. Each range is its own subquery: SQLite seeks each one in the primary
+    key, where an OR of ranges would read every bucket of the key. Parameters: (kind, *keys,
+    first, last) per range."""
+    total = column or " + ".join(tally.STATE_COLUMNS)
+    key_test = "key = ?" if keys == 1 else f"key IN ({', '.join('?' * keys)})"
+    one = (f"(SELECT coalesce(sum({total}), 0) FROM tallies WHERE kind = ? AND {key_test} "
+           "AND bucket BETWEEN ? AND ?)")
+    return "SELECT " + (" + ".join([one] * ranges) or "0")
+
+
+def bucket_counts(conn, kind: str, keys: list, first: int, last: int, column: str | None):
+    """[(bucket, count)] of the non-empty buckets between first and last, in bucket order."""
+    total = column or " + ".join(tally.STATE_COLUMNS)
+    key_test = f"key IN ({', '.join('?' * len(keys))})"
+    return conn.execute(
+        f"SELECT bucket, sum({total}) AS n FROM tallies WHERE kind = ? AND {key_test} "
+        "AND bucket BETWEEN ? AND ? GROUP BY bucket HAVING n > 0 ORDER BY bucket",
+        (kind, *keys, first, last)).fetchall()

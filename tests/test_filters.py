@@ -1,0 +1,111 @@
+"""Every list filter and the combinations people use, on a larger generated history than the
+contract suite's: each page and its total_count against a brute-force pass over the same actions,
+after state changes, cancels and a purge, at shallow and deep offsets, newest and oldest first.
+Both backends run it (SQLite answers these shapes from its tallies, PostgreSQL by counting)."""
+import json
+import random
+
+import pytest
+
+from auditd.model.actions import new_action
+from auditd.model.errors import NotFound
+from auditd.model.query import ListQuery
+
+import test_store_contract as contract
+
+backend, store = contract.backend, contract.store     # the contract suite's fixtures: both backends
+_matches = contract._matches
+
+BASE = 1_600_000_000
+YEAR = 365 * 86400
+NAMESPACES = ["ns1", "ns2", "ns3", "ns4"]
+USERS = ["alice", "bob", "ci", "dave"]
+ACTIONS = ["Service Create", "Service Stop", "Node Deploy", "Stack Terminate"]
+
+
+def _start(rng) -> int:
+    r = rng.random()
+    if r < 0.4:                                    # a busy two days: many rows per finest bucket
+        return BASE + YEAR + rng.randrange(0, 2 * 86400)
+    if r < 0.5:                                    # many in one second
+        return BASE + 2 * YEAR
+    return BASE + rng.randrange(0, 3 * YEAR)
+
+
+async def _history(store, count: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    made = []
+    for _ in range(count):
+        state = rng.choice(["Pending", "In progress", "Success", "Success", "Failed"])
+        start = _start(rng)
+        made.append(await store.record_action(new_action(
+            action=rng.choice(ACTIONS), user=rng.choice(USERS),
+            namespace=rng.choice(NAMESPACES), state=state, start_date=start,
+            is_user_action=rng.random() < 0.7,
+            **({"end_date": start + rng.randrange(0, 9000)}
+               if state in ("Success", "Failed") else {}))))
+    for action in rng.sample(made, count // 10):    # some finish or are canceled now
+        if action["state"] in ("Pending", "In progress"):
+            if rng.random() < 0.5:
+                await store.cancel(action["uuid"], None)
+            else:
+                await store.change_state(action["uuid"], "Failed" if action["state"] == "Pending"
+                                         else rng.choice(["Success", "Failed"]), None)
+    await store.purge(BASE + YEAR // 2)             # the final ones that ended in the first half year
+    alive = []
+    for action in made:
+        try:
+            alive.append(await store.get_action(action["uuid"], None))
+        except NotFound:
+            pass
+    assert 0 < len(alive) < len(made)
+    return alive
+
+
+def _queries(rng, actions):
+    sample = rng.sample(actions, 4)
+    lo, hi = sorted(rng.randrange(BASE - 86400, BASE + 3 * YEAR) for _ in range(2))
+    burst = BASE + YEAR + rng.randrange(0, 86400)
+    ranges = [{"start_date__gte": lo}, {"start_date__lte": hi},
+              {"start_date__gte": lo, "start_date__lte": hi},
+              {"start_date__gte": burst, "start_date__lte": burst + 5000},
+              {"start_date__gte": BASE + 2 * YEAR, "start_date__lte": BASE + 2 * YEAR}]
+    ends = [{"end_date__gte": lo}, {"end_date__lte": hi}, {"end_date__gte": lo, "end_date__lte": hi}]
+    alone = [{}, {"state": "Success"}, {"state": "Pending"}, {"action": "Node Deploy"},
+             {"user": "bob"}, {"is_user_action": True}, {"is_user_action": False},
+             {"uuid__startswith": sample[0]["uuid"][:1]}, {"uuid__startswith": sample[1]["uuid"][:2]},
+             {"uuid__startswith": sample[2]["uuid"][:3]}, {"uuid": sample[3]["uuid"]}]
+    shapes = list(alone)
+    shapes += [dict(q, state=s) for q in alone[3:9] for s in ("Success", "Canceled")]
+    shapes += ranges + ends + [dict(r, state="Failed") for r in ranges[:3] + ends]
+    shapes += [dict(r, **q) for r in ranges for q in alone[3:7]]
+    shapes += [dict(ranges[2], state="Success", action="Service Create"),
+               {"action": "Service Stop", "user": "ci"}]
+    return shapes
+
+
+def _expected(actions, namespaces, filters, newest_first):
+    found = [a for a in actions if (namespaces is None or a["namespace"] in namespaces)
+             and all(_matches(a, n, v) for n, v in filters.items())]
+    found.sort(key=lambda a: (a["start_ts"], a["id"]), reverse=newest_first)
+    return [a["uuid"] for a in found]
+
+
+@pytest.mark.parametrize("count,seed", [(400, 1), (3000, 2)])
+async def test_every_filter_page_and_total_against_brute_force(store, count, seed):
+    actions = await _history(store, count, seed)
+    rng = random.Random(seed)
+    for namespaces in (None, frozenset({"ns2"}), frozenset({"ns1", "ns3"})):
+        for filters in _queries(rng, actions):
+            for newest_first in (True, False):
+                expected = _expected(actions, namespaces, filters, newest_first)
+                offsets = {0, len(expected), rng.randrange(len(expected) + 1),
+                           max(0, len(expected) - 3)}
+                for offset in sorted(offsets):
+                    page = await store.list_actions(ListQuery(
+                        namespaces, 7, offset=offset, newest_first=newest_first,
+                        filters=dict(filters)))
+                    where = (namespaces, filters, newest_first, offset)
+                    assert page.total == len(expected), where
+                    assert [json.loads(d)["uuid"] for d in page.docs] == \
+                        expected[offset:offset + 7], where
