@@ -20,7 +20,9 @@ import uuid as uuidlib
 from pathlib import Path
 
 GENERATOR_VERSION = 1
-DATA_DIR = Path(__file__).resolve().parent / "data"
+# AUDITD_BENCH_DATA: another folder for the cached databases (a tree with a newer schema migrates
+# what it opens, so two checkouts measured side by side each keep their own copies).
+DATA_DIR = Path(os.environ.get("AUDITD_BENCH_DATA") or Path(__file__).resolve().parent / "data")
 NAMESPACES = [f"ns{i:02d}" for i in range(50)]
 ACTIONS = ["Service Create", "Service Start", "Service Stop", "Service Redeploy", "Service Scale",
            "Service Terminate", "Service Update", "Container Start", "Container Stop",

@@ -1,0 +1,182 @@
+"""The filters section (issue 11): every list filter and the combinations people use, each a
+page of 25 with its exact total_count, beside the newest-25 list of the same run.
+
+    .venv/bin/python -m bench.filters                     # 1M actions, 3 rounds of 5 s
+    .venv/bin/python -m bench.filters --size 10000000     # the growth figure (cached, long build)
+    .venv/bin/python -m bench.filters --size 50000 --seconds 2 --rounds 1   # a quick look
+
+One auditd server on the suite's database of SIZE actions (bench/build.py); wrk with 8
+connections per query, the queries interleaved round by round so the machine's phase hits them
+alike. Targets (ratios within the run): each query's p99 <= 3x the newest-25 p99, its req/s >=
+50% of the newest-25 req/s. Like the suite, it reports and does not gate. `--json FILE` keeps the
+figures, and `--against FILE` adds the p99 growth from an earlier run (e.g. 1M -> 10M, <= 1.5x).
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from bench import build, grow, procs, wrk  # noqa: E402
+from bench.run import LIST_PATH, LIST_USER, check_page, load, machine, say, settle  # noqa: E402
+
+A = "/api/audit/v1/action/?limit=25"
+DAY = 86400
+
+
+def queries(size: int) -> list[tuple[str, str, str]]:
+    """(name, who, path): who is `list` (one namespace, ns00), `org` (four namespaces) or
+    `admin`. Dates sit inside the generated year (build.BASE_TS + 365 days)."""
+    half = build.BASE_TS + 182 * DAY
+    week = (build.BASE_TS + 300 * DAY, build.BASE_TS + 307 * DAY)
+    svc = quote("Service Create")
+    term = quote("Service Terminate")
+    return [
+        ("newest 25, one namespace, state (reference)", "list", LIST_PATH),
+        ("admin, newest 25", "admin", A),
+        ("admin, user=ns07", "admin", A + "&user=ns07"),
+        ("admin, action=Service Create", "admin", A + f"&action={svc}"),
+        ("admin, is_user_action=true", "admin", A + "&is_user_action=true"),
+        ("admin, state=Failed", "admin", A + "&state=Failed"),
+        ("admin, state=Pending", "admin", A + "&state=Pending"),
+        ("admin, start_date__gte half the table", "admin", A + f"&start_date__gte={half}"),
+        ("admin, start_date__lte half the table", "admin", A + f"&start_date__lte={half}"),
+        ("admin, end_date__gte half the table", "admin", A + f"&end_date__gte={half}"),
+        ("admin, end_date__lte half the table", "admin", A + f"&end_date__lte={half}"),
+        ("admin, Service Terminate in one week", "admin",
+         A + f"&action={term}&start_date__gte={week[0]}&start_date__lte={week[1]}"),
+        ("admin, action + state=Failed", "admin", A + f"&action={svc}&state=Failed"),
+        ("admin, user + state=Success", "admin", A + "&user=ns07&state=Success"),
+        ("admin, uuid__startswith=ab", "admin", A + "&uuid__startswith=ab"),
+        ("admin, uuid__startswith=abc", "admin", A + "&uuid__startswith=abc"),
+        ("admin, uuid (one action)", "admin", "{uuid}"),
+        ("admin, offset = half the table", "admin", A + f"&offset={size // 2}"),
+        ("admin, oldest first, offset = 70%", "admin",
+         A + f"&order_by=start_date&offset={size * 7 // 10}"),
+        ("one namespace, newest 25", "list", A),
+        ("one namespace, action=Service Create", "list", A + f"&action={svc}"),
+        ("one namespace, user=ns00", "list", A + "&user=ns00"),
+        ("one namespace, is_user_action=false", "list", A + "&is_user_action=false"),
+        ("one namespace, state + date range", "list",
+         A + f"&state=Failed&start_date__gte={build.BASE_TS + 100 * DAY}"
+             f"&start_date__lte={build.BASE_TS + 200 * DAY}"),
+        ("one namespace, end_date__gte half", "list", A + f"&end_date__gte={half}"),
+        ("one namespace, uuid__startswith=a", "list", A + "&uuid__startswith=a"),
+        ("one namespace, offset 10,000", "list", A + "&offset=10000"),
+        ("one namespace, oldest first", "list", A + "&order_by=start_date"),
+        ("four namespaces, action=Service Create", "org", A + f"&action={svc}"),
+        ("four namespaces, state=Failed, a week", "org",
+         A + f"&state=Failed&start_date__gte={week[0]}&start_date__lte={week[1]}"),
+        ("object include_related (20x10 stack)", "list",
+         A + f"&object={quote(build.BIG_STACK)}&include_related=true"),
+    ]
+
+
+def prepare(db: Path) -> dict:
+    """Credentials: ns00 (one namespace), benchadmin, and benchorg, a member of ns01..ns03."""
+    keys = {"list": procs.basic(LIST_USER, procs.ensure_user(db, LIST_USER, "user")),
+            "admin": procs.basic("benchadmin", procs.ensure_user(db, "benchadmin", "admin")),
+            "org": procs.basic("benchorg", procs.ensure_user(db, "benchorg", "user"))}
+    for org in ("ns01", "ns02", "ns03"):
+        try:
+            procs.cli("org", "add", org, "--db", str(db))
+        except RuntimeError:
+            pass            # there from an earlier run
+        try:
+            procs.cli("org", "add-member", org, "benchorg", "--db", str(db))
+        except RuntimeError:
+            pass
+    return keys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.filters", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--json", metavar="FILE", help="write the figures here")
+    parser.add_argument("--against", metavar="FILE", help="an earlier --json run (growth)")
+    args = parser.parse_args(argv)
+    wrk.find_wrk()
+    say(f"bench.filters: {args.size:,} actions, {args.rounds} rounds of {args.seconds:g} s, "
+        f"c{args.connections}; {machine()}; load {load()}")
+    db = grow.grow(args.size, say) if args.size > grow.SOURCE else \
+        build.ensure_database(args.size, say)
+    keys = prepare(db)
+    server = procs.auditd_server(f"filters-{args.size}", db)
+    server.start()
+    results: dict[str, list] = {}
+    try:
+        one = json.loads(_get(server, A, keys["admin"]))["objects"][0]["uuid"]
+        runs = []
+        for name, who, path in queries(args.size):
+            path = A + f"&uuid={one}" if path == "{uuid}" else path
+            check_page(server, path, keys[who], name)
+            runs.append((name, path, {"headers": {"Authorization": keys[who]}}))
+        for _, path, extra in runs:            # warm up
+            wrk.run(server.url + path, args.connections, 1, **extra)
+        settle(server)
+        for round_no in range(1, args.rounds + 1):
+            for name, path, extra in runs:
+                result = wrk.run(server.url + path, args.connections, args.seconds, **extra)
+                results.setdefault(name, []).append(result)
+                if result.errors:
+                    say(f"  ERRORS in {name}: {result.errors}")
+                settle(server)
+            say(f"round {round_no} done; load {load()}")
+    finally:
+        server.stop()
+    report(results, args)
+
+
+def _get(server, path, auth) -> str:
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", path, headers={"Authorization": auth})
+    body = conn.getresponse().read().decode()
+    conn.close()
+    return body
+
+
+def report(results: dict, args):
+    names = list(results)
+    ref = names[0]
+    figures = {n: {"rps": statistics.median(r.rps for r in rs),
+                   "p99_ms": statistics.median(r.p99_ms for r in rs),
+                   "errors": sum(r.errors for r in rs)} for n, rs in results.items()}
+    before = json.loads(Path(args.against).read_text())["figures"] if args.against else {}
+    r = figures[ref]
+    say(f"\nfilters at {args.size:,} actions ({time.strftime('%Y-%m-%d %H:%M')}): medians of "
+        f"{args.rounds} rounds; reference: {ref}: {r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms")
+    head = "| query | req/s | p99 | req/s vs ref (>= 0.5) | p99 vs ref (<= 3x) |"
+    if before:
+        head += " p99 vs earlier run (<= 1.5x) |"
+    say(head)
+    say("|" + "---|" * (head.count("|") - 1))
+    misses = 0
+    for n in names:
+        f = figures[n]
+        rps, p99 = f["rps"] / r["rps"], f["p99_ms"] / r["p99_ms"]
+        ok = rps >= 0.5 and p99 <= 3 and not f["errors"]
+        misses += 0 if ok or n == ref else 1
+        row = (f"| {n} | {f['rps']:,.0f} | {f['p99_ms']:.2f} ms | {rps:.2f} "
+               f"{'PASS' if rps >= 0.5 else 'MISS'} | {p99:.2f}x {'PASS' if p99 <= 3 else 'MISS'} |")
+        if before and n in before:
+            growth = f["p99_ms"] / before[n]["p99_ms"]
+            row += f" {growth:.2f}x {'PASS' if growth <= 1.5 else 'MISS'} |"
+        say(row + (f" ERRORS {f['errors']}" if f["errors"] else ""))
+    say(f"{len(names) - 1 - misses} of {len(names) - 1} queries meet both targets")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"size": args.size, "figures": figures}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
