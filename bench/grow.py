@@ -5,9 +5,8 @@
 Building 10M actions through the store's API (bench/build.py) takes over an hour here, so the
 10M database is the 1M one ten times over, in SQL: every copy keeps its original's namespace,
 user, action, object, state and times, so the same year holds ten times the actions and every
-query's answer grows tenfold; each copy's uuid is its original's with the first eight hex digits
-rotated (copy k by k places, copies 8 and 9 the second group instead), so uuids stay unique and
-uniformly spread for the prefix queries; its document is its original's with the uuid replaced.
+query's answer grows tenfold; each copy's uuid is its original's with the first hex digit moved on
+by k (copy k), so uuids stay unique and uniformly spread for the prefix queries; its document is its original's with the uuid replaced.
 The tallies are the original's times ten (they do not depend on the uuid) and the uuid-prefix
 tallies are counted again. Log lines and the tamper-evident log cover the first million only
 (`auditd verify` says so on this file); nothing the list queries read depends on them.
@@ -25,18 +24,17 @@ if __package__ in (None, ""):
 from bench import build, procs  # noqa: E402
 
 SOURCE = 1_000_000
+_HEX = "0123456789abcdef"
 COLUMNS = ("uuid", "namespace", "state", "action", "method", "path", "object", "object_id",
            "user", "user_agent", "ip", "location", "body", "start_ts", "end_ts",
            "is_user_action", "cancelable", "retriable", "log_count", "doc")
 
 
 def _new_uuid(k: int) -> str:
-    """SQL for copy k's uuid: a rotation of the first group (k < 8) or of the second (k >= 8)."""
-    if k < 8:
-        return f"substr(uuid, {k + 1}, {8 - k}) || substr(uuid, 1, {k}) || substr(uuid, 9)"
-    r = k - 7
-    return (f"substr(uuid, 1, 9) || substr(uuid, {10 + r}, {4 - r}) || substr(uuid, 10, {r})"
-            " || substr(uuid, 14)")
+    """SQL for copy k's uuid: its original's with the first hex digit moved k places on, so no
+    copy meets its original or another copy, and prefixes stay uniformly spread."""
+    return (f"substr('{_HEX}', (instr('{_HEX}', substr(uuid, 1, 1)) + {k - 1}) % 16 + 1, 1) "
+            "|| substr(uuid, 2)")
 
 
 def grow(size: int, log=print) -> Path:

@@ -109,3 +109,29 @@ async def test_every_filter_page_and_total_against_brute_force(store, count, see
                     assert page.total == len(expected), where
                     assert [json.loads(d)["uuid"] for d in page.docs] == \
                         expected[offset:offset + 7], where
+
+
+async def test_long_edges_are_counted_off_the_loop_with_the_same_answers(tmp_path, monkeypatch):
+    """A date range whose edge lies in a busy hour is counted on a worker thread (the loop's own
+    connection serves only bounded reads): the same totals and pages."""
+    from auditd.store.sqlite import SQLiteStore, planner
+    async with SQLiteStore(str(tmp_path / "edges.db")) as sqlite_store:
+        actions = await _history(sqlite_store, 400, 5)
+        rng = random.Random(5)
+        shapes = [q for q in _queries(rng, actions) if any(k.endswith(("gte", "lte")) for k in q)]
+        expected = {}
+        for filters in shapes:
+            page = await sqlite_store.list_actions(ListQuery(None, 9, filters=dict(filters)))
+            expected[str(filters)] = (page.total, page.docs)
+        monkeypatch.setattr(planner, "INLINE_EDGE_ROWS", 0)
+        off_loop, in_snapshot = [], sqlite_store._in_snapshot
+
+        async def spy(fn, *args):
+            off_loop.append(fn)
+            return await in_snapshot(fn, *args)
+        sqlite_store._in_snapshot = spy
+        for filters in shapes:
+            page = await sqlite_store.list_actions(ListQuery(None, 9, filters=dict(filters)))
+            assert (page.total, page.docs) == expected[str(filters)], filters
+            assert page.total == len(_expected(actions, None, filters, True))
+        assert off_loop      # those whose edges hold rows went to the worker thread

@@ -11,8 +11,9 @@
   autocommit mode: a read never waits for the writer, and no read transaction stays open between
   statements (WAL checkpoints are not held up).
 - Each action's wire JSON is rendered once per write (`actions.doc`), so a page of actions is a
-  join of stored fragments (`listing.py`), and `action_counts`, kept by triggers, makes
-  `total_count` cheap.
+  join of stored fragments. A list's `total_count` comes from the tallies the writer keeps
+  (`tallies.py`), its page through the index the planner picks (`planner.py`); shapes the
+  tallies do not count are one statement (`listing.py`). `reads.py` runs them.
 - After each commit the writer hands the batch's notes to `on_commit` on the event loop.
 - Export, import, purge, reset and fixture loads are in `lifecycle.py`; backup and check, which
   work on the file without opening it as a store, in `files.py`.
@@ -29,15 +30,14 @@ from ...model.access import (Principal, check_name, check_role, check_visible, h
                              key_matches, new_key, principal_for)
 from ...model.actions import STATES
 from ...model.errors import Unavailable
-from ...model.query import ListQuery, Page
-from ...model.uris import normalize_object_uri
 from ..interface import Store
-from . import jobs, lifecycle, listing, planner
+from . import jobs, lifecycle
 from .database import SCHEMA_VERSION, connect, prepare_database, unavailable
 from .audit import Damage, verify
 from .files import backup, check, claim, quick_check
 from .forwarding import ForwardReads
 from .proofs import TreeReads
+from .reads import ListReads
 from .writer import Writer, deliver_answers
 
 __all__ = ["Damage", "SQLiteStore", "SCHEMA_VERSION", "backup", "check", "claim", "create",
@@ -68,7 +68,7 @@ def describe(db: str) -> str:
     return f"SQLite database {db}"
 
 
-class SQLiteStore(TreeReads, ForwardReads, Store):
+class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
     def __init__(self, path: str, synchronous: str = "FULL", group_commit: bool = True,
                  readers: int = 3, check_on_start: bool = False, transparency: bool = True):
         self.check_on_start = check_on_start
@@ -165,19 +165,6 @@ class SQLiteStore(TreeReads, ForwardReads, Store):
         """For statements that seek an index and return a bounded number of rows."""
         try:
             return self._inline.execute(sql, params).fetchall()
-        except sqlite3.Error as err:
-            log.error("read failed: %s", err)
-            raise unavailable(err, "be read") from None
-
-    def _snapshot(self, fn, *args):
-        """`fn(conn, *args)` on the loop's connection, all in one snapshot (bounded work)."""
-        conn = self._inline
-        try:
-            conn.execute("BEGIN")
-            try:
-                return fn(conn, *args)
-            finally:
-                conn.execute("COMMIT")
         except sqlite3.Error as err:
             log.error("read failed: %s", err)
             raise unavailable(err, "be read") from None
@@ -302,38 +289,6 @@ class SQLiteStore(TreeReads, ForwardReads, Store):
         rows = self._read_inline(jobs.SELECT_STORED + " WHERE uuid = ?", (uuid.lower(),))
         check_visible(uuid, rows[0][2] if rows else None, namespaces)
         return jobs.stored(rows[0])
-
-    async def list_actions(self, query: ListQuery) -> Page:
-        """One page of Action JSON and the total count, read in one statement (one snapshot)."""
-        object_ids = None
-        if "object" in query.filters:
-            object_ids = self._object_ids(query.filters["object"],
-                                          query.filters.get("include_related", False))
-            if not object_ids:
-                return Page(0, [], None)
-        tallied = planner.plan(query, object_ids)
-        if tallied is not None:
-            rows = self._snapshot(planner.run, tallied, query)
-            page = sorted(rows[1], key=planner.page_order, reverse=query.newest_first)
-            return Page(rows[0], [r[0] for r in page], page[-1][1:] if page else None)
-        sql, params = listing.list_sql(query, object_ids)
-        if listing.is_bounded(query, object_ids):
-            rows = self._read_inline(sql, params)
-        else:
-            rows = await self._read(sql, params)
-        total = next(r[1] for r in rows if r[0] is None)   # the count's row: docs are never NULL
-        page = [r for r in rows if r[0] is not None]
-        page.sort(key=listing.page_order, reverse=query.newest_first)
-        return Page(total, [r[0] for r in page], page[-1][2:] if page else None)
-
-    def _object_ids(self, uri: str, include_related: bool) -> list[int]:
-        """The object's id, with its ancestors' and descendants' when related ones are wanted."""
-        rows = self._read_inline("SELECT id FROM objects WHERE uri = ?",
-                                 (normalize_object_uri(uri),))
-        if not rows or not include_related:
-            return [rows[0][0]] if rows else []
-        return self._cached(("related", rows[0][0]), lambda: [
-            r[0] for r in self._read_inline(listing.RELATED_SQL, (rows[0][0], rows[0][0]))])
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         return self._read_inline(

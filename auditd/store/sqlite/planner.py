@@ -24,9 +24,10 @@ _HEX = "0123456789abcdef"
 _DATES = {"start_date__gte": "start_ts >= ?", "start_date__lte": "start_ts <= ?",
           "end_date__gte": "end_ts >= ?", "end_date__lte": "end_ts <= ?"}
 UUID_INDEX = "sqlite_autoindex_actions_1"   # SQLite's name for the UNIQUE (uuid) index
-MAX_SPLIT_NAMESPACES = 64
-DIRECT_OFFSET = 1000
-page_order = operator.itemgetter(1, 2)   # (start_ts, id) of a page row          # deeper offsets are found through the tallies     # more namespaces than this: one index scan, not one per namespace
+MAX_SPLIT_NAMESPACES = 64     # more namespaces than this: one index scan, not one per namespace
+DIRECT_OFFSET = 1000          # deeper offsets are found through the tallies
+INLINE_EDGE_ROWS = 20_000     # more rows than this in a range's edge buckets: off the loop
+page_order = operator.itemgetter(1, 2)   # (start_ts, id) of a page row
 
 
 @dataclass
@@ -133,6 +134,19 @@ def count(conn, p: Plan) -> int:
         total += conn.execute(f"SELECT count(*) FROM {edge_from} WHERE {' AND '.join(where)}",
                               [*p.params, a, *([b] if b is not None else [])]).fetchone()[0]
     return total
+
+
+def edge_rows(conn, p: Plan) -> int:
+    """At most how many rows counting the edges reads: the rows of the finest buckets they lie
+    in (an edge is shorter than one, but in a busy hour one holds many)."""
+    if not p.edges or p.kind is None:
+        return 0
+    buckets = sorted({tally.bucket(0, t) for a, b in p.edges for t in (a, b - 1)})
+    key_test = f"key IN ({', '.join('?' * len(p.keys))})"
+    return conn.execute(
+        f"SELECT coalesce(sum({' + '.join(tally.STATE_COLUMNS)}), 0) FROM tallies "
+        f"WHERE kind = ? AND {key_test} AND bucket IN ({', '.join('?' * len(buckets))})",
+        (p.kind, *p.keys, *buckets)).fetchone()[0]
 
 
 # ---------------------------------------------------------------------------- the page
