@@ -81,7 +81,8 @@ V4_INDEXES = (   # what version 4 had where version 5 widened or added an index
     "CREATE INDEX actions_by_namespace_state ON actions (namespace, state, start_ts, id); "
     "DROP INDEX actions_by_end; CREATE INDEX actions_by_end ON actions (end_ts); "
     "DROP INDEX actions_by_action; DROP INDEX actions_by_namespace_action; "
-    "DROP INDEX actions_by_user; DROP INDEX actions_by_is_user_action; DROP TABLE tallies; ")
+    "DROP INDEX actions_by_user; DROP INDEX actions_by_is_user_action; "
+    "DROP INDEX actions_by_uuid; DROP TABLE tallies; ")
 
 
 def schema_of(path):

@@ -12,6 +12,7 @@ from the rows themselves through an index.
 
 Pure rules, no I/O: what an action adds to the tallies, and how a range splits into buckets.
 """
+import functools
 from collections import Counter
 
 from .actions import STATES
@@ -38,37 +39,69 @@ def _value(action: dict, field: str) -> str:
     return str(int(value)) if field == "is_user_action" else value
 
 
+def _signature(action: dict) -> tuple:
+    """What an action's tallies depend on, but its uuid: records alike share it."""
+    end = action["end_ts"]
+    return (action["namespace"], action["action"], action["user"],
+            str(int(action["is_user_action"])), action["start_ts"] >> SHIFTS[0],
+            None if end is None else end >> SHIFTS[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature_keys(signature: tuple) -> tuple:
+    ns, action, user, flag, start, end = signature
+    values = {"": "", "a": action, "u": user, "i": flag}
+    starts = [level * LEVEL_SPAN + (start >> (shift - SHIFTS[0]))
+              for level, shift in enumerate(SHIFTS)]
+    out = []
+    for kind, value in values.items():
+        out += [(kind, value, b) for b in starts]
+        out += [("n" + kind, ns + SEP + value if kind else ns, b) for b in starts]
+    if end is not None:
+        for level, shift in enumerate(SHIFTS):
+            b = level * LEVEL_SPAN + (end >> (shift - SHIFTS[0]))
+            out += [("e", "", b), ("ne", ns, b)]
+    return tuple(out)
+
+
 def keys(action: dict) -> list[tuple]:
     """The (kind, key, bucket) tallies that count `action` (in its state's column)."""
-    ns, start, end = action["namespace"], action["start_ts"], action["end_ts"]
-    out = []
-    for kind, field in START_KINDS.items():
-        value = "" if field is None else _value(action, field)
-        buckets = [bucket(level, start) for level in range(len(SHIFTS))]
-        out += [(kind, value, b) for b in buckets]
-        out += [("n" + kind, ns + SEP + value if field else ns, b) for b in buckets]
-    if end is not None:
-        for level in range(len(SHIFTS)):
-            out += [("e", "", bucket(level, end)), ("ne", ns, bucket(level, end))]
     prefix = action["uuid"][:PREFIX]
-    out += [("p", prefix, ALL_TIME), ("np", ns + SEP + prefix, ALL_TIME)]
-    return out
+    return [*_signature_keys(_signature(action)), ("p", prefix, ALL_TIME),
+            ("np", action["namespace"] + SEP + prefix, ALL_TIME)]
 
 
 def delta(changes) -> dict:
     """The tally changes of a run of (before, after) action pairs (None: not there): {(kind,
-    key, bucket): [one count per state]}, leaving out what cancels out."""
-    total: dict[tuple, list] = {}
+    key, bucket): [one count per state]}, leaving out what cancels out. Actions alike (the same
+    namespace, action, user, flag, state and finest buckets) are summed before their keys are
+    made, so a batch of similar records costs little more than one."""
+    alike: dict[tuple, int] = {}
+    prefixes: dict[tuple, int] = {}
     for before, after in changes:
         for action, sign in ((before, -1), (after, 1)):
             if action is None:
                 continue
             column = STATES.index(action["state"])
-            for k in keys(action):
-                row = total.get(k)
-                if row is None:
-                    row = total[k] = [0] * len(STATES)
-                row[column] += sign
+            sig = (_signature(action), column)
+            alike[sig] = alike.get(sig, 0) + sign
+            pre = (action["namespace"], action["uuid"][:PREFIX], column)
+            prefixes[pre] = prefixes.get(pre, 0) + sign
+    total: dict[tuple, list] = {}
+
+    def add(key, column, n):
+        row = total.get(key)
+        if row is None:
+            row = total[key] = [0] * len(STATES)
+        row[column] += n
+    for (sig, column), n in alike.items():
+        if n:
+            for key in _signature_keys(sig):
+                add(key, column, n)
+    for (ns, prefix, column), n in prefixes.items():
+        if n:
+            add(("p", prefix, ALL_TIME), column, n)
+            add(("np", ns + SEP + prefix, ALL_TIME), column, n)
     return {k: v for k, v in total.items() if any(v)}
 
 

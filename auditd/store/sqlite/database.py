@@ -26,7 +26,7 @@ MIGRATIONS: dict = {
     # 5: tallies and one index per counted filter, for exact counts that do not scan (tallies.py)
     4: "tallies",
 }
-_V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, four new
+_V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_time": "start_ts, id, uuid",
     "actions_by_namespace": "namespace, start_ts, id, uuid, is_user_action",
     "actions_by_state": "state, start_ts, id, action, user, is_user_action",
@@ -36,6 +36,7 @@ _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, four new
     "actions_by_namespace_action": "namespace, action, start_ts, id, state",
     "actions_by_user": "user, start_ts, id, namespace, state",
     "actions_by_is_user_action": "is_user_action, start_ts, id, state",
+    "actions_by_uuid": "uuid, start_ts, namespace, state",
 }
 TALLY_INDEXES = [statement for name, columns in _V5_INDEXES.items() for statement in (
     f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON actions ({columns})")]

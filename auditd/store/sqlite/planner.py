@@ -23,7 +23,7 @@ _KIND = {None: "", "action": "a", "user": "u", "is_user_action": "i"}
 _HEX = "0123456789abcdef"
 _DATES = {"start_date__gte": "start_ts >= ?", "start_date__lte": "start_ts <= ?",
           "end_date__gte": "end_ts >= ?", "end_date__lte": "end_ts <= ?"}
-UUID_INDEX = "sqlite_autoindex_actions_1"   # SQLite's name for the UNIQUE (uuid) index
+UUID_INDEX = "actions_by_uuid"   # uuid, then what a page and a namespace or state test need
 MAX_SPLIT_NAMESPACES = 64     # more namespaces than this: one index scan, not one per namespace
 DIRECT_OFFSET = 1000          # deeper offsets are found through the tallies
 INLINE_EDGE_ROWS = 20_000     # more rows than this in a range's edge buckets: off the loop
