@@ -1,5 +1,6 @@
 """Running the application: listening, the first admin key, signals, systemd and a graceful stop."""
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -204,6 +205,7 @@ async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int
         addresses = ", ".join(str(a) for a in runner.addresses)
         log.info("listening on %s (database %s)", addresses, config.db,
                  extra={"fields": {"socket_activated": bool(sockets), "max_connections": cap}})
+        freeze_startup_objects()
         systemd.notify("READY=1", f"STATUS=listening on {addresses}")
         interval = systemd.watchdog_interval()
         if interval:
@@ -220,6 +222,14 @@ async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int
             _exit_now(1)
     log.info("stopped")
     return 0
+
+
+def freeze_startup_objects():
+    """Keep what the start made (modules, the app, the store: ~45,000 objects) out of the
+    garbage collector's full collections from now on. A full collection looks at every object
+    and holds the GIL while it does: ~40 ms here with them, a request's own objects without."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _stop(runner: web.AppRunner, config: Config, force: asyncio.Event) -> bool:
