@@ -4,8 +4,9 @@
 
 A server on a fresh database; one client asks /_auditd/health back to back and records each
 answer's latency, while another sends, one after the other, an 8 MB text/plain log append, an
-8 MB JSON log append (an array of strings) and a 4 MB record body. Printed: the health
-latencies' median and maximum while nothing else runs, and during each big request.
+8 MB JSON log append (an array of strings), a 4 MB record body, an 8 MB append of a few long
+lines and 8 MB of tiny JSON values. Printed: the health latencies' median and maximum while
+nothing else runs, and during each big request.
 """
 import base64
 import http.client
@@ -68,6 +69,12 @@ def main():
                 ("4 MB record body (refused: over the body field's 256 KB)",
                  "/api/audit/v1/action/",
                  json.dumps({"action": "Big", "body": "y" * 4_000_000}).encode(),
+                 "application/json"),
+                ("8 MB JSON log append of 128 lines of 64 KB",
+                 f"/api/audit/v1/action/{uuid}/logs/", json.dumps(["z" * 65_000] * 128).encode(),
+                 "application/json"),
+                ("8 MB JSON array of 4 million numbers (refused: not log lines)",
+                 f"/api/audit/v1/action/{uuid}/logs/", ("[" + "1," * 3_999_999 + "1]").encode(),
                  "application/json"),
             ]
             pinger = Pinger(server.port)
