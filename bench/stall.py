@@ -5,8 +5,8 @@
 A server on a fresh database; one client asks /_auditd/health back to back and records each
 answer's latency, while another sends, one after the other, an 8 MB text/plain log append, an
 8 MB JSON log append (an array of strings), a 4 MB record body, an 8 MB append of a few long
-lines and 8 MB of tiny JSON values. Printed: the health latencies' median and maximum while
-nothing else runs, and during each big request.
+lines and 8 MB of tiny JSON values. Printed: the health latencies' median, 99th percentile
+and maximum while nothing else runs, and during each big request.
 """
 import base64
 import http.client
@@ -91,13 +91,14 @@ def main():
             pinger.join()
         finally:
             server.stop()
-    print("| while | health answers | median | max |")
-    print("|---|---|---|---|")
+    print("| while | health answers | median | 99th percentile | max |")
+    print("|---|---|---|---|---|")
     for name, began, ended in spans:
-        during = [s for t, s in pinger.samples if began <= t <= ended]
+        during = sorted(s for t, s in pinger.samples if began <= t <= ended)
         if during:
+            p99 = during[min(len(during) - 1, int(len(during) * 0.99))]
             print(f"| {name} | {len(during)} | {statistics.median(during) * 1000:.1f} ms | "
-                  f"{max(during) * 1000:.1f} ms |")
+                  f"{p99 * 1000:.1f} ms | {during[-1] * 1000:.1f} ms |")
 
 
 if __name__ == "__main__":
