@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from conftest import ServerProcess, basic, error_of
-from auditd.http.appkeys import BODY_PARSER
-from auditd.http.bodies import OFF_LOOP_BYTES
+from auditd.http.appkeys import BODY_PARSER, CONFIG
+from auditd.http.bodyparser import OFF_LOOP_BYTES
 
 LOGS = "/api/audit/v1/action/{uuid}/logs/"
 LINE = "x" * 99
@@ -48,6 +48,24 @@ async def test_a_big_text_append_keeps_its_lines_crlf_and_undecodable_bytes(api)
     stored = lines_of(await api.read_logs(action["uuid"]))
     assert stored[:MANY] == [f"{i:05d} {LINE}" for i in range(MANY)]
     assert stored[MANY] == "last \ufffd"
+
+
+async def test_a_big_body_sent_in_chunks_without_a_length_is_read_whole_and_capped(api):
+    action = await api.record()
+    lines = [f"{i:05d} {LINE}" for i in range(MANY)]
+    body = json.dumps(lines).encode()
+
+    async def chunked(data, size=10_000):
+        for at in range(0, len(data), size):
+            yield data[at:at + size]
+
+    resp = await _post_logs(api, action["uuid"], chunked(body), "application/json")
+    assert resp.status == 201, await resp.text()
+    assert lines_of(await api.read_logs(action["uuid"])) == lines
+    too_big = b"x" * (api.app[CONFIG].max_body_bytes + 1)
+    resp = await _post_logs(api, action["uuid"], chunked(too_big, 1 << 20), "text/plain")
+    assert "too large" in await error_of(resp, 413)
+    assert len(await api.read_logs(action["uuid"])) == MANY
 
 
 async def test_big_records_and_state_changes_work_as_small_ones(api):

@@ -16,7 +16,7 @@ from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
 from .appkeys import (BODY_PARSER, CHECKPOINTER, CONFIG, DEMO, FORWARDER, LIMITS, LOCATOR,
                       METRICS, RETENTION, STORE, STREAMS, TICKETS)
-from .bodies import BodyParser
+from .bodyparser import BodyParser
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import request_middleware

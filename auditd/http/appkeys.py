@@ -10,7 +10,7 @@ from ..tasks.checkpoints import Checkpointer
 from ..tasks.demo import Demo
 from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
-from .bodies import BodyParser
+from .bodyparser import BodyParser
 from .limits import Limits
 from .metrics import Metrics
 

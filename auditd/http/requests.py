@@ -5,7 +5,7 @@ from aiohttp import web
 
 from ..model.access import visible_namespaces
 from ..model.errors import InvalidRequest
-from .appkeys import BODY_PARSER, LOCATOR, PRINCIPAL
+from .appkeys import BODY_PARSER, CONFIG, LOCATOR, PRINCIPAL
 from .bodies import decode_json
 
 
@@ -38,9 +38,15 @@ async def json_body(request: web.Request, parser=decode_json, *args):
 
 
 async def parsed_body(request: web.Request, parser, *args):
-    """`parser(body, *args)` (one of `bodies`), in the parser process when the body is big."""
-    raw = await request.read()
-    return await request.app[BODY_PARSER].parse(parser, raw, *args)
+    """`parser(body, *args)` (one of `bodies`), in the parser process when the body is big. The
+    body is kept as the chunks it arrives in: joining 8 MB would hold the GIL for a while."""
+    limit, chunks, size = request.app[CONFIG].max_body_bytes, [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return await request.app[BODY_PARSER].parse(parser, chunks, size, *args)
 
 
 def _check_encoding(raw: str):
