@@ -6,7 +6,6 @@ from aiohttp import web
 from ..model.access import visible_namespaces
 from ..model.errors import InvalidRequest
 from .appkeys import BODY_PARSER, CONFIG, LOCATOR, PRINCIPAL
-from .bodies import decode_json
 
 
 def single_query(request: web.Request, allowed=None) -> dict:
@@ -28,7 +27,7 @@ def single_query(request: web.Request, allowed=None) -> dict:
     return params
 
 
-async def json_body(request: web.Request, parser=decode_json, *args):
+async def json_body(request: web.Request, parser, *args):
     """The body, sent as JSON, through `parser` (one of `bodies`): in the parser process when
     it is big."""
     if request.content_type not in ("application/json", "application/octet-stream", ""):

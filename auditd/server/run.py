@@ -194,6 +194,7 @@ async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int
         if isinstance(err, (OSError, sqlite3.Error)):
             raise StartError(f"cannot open the database {config.db}: {err}") from None
         raise
+    freeze_startup_objects()
     watchdog = None
     try:
         await _start_sites(runner, config, sockets)
@@ -205,7 +206,6 @@ async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int
         addresses = ", ".join(str(a) for a in runner.addresses)
         log.info("listening on %s (database %s)", addresses, config.db,
                  extra={"fields": {"socket_activated": bool(sockets), "max_connections": cap}})
-        freeze_startup_objects()
         systemd.notify("READY=1", f"STATUS=listening on {addresses}")
         interval = systemd.watchdog_interval()
         if interval:
