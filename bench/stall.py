@@ -3,7 +3,8 @@
     python -m bench.stall
 
 A server on a fresh database; one client asks /_auditd/health back to back and records each
-answer's latency, while another sends, one after the other, an 8 MB text/plain log append, an
+answer's latency, while another sends, one after the other, a 100 KB record (the first body
+that a worker process parses: it starts that process), an 8 MB text/plain log append, an
 8 MB JSON log append (an array of strings), a 4 MB record body, an 8 MB append of a few long
 lines and 8 MB of tiny JSON values. Printed: the health latencies' median, 99th percentile
 and maximum while nothing else runs, and during each big request.
@@ -62,6 +63,10 @@ def main():
             uuid = json.loads(body)["uuid"]
             line = "x" * 799
             loads = [
+                ("the first body over 64 KiB, 100 KB (starts the parser process)",
+                 "/api/audit/v1/action/",
+                 json.dumps({"action": "Big", "body": "w" * 100_000}).encode(),
+                 "application/json"),
                 ("8 MB text/plain log append", f"/api/audit/v1/action/{uuid}/logs/",
                  ("\n".join([line] * 10_000)).encode(), "text/plain"),
                 ("8 MB JSON log append", f"/api/audit/v1/action/{uuid}/logs/",
