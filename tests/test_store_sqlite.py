@@ -158,3 +158,61 @@ async def test_an_empty_log_append_is_no_event(tmp_path):
         size, _ = await store.tree_head()
         assert await store.append_logs(action["uuid"], [], None) == 0
         assert (await store.tree_head())[0] == size
+
+
+async def test_heavy_jobs_shorten_the_switch_interval_while_they_run_then_restore_it(tmp_path):
+    """A heavy job (a big append, an import) runs on the writer's thread; meanwhile the event loop
+    must get the GIL back quickly, so the interval is shorter, and is restored afterwards, also
+    when the job fails and when two stores' heavy jobs overlap."""
+    import sys
+    from auditd.store.sqlite.writer import HEAVY_SWITCH_INTERVAL
+    usual = sys.getswitchinterval()
+
+    def seen(conn):
+        return sys.getswitchinterval(), []
+
+    def fails(conn):
+        raise Conflict("no")
+
+    stores = [await SQLiteStore(str(tmp_path / f"{n}.db")).open() for n in "ab"]
+    try:
+        during = await asyncio.gather(*(s._write(seen, heavy=True) for s in stores for _ in "xy"))
+        assert during == [HEAVY_SWITCH_INTERVAL] * 4
+        assert await stores[0]._write(seen) == usual          # a light job runs on the loop
+        with pytest.raises(Conflict):
+            await stores[0]._write(fails, heavy=True)
+        assert sys.getswitchinterval() == usual
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_an_append_of_much_text_runs_off_the_loop_in_leaves_of_bounded_size(tmp_path,
+                                                                                  monkeypatch):
+    """Few lines but much text (8 MB in 128 lines, say) is a big append too: it runs on the
+    writer's thread, and enters the tree in leaves of about LEAF_TEXT characters, which the
+    verifier replays into the same lines."""
+    import sqlite3
+    import threading
+    from auditd.store.sqlite import verify
+    threads = []
+    append_logs = jobs.append_logs
+
+    def watched(conn, *args):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return append_logs(conn, *args)
+
+    monkeypatch.setattr(jobs, "append_logs", watched)
+    path = str(tmp_path / "text.db")
+    long_line = "z" * 60_000
+    async with SQLiteStore(path) as store:
+        action = await store.record_action(new_action(action="A", user="u"))
+        assert await store.append_logs(action["uuid"], [(1, None, "small")] * 3, None) == 3
+        assert await store.append_logs(action["uuid"], [(2, "stdout", long_line)] * 20,
+                                       None) == 20
+    assert threads == [True, False]          # the small one on the loop, the big one not
+    with sqlite3.connect(path) as conn:
+        sizes = [n for (n,) in conn.execute("SELECT length(leaf) FROM events WHERE "
+                                            "CAST(leaf AS TEXT) LIKE '%\"type\":\"logs\"%'")]
+    assert len(sizes) == 1 + 5 and max(sizes) < jobs.LEAF_TEXT + 60_000 + 1000
+    assert verify(path)["events"] == 1 + 1 + 5

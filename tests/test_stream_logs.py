@@ -1,5 +1,6 @@
 """The log stream (CONTRACT.md section 7) over real WebSocket connections."""
 import asyncio
+import io
 import json
 import random
 import signal
@@ -283,6 +284,28 @@ async def test_200_followers_each_get_5000_lines_in_bursts_once_in_order(api):
         for lines, code in await asyncio.gather(*tasks):
             assert code == 1000
             assert_consecutive(lines, 5000)
+
+
+async def test_followers_get_every_line_of_appends_bigger_than_the_window(api):
+    """A commit renders only the lines that can stay in the window (the last 2,048, or 512 KB):
+    followers get the others from the store, every line once and in order."""
+    action = await new_action(api, lines=3)
+    uuid = action["uuid"]
+    pad = "p" * 700
+    async with api.client.ws_connect(logs_path(uuid, "tail=all"), headers=api.headers("alice")) \
+            as ws:
+        first = [json.loads((await ws.receive()).data)["log"] for _ in range(3)]
+        for lines in ([f"line {i} {pad}" for i in range(4, 10_004)],
+                      [f"line {i} {'q' * 60_000}" for i in range(10_004, 10_024)]):
+            resp = await api.post(logs_path(uuid), as_="producer",
+                                  data=io.BytesIO(json.dumps(lines).encode()),
+                                  headers={"Content-Type": "application/json"})
+            assert resp.status == 201, await resp.text()
+        await api.append(uuid, ["line 10024"])
+        await api.set_state(uuid, "Success")
+        lines, code = await read_lines(ws)
+    assert code == 1000
+    assert_consecutive(first + lines, 10_024)
 
 
 async def test_a_stalled_follower_is_closed_with_1013_and_the_others_get_everything(api, config):

@@ -11,10 +11,10 @@ from ..model.actions import new_action
 from ..model.errors import InvalidRequest
 from ..model.query import ListQuery, format_cursor
 from ..model.uris import action_uri
-from ..schemas import (LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, MAX_LOG_LINES,
-                       STATE_CHANGE_SCHEMA, describe_errors, load_log_lines, load_record_action)
+from ..schemas import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, describe_errors
 from .appkeys import LIMITS, LOCATOR, PRINCIPAL, STORE
-from .requests import caller, json_body, namespaces, off_loop, single_query
+from . import bodies
+from .requests import caller, json_body, namespaces, parsed_body, single_query
 from .responses import ACTION_URI_HEADER, action_response, json_text
 
 
@@ -109,13 +109,7 @@ async def retry_action(request: web.Request) -> web.Response:
 async def record_action(request: web.Request) -> web.Response:
     require_role(request[PRINCIPAL], "producer")
     single_query(request, allowed=())
-    payload = await json_body(request)
-    if not isinstance(payload, dict):
-        raise InvalidRequest("the request body must be a JSON object with at least 'action'")
-    try:
-        fields = load_record_action(payload)
-    except ValidationError as err:
-        raise InvalidRequest(_describe(err)) from None
+    fields = await json_body(request, bodies.record_fields)
     namespace = request.match_info.get("namespace")
     if namespace is not None:
         if fields.setdefault("namespace", namespace) != namespace:
@@ -133,13 +127,7 @@ async def record_action(request: web.Request) -> web.Response:
 async def change_state(request: web.Request) -> web.Response:
     require_role(request[PRINCIPAL], "producer")
     single_query(request, allowed=())
-    payload = await json_body(request)
-    if not isinstance(payload, dict):
-        raise InvalidRequest('the request body must be a JSON object: {"state": "..."}')
-    try:
-        state = STATE_CHANGE_SCHEMA.load(payload)["state"]
-    except ValidationError as err:
-        raise InvalidRequest(_describe(err)) from None
+    state = await json_body(request, bodies.new_state)
     action = await request.app[STORE].change_state(request.match_info["uuid"], state,
                                                         namespaces(request))
     return action_response(action, 200)
@@ -150,33 +138,13 @@ async def append_logs(request: web.Request) -> web.Response:
     single_query(request, allowed=())
     now = dates.now()
     if request.content_type == "text/plain":
-        raw = await request.read()
-        lines = await off_loop(_text_log_lines, raw, now, size=len(raw))
+        lines = await parsed_body(request, bodies.text_log_lines, now)
     else:
-        payload = await json_body(request)
-        lines = await off_loop(_json_log_lines, payload, now, size=request.content_length or 0)
+        lines = await json_body(request, bodies.json_log_lines, now)
     count = await request.app[STORE].append_logs(request.match_info["uuid"], lines,
                                                       namespaces(request))
     return json_text(json.dumps({"appended": count}), 201,
                      {ACTION_URI_HEADER: action_uri(request.match_info["uuid"].lower())})
-
-
-def _text_log_lines(raw: bytes, now: int) -> list:
-    """One line per line of a text/plain body (bytes that are not UTF-8 become U+FFFD); the
-    line cap is checked before the body is split."""
-    if raw.count(b"\n") > MAX_LOG_LINES:
-        raise InvalidRequest(f"lines: at most {MAX_LOG_LINES} lines per request")
-    payload = raw.decode("utf-8", errors="replace").split("\n")
-    if payload and payload[-1] == "":
-        payload.pop()
-    return _json_log_lines([line[:-1] if line.endswith("\r") else line for line in payload], now)
-
-
-def _json_log_lines(payload, now: int) -> list:
-    try:
-        return load_log_lines(payload, now)
-    except ValidationError as err:
-        raise InvalidRequest(_describe(err)) from None
 
 
 def _describe(err: ValidationError, noun: str = "key") -> str:

@@ -14,8 +14,9 @@ from ..tasks.checkpoints import Checkpointer
 from ..tasks.demo import Demo
 from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
-from .appkeys import (CHECKPOINTER, CONFIG, DEMO, FORWARDER, LIMITS, LOCATOR, METRICS,
-                      RETENTION, STORE, STREAMS, TICKETS)
+from .appkeys import (BODY_PARSER, CHECKPOINTER, CONFIG, DEMO, FORWARDER, LIMITS, LOCATOR,
+                      METRICS, RETENTION, STORE, STREAMS, TICKETS)
+from .bodyparser import BodyParser
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import request_middleware
@@ -98,6 +99,11 @@ async def _close_sockets(app: web.Application):
         stream.end(GOING_AWAY, "server shutting down")
 
 
+async def _stop_body_parser(app: web.Application):
+    """After the requests in flight (the drain), so none of them loses its parser."""
+    await asyncio.to_thread(app[BODY_PARSER].close)
+
+
 def create_app(config: Config | None = None) -> web.Application:
     config = config or Config()
     app = web.Application(middlewares=[request_middleware],
@@ -107,6 +113,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[LOCATOR] = Locator(config.geoip_db or None)
     app[METRICS] = Metrics()
     app[LIMITS] = Limits(config)
+    app[BODY_PARSER] = BodyParser()
     app[DEMO] = Demo()
     app[TICKETS] = {}
     app.cleanup_ctx.append(_store_context)
@@ -117,5 +124,6 @@ def create_app(config: Config | None = None) -> web.Application:
     if config.demo or config.fixtures:
         app.cleanup_ctx.append(stand_in_context)
     app.on_shutdown.append(_close_sockets)
+    app.on_cleanup.append(_stop_body_parser)
     setup_routes(app)
     return app

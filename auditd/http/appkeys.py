@@ -10,6 +10,7 @@ from ..tasks.checkpoints import Checkpointer
 from ..tasks.demo import Demo
 from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
+from .bodyparser import BodyParser
 from .limits import Limits
 from .metrics import Metrics
 
@@ -19,6 +20,7 @@ LOCATOR = web.AppKey("locator", Locator)
 STREAMS = web.AppKey("streams", Streams)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITS = web.AppKey("limits", Limits)
+BODY_PARSER = web.AppKey("body_parser", BodyParser)
 DEMO = web.AppKey("demo", Demo)
 RETENTION = web.AppKey("retention", Retention)
 CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)

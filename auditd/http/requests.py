@@ -1,13 +1,11 @@
-"""Reading a request: its query string, its JSON body, and who is asking from where."""
-import asyncio
-import json
+"""Reading a request: its query string, its body, and who is asking from where."""
 from urllib.parse import unquote, unquote_to_bytes
 
 from aiohttp import web
 
 from ..model.access import visible_namespaces
 from ..model.errors import InvalidRequest
-from .appkeys import LOCATOR, PRINCIPAL
+from .appkeys import BODY_PARSER, CONFIG, LOCATOR, PRINCIPAL
 
 
 def single_query(request: web.Request, allowed=None) -> dict:
@@ -29,62 +27,25 @@ def single_query(request: web.Request, allowed=None) -> dict:
     return params
 
 
-async def json_body(request: web.Request):
+async def json_body(request: web.Request, parser, *args):
+    """The body, sent as JSON, through `parser` (one of `bodies`): in the parser process when
+    it is big."""
     if request.content_type not in ("application/json", "application/octet-stream", ""):
         raise web.HTTPUnsupportedMediaType(
             text=f"Content-Type {request.content_type} is not accepted: send application/json")
-    raw = await request.read()
-    return await off_loop(_decode_json, raw, size=len(raw))
+    return await parsed_body(request, parser, *args)
 
 
-OFF_LOOP_BYTES = 64 * 1024   # bodies above this are decoded and checked on a worker thread
-
-
-async def off_loop(fn, *args, size: int):
-    """`fn(*args)`, on a worker thread when `size` bytes make it long: a big body is parsed
-    while the event loop goes on serving others (a Python-level loop hands the GIL back every
-    few milliseconds)."""
-    if size > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)
-
-
-def _decode_json(raw: bytes):
-    try:
-        text = raw.decode(json.detect_encoding(raw))
-    except UnicodeDecodeError as err:
-        raise InvalidRequest(f"the request body is not valid UTF-8 (byte "
-                             f"{err.object[err.start]:#04x} at offset {err.start}); send JSON in "
-                             "UTF-8") from None
-    try:
-        # what json.loads(raw, parse_constant=...) does, without a new decoder per request
-        payload = _DECODER.decode(text)
-    except ValueError as err:
-        raise InvalidRequest(f"the request body is not valid JSON ({err}); send a JSON object") \
-            from None
-    except RecursionError:
-        raise InvalidRequest("the request body is nested too deeply") from None
-    if b"\\u" in raw and _has_lone_surrogate(payload):
-        raise InvalidRequest("the request body is not valid JSON: a \\u escape is half of a "
-                             "surrogate pair, which is no character")
-    return payload
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON value")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)   # NaN and Infinity are not JSON
-
-
-def _has_lone_surrogate(payload) -> bool:
-    try:
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    except RecursionError:
-        return False
-    return False
+async def parsed_body(request: web.Request, parser, *args):
+    """`parser(body, *args)` (one of `bodies`), in the parser process when the body is big. The
+    body is kept as the chunks it arrives in: joining 8 MB would hold the GIL for a while."""
+    limit, chunks, size = request.app[CONFIG].max_body_bytes, [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return await request.app[BODY_PARSER].parse(parser, chunks, size, *args)
 
 
 def _check_encoding(raw: str):

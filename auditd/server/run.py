@@ -1,5 +1,6 @@
 """Running the application: listening, the first admin key, signals, systemd and a graceful stop."""
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -193,6 +194,7 @@ async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int
         if isinstance(err, (OSError, sqlite3.Error)):
             raise StartError(f"cannot open the database {config.db}: {err}") from None
         raise
+    freeze_startup_objects()
     watchdog = None
     try:
         await _start_sites(runner, config, sockets)
@@ -220,6 +222,14 @@ async def _serve(config: Config, sockets, ready, guard, cap, stop, force) -> int
             _exit_now(1)
     log.info("stopped")
     return 0
+
+
+def freeze_startup_objects():
+    """Keep what the start made (modules, the app, the store: ~45,000 objects) out of the
+    garbage collector's full collections from now on. A full collection looks at every object
+    and holds the GIL while it does: ~40 ms here with them, a request's own objects without."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _stop(runner: web.AppRunner, config: Config, force: asyncio.Event) -> bool:

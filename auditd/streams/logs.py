@@ -47,7 +47,7 @@ class LogFeed:
 
     def lines_committed(self, lines):
         frames, ends = self._frames, self._ends
-        for seq, ts, stream_type, line in lines:
+        for seq, ts, stream_type, line in _window_tail(lines):
             if frames and seq != self._first + len(frames):
                 frames.clear()
                 ends.clear()
@@ -110,6 +110,19 @@ class LogFeed:
     def _wake(self):
         waiter, self._waiter = self._waiter, None
         wake(waiter)
+
+
+def _window_tail(lines):
+    """The lines at the end of a commit that can stay in a window: rendering all of a big append
+    (10,000 lines, or 8 MB) cost the event loop ~30-90 ms for frames the trim then dropped.
+    Followers behind the window read the others from the store, as they would after a trim."""
+    keep = size = 0
+    for _, _, _, line in reversed(lines):
+        if keep == WINDOW_LINES or (keep and size + len(line) > WINDOW_BYTES):
+            return lines[len(lines) - keep:]
+        keep += 1
+        size += len(line)
+    return lines
 
 
 class LogHub:

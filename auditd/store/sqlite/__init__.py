@@ -51,6 +51,8 @@ HEALTH_READS = ("SELECT (SELECT count(*) FROM users), (SELECT sum(n) FROM action
                 "ORDER BY start_ts DESC, id DESC LIMIT 25))")
 WRITE_PROBE_AFTER = 10.0   # seconds after a failed write before health tries a write itself
 CACHE_ENTRIES = 4096
+HEAVY_APPEND_LINES = 1000
+HEAVY_APPEND_TEXT = 256 * 1024   # characters
 CACHE_RECHECK = 0.005   # seconds between two looks at data_version (see SQLiteStore._cached)
 
 
@@ -274,8 +276,10 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         return await self._write(jobs.retry, uuid.lower(), namespaces, caller)
 
     async def append_logs(self, uuid: str, lines: list, namespaces) -> int:
-        return await self._write(jobs.append_logs, uuid.lower(), lines, namespaces,
-                                 heavy=len(lines) > 1000)
+        # A big append (many lines, or much text) runs on the writer's thread, not the loop.
+        heavy = len(lines) > HEAVY_APPEND_LINES or \
+            sum(len(line) for _, _, line in lines) > HEAVY_APPEND_TEXT
+        return await self._write(jobs.append_logs, uuid.lower(), lines, namespaces, heavy=heavy)
 
     # -- actions: reads
 

@@ -18,7 +18,8 @@ ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path"
                   "object_id", "user", "user_agent", "ip", "location", "body", "start_ts",
                   "end_ts", "is_user_action", "cancelable", "retriable", "log_count")
 STORED_COLUMNS = ACTION_COLUMNS + ("doc",)      # an action as the store gives it out
-LOGS_PER_LEAF = 500
+LOGS_PER_LEAF = 500              # a log append enters the tree in leaves of at most this many
+LEAF_TEXT = 256 * 1024           # lines, and of about this many characters of text
 SELECT_STORED = "SELECT " + ", ".join(STORED_COLUMNS) + " FROM actions"
 
 
@@ -280,12 +281,24 @@ def append_logs(conn, uuid, lines, namespaces):
     conn.executemany("INSERT INTO action_logs (action_id, seq, ts, stream_type, line) "
                      "VALUES (?, ?, ?, ?, ?)", stored)
     conn.execute("UPDATE actions SET log_count = ? WHERE id = ?", (row[2] + len(lines), action_id))
-    # One leaf per LOGS_PER_LEAF lines: encoding a leaf holds the GIL, and a big append must
-    # not stall everyone else for the length of one encoding (an empty append is no event).
-    for at in range(0, len(lines), LOGS_PER_LEAF):
-        tree.add(conn, action_id, leaves.logs_leaf(uuid, first + at,
-                                                   lines[at:at + LOGS_PER_LEAF]))
+    # Several leaves for a big append: encoding a leaf holds the GIL, and a big append must not
+    # stall everyone else for the length of one encoding (an empty append is no event).
+    for start, end in leaf_batches(lines):
+        tree.add(conn, action_id, leaves.logs_leaf(uuid, first + start, lines[start:end]))
     return len(lines), [LinesAppended(action_id, [s[1:] for s in stored])]
+
+
+def leaf_batches(lines):
+    """(start, end) of runs of at most LOGS_PER_LEAF lines and about LEAF_TEXT characters (a
+    longer line is a leaf of its own)."""
+    start = size = 0
+    for at, (_, _, line) in enumerate(lines):
+        if at > start and (at - start == LOGS_PER_LEAF or size + len(line) > LEAF_TEXT):
+            yield start, at
+            start, size = at, 0
+        size += len(line)
+    if start < len(lines):
+        yield start, len(lines)
 
 
 def probe_write(conn):

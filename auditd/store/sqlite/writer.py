@@ -2,8 +2,11 @@
 import asyncio
 import logging
 import sqlite3
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from ...model.errors import Unavailable
 from . import tree
@@ -13,6 +16,7 @@ log = logging.getLogger("auditd.store")
 
 MAX_BATCH = 512
 WAL_LIMIT = 64 * 1024 * 1024
+HEAVY_SWITCH_INTERVAL = 0.001   # seconds; Python's default is 0.005
 
 
 class Writer:
@@ -139,7 +143,9 @@ class Writer:
                     continue
                 for fn, args, heavy, future in run:
                     if heavy:
-                        ok, result, job_notes = await self._in_thread(self._run_job, fn, args)
+                        with short_switch_interval():
+                            ok, result, job_notes = await self._in_thread(self._run_job, fn,
+                                                                          args)
                         self.conn.forget()   # a reset removes objects; an import is rare
                     else:
                         ok, result, job_notes = self._run_job(fn, args)
@@ -174,6 +180,31 @@ class Writer:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as err:
             log.warning("could not truncate the write-ahead log after the failure: %s", err)
+
+
+_switching = threading.Lock()
+_heavy_running = 0
+_usual_interval = sys.getswitchinterval()
+
+
+@contextmanager
+def short_switch_interval():
+    """While a heavy job runs on the writer's thread, the event loop gets the GIL back within
+    HEAVY_SWITCH_INTERVAL rather than the usual 5 ms each time it wants it: a big append is
+    thousands of Python-level steps, and a health check needs the GIL a few times over."""
+    global _heavy_running, _usual_interval
+    with _switching:
+        if _heavy_running == 0:
+            _usual_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(_usual_interval, HEAVY_SWITCH_INTERVAL))
+        _heavy_running += 1
+    try:
+        yield
+    finally:
+        with _switching:
+            _heavy_running -= 1
+            if _heavy_running == 0:
+                sys.setswitchinterval(_usual_interval)
 
 
 def heavy_job(fn):
