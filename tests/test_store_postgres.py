@@ -2,7 +2,10 @@
 group commit, and two stores writing the same actions at once."""
 import asyncio
 import calendar
+import json
+import logging
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -10,10 +13,12 @@ import pytest
 import pgtools
 from auditd.config import Config
 from auditd.model.actions import new_action
+from auditd.model.document import render_action
+from auditd.model.errors import NotFound
 from auditd.model.query import ListQuery
 from auditd.store import open_store
 from auditd.store.postgres import check
-from auditd.store.postgres.database import ensure_partitions
+from auditd.store.postgres.partitions import create_months, ensure_partitions, months_of
 
 
 @pytest.fixture
@@ -96,3 +101,126 @@ async def test_two_stores_appending_to_the_same_actions_number_every_line_once(u
             assert sorted(line[3] for line in lines) == sorted(
                 [f"one{r}" for r in range(10)] + [f"two{r}" for r in range(10)])
             assert (await two.get_action(action["uuid"], None))["log_count"] == 20
+
+
+async def _relations(url, pattern: str) -> set[str]:
+    """Partitions of actions and action_logs (pg_inherits) and tables (pg_class) like pattern."""
+    conn = await asyncpg.connect(url)
+    try:
+        inherits = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent IN ('actions'::regclass, 'action_logs'::regclass) "
+            "AND c.relname LIKE $1", pattern)
+        classes = await conn.fetch("SELECT relname FROM pg_class WHERE relname LIKE $1", pattern)
+        return {r[0] for r in inherits} | {r[0] for r in classes}
+    finally:
+        await conn.close()
+
+
+def _ts(year, month, day, hour=0) -> int:
+    return calendar.timegm((year, month, day, hour, 0, 0))
+
+
+async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_it_cuts(url, caplog):
+    caplog.set_level(logging.INFO, logger="auditd.store")
+    conn = await asyncpg.connect(url)
+    months = {1: [], 2: [], 3: []}
+    async with open_store(Config(db=url)) as store:
+        await create_months(conn, months_of([_ts(2020, m, 1) for m in months]))
+        for month, made in months.items():
+            for day in range(1, 29, 3):
+                made.append(await store.record_action(new_action(
+                    action=f"M{month}D{day}", user="u", namespace=("acme", "bob")[day % 2],
+                    state=("Success", "Failed", "Canceled")[day % 3],
+                    start_date=_ts(2020, month, day), end_date=_ts(2020, month, day, 5))))
+        running = await store.record_action(new_action(action="Still", user="u",
+                                                       start_date=_ts(2020, 3, 20)))
+        for action in months[1][:4] + months[2][:4]:
+            await store.append_logs(action["uuid"], [(1, None, "x")] * 5, None)
+        assert await _relations(url, "action%_2020_0_") == {
+            f"{table}_2020_0{m}" for table in ("actions", "action_logs") for m in months}
+        before = await store.counts_by_state()
+
+        cut = _ts(2020, 2, 11)     # cuts February: January goes whole
+        assert await store.count_purgeable(cut) == (len(months[1]) + 4, 40)
+        assert await store.purge(cut) == (len(months[1]) + 4, 40)
+
+        assert await _relations(url, "action%_2020_01") == set()
+        # dropped whole, not emptied row by row first
+        assert "retention dropped the partitions of 2020_01: 10 actions, 20 log lines" in \
+            caplog.text
+        assert "2020_02:" not in caplog.text
+        assert await _relations(url, "action%_2020_0_") == {
+            f"{table}_2020_0{m}" for table in ("actions", "action_logs") for m in (2, 3)}
+        kept = [a for a in months[2] if a["start_ts"] >= _ts(2020, 2, 11)] + months[3]
+        page = await store.list_actions(ListQuery(None, 100, newest_first=False))
+        assert page.total == len(kept) + 1
+        assert [json.loads(d)["uuid"] for d in page.docs] == \
+            [a["uuid"] for a in kept[:len(months[2]) - 4]] + [a["uuid"] for a in months[3][:7]] \
+            + [running["uuid"]] + [a["uuid"] for a in months[3][7:]]
+        after = await store.counts_by_state()
+        gone = months[1] + months[2][:4]
+        for state in before:
+            assert after[state] == before[state] - sum(a["state"] == state for a in gone)
+        for namespace in ("acme", "bob"):
+            ns_page = await store.list_actions(ListQuery(frozenset({namespace}), 100))
+            assert ns_page.total == sum(a["namespace"] == namespace for a in kept)
+        for action in gone:
+            with pytest.raises(NotFound):
+                await store.get_action(action["uuid"], None)
+            assert await store.read_logs(action["id"], 0, 10) == []
+        assert await conn.fetchval("SELECT count(*) FROM action_keys") == len(kept) + 1
+        assert await conn.fetchval("SELECT count(*) FROM action_logs") == 0
+        # a second pass finds nothing; March stays while one of its actions runs
+        assert await store.purge(_ts(2020, 4, 1)) == (len(months[2]) - 4 + len(months[3]), 0)
+        assert await _relations(url, "actions_2020_0_") == {"actions_2020_03"}
+        assert (await store.list_actions(ListQuery(None, 10))).total == 1
+    await conn.close()
+    assert check(url)["problems"] == []
+
+
+async def test_a_version_1_database_gets_its_log_lines_partitioned_like_their_actions():
+    pgtools.require_postgres()
+    url = pgtools.create_database("v1")
+    try:
+        conn = await asyncpg.connect(url)
+        await conn.execute((Path(__file__).parent / "vectors" / "postgres-schema-v1.sql")
+                           .read_text())
+        await conn.execute("INSERT INTO schema_version VALUES (1)")
+        name, low, high = months_of([_ts(2020, 1, 1)])[0]
+        await conn.execute(f"CREATE TABLE {name} PARTITION OF actions FOR VALUES FROM ({low}) "
+                           f"TO ({high})")
+        made = []
+        for n, start in enumerate((_ts(2020, 1, 5), 100)):     # a month's, and the default's
+            action = dict(new_action(action=f"A{n}", user="u", start_date=start), id=n + 1,
+                          object_id=None, log_count=3, is_user_action=1, cancelable=1,
+                          retriable=1)
+            del action["parents"]
+            action["doc"] = render_action(action)
+            columns = [c for c in action]
+            await conn.execute(
+                f"INSERT INTO actions ({', '.join(chr(34) + c + chr(34) for c in columns)}) "
+                f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+                *action.values())
+            await conn.execute("INSERT INTO action_keys VALUES ($1, $2, $3)", action["uuid"],
+                               action["id"], start)
+            await conn.executemany("INSERT INTO action_logs VALUES ($1, $2, $3, $4, $5)",
+                                   [(action["id"], seq, seq, None, f"line {seq}")
+                                    for seq in (1, 2, 3)])
+            made.append(action)
+        await conn.close()
+        async with open_store(Config(db=url)) as store:
+            assert store.schema_version == 2
+            for action, partition in zip(made, ("action_logs_2020_01", "action_logs_default")):
+                assert await store.read_logs(action["id"], 1, 10) == [
+                    (2, 2, None, "line 2"), (3, 3, None, "line 3")]
+                await store.append_logs(action["uuid"], [(9, "stdout", "more")], None)
+                assert (await store.get_action(action["uuid"], None))["log_count"] == 4
+                conn = await asyncpg.connect(url)
+                assert {r[0] for r in await conn.fetch(
+                    "SELECT tableoid::regclass::text FROM action_logs WHERE action_id = $1",
+                    action["id"])} == {partition}
+                await conn.close()
+        assert check(url)["problems"] == []
+    finally:
+        pgtools.drop_database(url)

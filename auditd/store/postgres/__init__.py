@@ -35,9 +35,9 @@ from ...model.uris import normalize_object_uri
 from ..interface import Store
 from . import jobs, lifecycle, listing
 from .changes import ChangeFeed
-from .database import (DB_ERRORS, SCHEMA_VERSION, connect, ensure_partitions, prepare_database,
-                       redact)
+from .database import DB_ERRORS, SCHEMA_VERSION, connect, prepare_database, redact
 from .files import backup, check, describe, exists
+from .partitions import create_months, ensure_partitions, months_of
 from .writer import Writer
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "backup", "check", "create", "describe", "exists"]
@@ -68,6 +68,7 @@ class PostgresStore(Store):
         self._credentials: dict = {}            # name -> (read at, (key hash, Principal))
         self._credentials_generation = 0
         self._upkeep: asyncio.Task | None = None
+        self._refused_months: set[str] = set()  # months whose rows are in the default partition
 
     # -- lifecycle
 
@@ -270,8 +271,9 @@ class PostgresStore(Store):
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         return [tuple(r) for r in await self._fetch(
-            "SELECT seq, ts, stream_type, line FROM action_logs "
-            "WHERE action_id = $1 AND seq > $2 ORDER BY seq LIMIT $3", action_id, after_seq,
+            "SELECT seq, ts, stream_type, line FROM action_logs WHERE action_id = $1 "
+            "AND start_ts = (SELECT start_ts FROM action_keys WHERE id = $1) "   # one partition
+            "AND seq > $2 ORDER BY seq LIMIT $3", action_id, after_seq,
             limit)]
 
     async def counts_by_state(self) -> dict[str, int]:
@@ -307,6 +309,15 @@ class PostgresStore(Store):
         return lifecycle.export_actions(self, filters, with_logs=with_logs, log_chunk=log_chunk)
 
     async def import_batch(self, items: list) -> list[tuple]:
+        # The months an import brings get their partitions first (each in its own short
+        # transaction), so that retention can drop them whole later.
+        starts = [item[2]["start_ts"] for item in items if item[0] == "action"]
+        if starts:
+            try:
+                async with self._pool.acquire() as conn:
+                    await create_months(conn, months_of(starts), self._refused_months)
+            except DB_ERRORS as err:
+                log.warning("partitions for imported months not made: %s", err)
         return await self._write(lifecycle.import_batch, items)
 
     async def count_purgeable(self, cut: int) -> tuple[int, int]:
