@@ -46,7 +46,12 @@ log = logging.getLogger("auditd.store")
 
 CREDENTIALS_TTL = 1.0          # seconds a cached credential is trusted without a notification
 CACHE_ENTRIES = 4096
-POOL_SIZE = 4
+POOL_SIZE = 4                  # read connections: more only add contention (BENCHMARKS.md)
+# Reads are prepared statements. With a few years of monthly partitions, planning a list page
+# costs more than running it (2 ms against 0.5 ms at 1M actions in 18 partitions), and left to
+# itself the planner makes a fresh custom plan every time; a generic plan is made once per
+# connection and prunes partitions when it runs.
+READ_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 PARTITION_UPKEEP = 6 * 3600    # seconds between two looks at the monthly partitions
 
 
@@ -80,8 +85,9 @@ class PostgresStore(Store):
         finally:
             await conn.close()
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size,
-                                                   timeout=10, command_timeout=60)
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, timeout=10, command_timeout=60,
+                server_settings=READ_SETTINGS)
         except DB_ERRORS as err:
             raise Unavailable(f"cannot connect to PostgreSQL at {redact(self.url)}: {err}") \
                 from None
