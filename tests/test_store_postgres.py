@@ -224,3 +224,45 @@ async def test_a_version_1_database_gets_its_log_lines_partitioned_like_their_ac
         assert check(url)["problems"] == []
     finally:
         pgtools.drop_database(url)
+
+
+async def test_pages_looked_for_in_the_newest_month_first_are_the_pages_of_the_whole_table(url):
+    """A list page is first looked for in a window of recent months (from the cursor's month,
+    or from where the same query's latest first page ended): pages a window cannot fill come
+    from the whole table, so every page is the same."""
+    async with open_store(Config(db=url)) as store:
+        conn = await asyncpg.connect(url)
+        await create_months(conn, months_of([_ts(2020, m, 1) for m in (1, 2, 3)]))
+        await conn.close()
+        made = []
+        for month, count in ((1, 30), (2, 3), (3, 4)):
+            for i in range(count):
+                made.append(await store.record_action(new_action(
+                    action=f"M{month}", user=("alice", "bob")[i % 2], state="Success",
+                    start_date=_ts(2020, month, 1 + i % 5), end_date=_ts(2020, month, 9))))
+        await _pages_are_right(store, made)
+        # newer rows than the windows remembered, and older ones gone: still the same pages
+        made.append(await store.record_action(new_action(action="Now", user="alice")))
+        assert await store.purge(_ts(2020, 3, 1)) == (33, 0)
+        await _pages_are_right(store, [a for a in made if a["start_ts"] >= _ts(2020, 3, 1)])
+
+
+async def _pages_are_right(store, made):
+    newest_first = sorted(made, key=lambda a: (a["start_ts"], a["id"]), reverse=True)
+    for namespaces in (None, frozenset({"alice"}), frozenset({"alice", "bob"})):
+        wanted = [a["uuid"] for a in newest_first
+                  if namespaces is None or a["namespace"] in namespaces]
+        for limit in (1, 3, 4, 5, 25):
+            seen, cursor = [], None
+            while True:
+                page = await store.list_actions(ListQuery(namespaces, limit, cursor=cursor))
+                assert page.total == len(wanted)
+                seen += [json.loads(d)["uuid"] for d in page.docs]
+                if len(page.docs) < limit:
+                    break
+                cursor = page.last
+            assert seen == wanted, (namespaces, limit)
+            for offset in (0, 2, 6):
+                page = await store.list_actions(ListQuery(namespaces, limit, offset=offset))
+                assert [json.loads(d)["uuid"] for d in page.docs] == \
+                    wanted[offset:offset + limit]

@@ -55,6 +55,18 @@ READ_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 PARTITION_UPKEEP = 6 * 3600    # seconds between two looks at the monthly partitions
 
 
+def _flat(statement: tuple[str, list]) -> list:
+    sql, params = statement
+    return [sql, *params]
+
+
+async def _nothing_to_reset(conn):
+    """A read connection goes back to the pool as it is: reads never LISTEN, SET (but SET LOCAL),
+    take session advisory locks or keep cursors, so asyncpg's default reset (four statements, a
+    round trip on every release) has nothing to undo. asyncpg still rolls back an open
+    transaction."""
+
+
 def create(config) -> "PostgresStore":
     return PostgresStore(config.db, group_commit=config.group_commit)
 
@@ -74,6 +86,7 @@ class PostgresStore(Store):
         self._credentials_generation = 0
         self._upkeep: asyncio.Task | None = None
         self._refused_months: set[str] = set()  # months whose rows are in the default partition
+        self._windows: dict = {}                # where list pages look first (listing.py)
 
     # -- lifecycle
 
@@ -87,7 +100,7 @@ class PostgresStore(Store):
         try:
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=self.pool_size, timeout=10, command_timeout=60,
-                server_settings=READ_SETTINGS)
+                server_settings=READ_SETTINGS, reset=_nothing_to_reset)
         except DB_ERRORS as err:
             raise Unavailable(f"cannot connect to PostgreSQL at {redact(self.url)}: {err}") \
                 from None
@@ -260,10 +273,22 @@ class PostgresStore(Store):
                                                 query.filters.get("include_related", False))
             if not object_ids:
                 return Page(0, [], None)
-        sql, params = listing.list_sql(query, object_ids)
-        rows = await self._fetch(sql, *params)
+        key = listing.window_key(query)
+        since = listing.window_for(query, self._windows.get(key))
+        rows = None
+        if since is not None:
+            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, since)))
+            if sum(r[1] is not None for r in rows) < query.limit:
+                rows = None      # the window holds less than a page: the whole table then
+        if rows is None:
+            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids)))
         total = rows[0][0]
         page = [r for r in rows if r[1] is not None]
+        if len(page) == query.limit and query.newest_first and query.cursor is None \
+                and listing.counted(query):
+            if len(self._windows) >= CACHE_ENTRIES:
+                self._windows.clear()
+            self._windows[key] = min(r[2] for r in page)
         page.sort(key=lambda r: (r[2], r[3]), reverse=query.newest_first)
         return Page(total, [r[1].encode() for r in page], (page[-1][2], page[-1][3]) if page
                     else None)
