@@ -116,18 +116,60 @@ def keys_for(db) -> dict:
                                     procs.ensure_user(db, "benchproducer", "producer"))}
 
 
-def list_runs(servers: dict, auth: dict, rounds: int, seconds: float) -> dict:
-    """{name: [wrk result per round]}; "two" runs both big PostgreSQL instances at once, 16
-    connections each, and is one Result-like dict per round."""
+def _machine() -> tuple[int, int]:
+    """(busy, all) jiffies of every core so far."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def _cpu(pids) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += procs.cpu_seconds(pid)
+        except OSError:       # a backend that ended meanwhile
+            pass
+    return total
+
+
+async def _backends(urls) -> list[int]:
+    import asyncpg
+    conn = await asyncpg.connect(urls[0])
+    try:
+        return [r[0] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])",
+            [urlsplit(u).path.lstrip("/") for u in urls])]
+    finally:
+        await conn.close()
+
+
+def measured(run, servers, backends) -> dict:
+    """run() -> [wrk results]: their sum, with where the CPU went meanwhile (in cores)."""
+    machine, ours, theirs = _machine(), _cpu(s.pid for s in servers), _cpu(backends)
+    began = time.monotonic()
+    results = run()
+    wall = time.monotonic() - began
+    machine_after = _machine()
+    return {"rps": sum(r.rps for r in results), "p99_ms": max(r.p99_ms for r in results),
+            "errors": sum(r.errors for r in results),
+            "busy": (machine_after[0] - machine[0]) / (machine_after[1] - machine[1])
+            * os.cpu_count(),
+            "auditd": (_cpu(s.pid for s in servers) - ours) / wall,
+            "postgres": (_cpu(backends) - theirs) / wall}
+
+
+def list_runs(servers: dict, auth: dict, rounds: int, seconds: float, backends) -> dict:
+    """{name: [measured() per round]}; "two" runs both big PostgreSQL instances at once, 16
+    connections each."""
     runs = {name: [] for name in ("sqlite", "pg", "pg_small", "two")}
     for server in servers.values():
         wrk.run(server.url + LIST_PATH, 32, 1, headers={"Authorization": auth[server.name]})
-    for _ in range(rounds):
-        for name, server in (("sqlite", servers["sqlite"]), ("pg", servers["a"]),
-                             ("pg_small", servers["small"])):
-            settle(server)
-            runs[name].append(wrk.run(server.url + LIST_PATH, 32, seconds,
-                                      headers={"Authorization": auth[server.name]}))
+
+    def one(server):
+        return lambda: [wrk.run(server.url + LIST_PATH, 32, seconds,
+                                headers={"Authorization": auth[server.name]})]
+
+    def two():
         both = [None, None]
 
         def drive(i, srv):
@@ -139,14 +181,20 @@ def list_runs(servers: dict, auth: dict, rounds: int, seconds: float) -> dict:
             t.start()
         for t in threads:
             t.join()
-        runs["two"].append({"rps": sum(r.rps for r in both),
-                            "p99_ms": max(r.p99_ms for r in both)})
+        return both
+    for _ in range(rounds):
+        for name, server in (("sqlite", servers["sqlite"]), ("pg", servers["a"]),
+                             ("pg_small", servers["small"])):
+            settle(server)
+            runs[name].append(measured(one(server), [server], backends))
+        settle(servers["a"])
+        settle(servers["b"])
+        runs["two"].append(measured(two, [servers["a"], servers["b"]], backends))
     return runs
 
 
 def _median(results, field):
-    return statistics.median(getattr(r, field) if not isinstance(r, dict) else r[field]
-                             for r in results)
+    return statistics.median(r[field] for r in results)
 
 
 def main(argv=None):
@@ -163,8 +211,8 @@ def main(argv=None):
     wrk.find_wrk()
     big_url, small_url = pg_url(args.pg, args.size), pg_url(args.pg, args.small)
     big, small = ensure_postgres(args.size, big_url), ensure_postgres(args.small, small_url)
-    keys = {"sqlite": keys_for(big["sqlite"]), "pg": keys_for(big_url),
-            "small": keys_for(small_url)}
+    keys = {"sqlite": keys_for(big["sqlite"]), "pg": keys_for(big_url)}
+    keys["small"] = keys["pg"] if small_url == big_url else keys_for(small_url)
     servers = {
         "sqlite": procs.auditd_server(f"sqlite-{args.size}", big["sqlite"]),
         "a": procs.auditd_server(f"pg-a-{args.size}", big_url),
@@ -178,7 +226,8 @@ def main(argv=None):
     try:
         for server in servers.values():
             server.start()
-        runs = list_runs(servers, auth, args.rounds, args.seconds)
+        backends = asyncio.run(_backends([big_url, small_url]))
+        runs = list_runs(servers, auth, args.rounds, args.seconds, backends)
         loads.append(load())
         total = int(FANOUT_RATE * args.seconds)
         fan = fanout_two(servers["a"], servers["b"], keys["pg"]["producer"], keys["pg"]["admin"],
@@ -211,10 +260,12 @@ def main(argv=None):
             say(f"  {name} filled by auditd migrate: {filled[0]:,} actions in {filled[1]:.0f} s")
     for name, value, latency, note in rows:
         print(f"{name:<48} {value:>8,.0f} req/s  p99 {latency:7.1f} ms   {note}")
+    print("  each round: req/s, p99, errors; cores busy on the machine (of which the auditd "
+          "server(s) / their PostgreSQL backends)")
     for name, results in runs.items():
-        print(f"  rounds, {name}: " + ", ".join(
-            f"{(r['rps'] if isinstance(r, dict) else r.rps):,.0f} req/s p99 "
-            f"{(r['p99_ms'] if isinstance(r, dict) else r.p99_ms):.1f} ms" for r in results))
+        print(f"  {name:>8}: " + ", ".join(
+            f"{r['rps']:,.0f} {r['p99_ms']:.0f} ms {r['errors']} "
+            f"({r['busy']:.2f}: {r['auditd']:.2f}/{r['postgres']:.2f})" for r in results))
     ok = fan["delivered_per_s"] >= 25_000 and fan["p99_ms"] <= 100
     print(f"{'log fan-out, 100 followers on 2 instances':<48} {fan['delivered_per_s']:>8,.0f} "
           f"lines/s p99 {fan['p99_ms']:7.1f} ms   {fan['received']:,}/{fan['offered']:,} "
