@@ -10,13 +10,15 @@ with `auditd migrate` when they do not hold all the actions (a migration that st
 completed). It starts one SQLite server on SIZE, one PostgreSQL server on SMALL and two on SIZE
 (one database), and measures, each list run ROUNDS times interleaved (the median is shown):
 
-- list newest 25 (the suite's LIST_PATH) with wrk, 32 connections: SQLite at SIZE, one PostgreSQL
-  instance at SIZE and at SMALL (whose p99 is the reference for "flat"), and both SIZE instances
-  at once (16 connections each);
+- list newest 25 (the suite's LIST_PATH) with wrk, 32 connections and 2 threads: SQLite at SIZE,
+  one PostgreSQL instance at SIZE and at SMALL (whose p99 is the reference for "flat"), and both
+  SIZE instances at once (one wrk each, 16 connections and 1 thread);
 - cross-instance log fan-out: one producer appending through instance B at the suite's rate,
   100 followers, half on A and half on B (bench/fanout.py, one process per instance).
 
-Like the suite it reports, it does not gate.
+Each list run also says where the machine's CPU went (cores busy in all, and how much of it the
+auditd servers and their PostgreSQL backends used): on 2 cores, two instances can only gain what
+one instance leaves idle. Like the suite it reports, it does not gate.
 """
 import argparse
 import asyncio
@@ -172,8 +174,8 @@ def list_runs(servers: dict, auth: dict, rounds: int, seconds: float, backends) 
     def two():
         both = [None, None]
 
-        def drive(i, srv):
-            both[i] = wrk.run(srv.url + LIST_PATH, 16, seconds,
+        def drive(i, srv):     # one wrk thread each: two in all, as for one instance
+            both[i] = wrk.run(srv.url + LIST_PATH, 16, seconds, threads=1,
                               headers={"Authorization": auth[srv.name]})
         threads = [threading.Thread(target=drive, args=(i, s))
                    for i, s in enumerate((servers["a"], servers["b"]))]
