@@ -121,12 +121,22 @@ def _ts(year, month, day, hour=0) -> int:
     return calendar.timegm((year, month, day, hour, 0, 0))
 
 
-async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_it_cuts(url, caplog):
+async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_it_cuts(
+        url, caplog):
     caplog.set_level(logging.INFO, logger="auditd.store")
     conn = await asyncpg.connect(url)
     months = {1: [], 2: [], 3: []}
     async with open_store(Config(db=url)) as store:
-        await create_months(conn, months_of([_ts(2020, m, 1) for m in months]))
+        await create_months(conn, months_of([_ts(2019, 12, 1)]
+                                            + [_ts(2020, m, 1) for m in months]))
+        # December: one action stuck in Pending among many that retention removes
+        december = [await store.record_action(new_action(
+            action="Old", user="u", namespace="acme", state=state, start_date=_ts(2019, 12, day),
+            end_date=_ts(2019, 12, day, 1))) for day, state in
+            enumerate(["Success"] * 6 + ["Pending"] + ["Failed"] * 3, start=1)]
+        stuck = december[6]
+        for action in december[5:8]:
+            await store.append_logs(action["uuid"], [(1, None, "y")] * 2, None)
         for month, made in months.items():
             for day in range(1, 29, 3):
                 made.append(await store.record_action(new_action(
@@ -142,9 +152,17 @@ async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_i
         before = await store.counts_by_state()
 
         cut = _ts(2020, 2, 11)     # cuts February: January goes whole
-        assert await store.count_purgeable(cut) == (len(months[1]) + 4, 40)
-        assert await store.purge(cut) == (len(months[1]) + 4, 40)
-
+        assert await store.count_purgeable(cut) == (9 + len(months[1]) + 4, 4 + 40)
+        assert await store.purge(cut) == (9 + len(months[1]) + 4, 4 + 40)
+        # December was emptied at once but for the stuck action and its lines
+        assert "retention emptied the partitions of 2019_12 at once but for 1 actions that " \
+            "stay: 9 actions, 4 log lines removed" in caplog.text
+        assert await _relations(url, "action%_2019_12") == {"actions_2019_12",
+                                                             "action_logs_2019_12"}
+        assert [r[0] for r in await conn.fetch("SELECT uuid FROM actions_2019_12")] == \
+            [stuck["uuid"]]
+        assert (await store.get_action(stuck["uuid"], None))["log_count"] == 2
+        assert len(await store.read_logs(stuck["id"], 0, 10)) == 2
         assert await _relations(url, "action%_2020_01") == set()
         # dropped whole, not emptied row by row first
         assert "retention dropped the partitions of 2020_01: 10 actions, 20 log lines" in \
@@ -152,14 +170,14 @@ async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_i
         assert "2020_02:" not in caplog.text
         assert await _relations(url, "action%_2020_0_") == {
             f"{table}_2020_0{m}" for table in ("actions", "action_logs") for m in (2, 3)}
-        kept = [a for a in months[2] if a["start_ts"] >= _ts(2020, 2, 11)] + months[3]
+        kept = [stuck] + months[2][4:] + months[3]
         page = await store.list_actions(ListQuery(None, 100, newest_first=False))
         assert page.total == len(kept) + 1
         assert [json.loads(d)["uuid"] for d in page.docs] == \
-            [a["uuid"] for a in kept[:len(months[2]) - 4]] + [a["uuid"] for a in months[3][:7]] \
-            + [running["uuid"]] + [a["uuid"] for a in months[3][7:]]
+            [a["uuid"] for a in [stuck] + months[2][4:] + months[3][:7] + [running]
+             + months[3][7:]]
         after = await store.counts_by_state()
-        gone = months[1] + months[2][:4]
+        gone = december[:6] + december[7:] + months[1] + months[2][:4]
         for state in before:
             assert after[state] == before[state] - sum(a["state"] == state for a in gone)
         for namespace in ("acme", "bob"):
@@ -170,11 +188,14 @@ async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_i
                 await store.get_action(action["uuid"], None)
             assert await store.read_logs(action["id"], 0, 10) == []
         assert await conn.fetchval("SELECT count(*) FROM action_keys") == len(kept) + 1
-        assert await conn.fetchval("SELECT count(*) FROM action_logs") == 0
-        # a second pass finds nothing; March stays while one of its actions runs
+        assert await conn.fetchval("SELECT count(*) FROM action_logs") == 2     # the stuck's
+        # February goes whole; March stays while one of its actions runs; December as it was
         assert await store.purge(_ts(2020, 4, 1)) == (len(months[2]) - 4 + len(months[3]), 0)
+        assert await _relations(url, "actions_2019_1_") == {"actions_2019_12"}
         assert await _relations(url, "actions_2020_0_") == {"actions_2020_03"}
-        assert (await store.list_actions(ListQuery(None, 10))).total == 1
+        assert [json.loads(d)["uuid"] for d in
+                (await store.list_actions(ListQuery(None, 10))).docs] == \
+            [running["uuid"], stuck["uuid"]]
     await conn.close()
     assert check(url)["problems"] == []
 

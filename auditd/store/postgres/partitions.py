@@ -6,11 +6,12 @@ M, first second of M+1): an action's lines are in the partition of the action's 
 a month without partitions go to the DEFAULT partitions; a month whose rows are already there
 keeps them there (PostgreSQL refuses its partitions; that is logged, not an error).
 
-Retention (`drop_months`) removes a month that ended before the cut as a whole when every one of
-its actions is final and ended before the cut: its action_keys rows go by one ranged DELETE, the
-counters lose the month's (namespace, state) counts, and both partitions are dropped, in one
-transaction (readers wait only for the drop itself, a moment). Whatever else is purgeable goes
-row by row (lifecycle.purge_batch).
+Retention (`drop_months`) removes a month that ended before the cut at once: its action_keys rows
+go by one ranged DELETE, the counters lose the month's (namespace, state) counts, and both
+partitions are dropped, in one transaction (readers wait only for the drop itself, a moment).
+A month where a few actions must stay (not final, or ended after the cut) is emptied the same way
+with TRUNCATE, those few put back. Whatever else is purgeable goes row by row
+(lifecycle.purge_batch).
 """
 import calendar
 import logging
@@ -108,55 +109,87 @@ class _Inconsistent(Exception):
     """The month's keys do not match its rows: leave it to the row-by-row purge."""
 
 
+# An action retention keeps; $1 the states that are not final, $2 the cut.
+_KEPT = "(state = ANY($1::text[]) OR end_ts >= $2 OR end_ts IS NULL)"
+KEEP_AT_MOST = 0.25     # a month is emptied at once while it keeps at most this share of its rows
+
+
 async def drop_month(conn, name: str, low: int, high: int, cut: int | None):
-    """Drop the month's two partitions if every action in it is final and ended before `cut`
-    (`cut` None: only if it holds no action), with its keys and counts. Returns (actions, log
-    lines) removed, or None when the month stays."""
+    """Remove every action of the month that is final and ended before `cut` (`cut` None: only
+    a month without actions), with its lines, keys and counts, all at once: when nothing stays,
+    both partitions are dropped; when a few actions stay (a stuck Pending one, say: at most
+    KEEP_AT_MOST of the rows), they are set aside, both partitions are truncated and they are put
+    back. Returns (actions, log lines) removed, or None when the month is left to the row-by-row
+    purge."""
     logs = logs_partition(name)
+    month = name[len("actions_"):]
     try:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            # From here no write reaches the month; reads go on until the drop.
+            # From here no write reaches the month; reads go on until the drop or truncate.
             await conn.execute(f"LOCK TABLE {name}, {logs} IN SHARE MODE")
             if cut is None:
-                keep = await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {name})")
+                if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {name})"):
+                    return None
+                kept = 0
             else:
-                keep = await conn.fetchval(
-                    f"SELECT EXISTS (SELECT 1 FROM {name} WHERE state = ANY($1::text[])) OR "
-                    f"EXISTS (SELECT 1 FROM {name} WHERE end_ts >= $2 OR end_ts IS NULL)",
-                    _NOT_FINAL, cut)
-            if keep:
-                return None
+                kept = await conn.fetchval(f"SELECT count(*) FROM {name} WHERE {_KEPT}",
+                                           _NOT_FINAL, cut)
             groups = await conn.fetch(f"SELECT namespace, state, count(*) FROM {name} "
                                       "GROUP BY namespace, state")
             actions = sum(n for *_, n in groups)
+            if kept > actions * KEEP_AT_MOST or (actions and kept == actions):
+                return None
             lines = await conn.fetchval(f"SELECT count(*) FROM {logs}")
-            keys = await conn.execute("DELETE FROM action_keys WHERE start_ts >= $1 AND "
-                                      "start_ts < $2", low, high)
-            if int(keys.rsplit(" ", 1)[1]) != actions:
-                raise _Inconsistent(f"{keys} for {actions} actions")
-            # Readers wait from here to the commit: the drop and the counters, a moment.
-            await conn.execute(f"DROP TABLE {name}, {logs}")
+            if kept:
+                lines -= await _set_aside(conn, name, logs, cut)
+                keys = await conn.execute(
+                    "DELETE FROM action_keys k WHERE start_ts >= $1 AND start_ts < $2 AND NOT "
+                    "EXISTS (SELECT 1 FROM auditd_kept_actions a WHERE a.id = k.id)", low, high)
+            else:
+                keys = await conn.execute("DELETE FROM action_keys WHERE start_ts >= $1 AND "
+                                          "start_ts < $2", low, high)
+            if int(keys.rsplit(" ", 1)[1]) != actions - kept:
+                raise _Inconsistent(f"{keys} for {actions - kept} actions")
+            # Readers of the month wait from here to the commit, a moment.
+            await conn.execute(f"TRUNCATE {name}, {logs}" if kept else f"DROP TABLE {name}, {logs}")
             if groups:
                 await conn.execute(
                     "UPDATE action_counts c SET n = c.n - g.n FROM unnest($1::text[], "
                     "$2::text[], $3::bigint[]) AS g(namespace, state, n) "
                     "WHERE c.namespace = g.namespace AND c.state = g.state", *zip(*groups))
+            if kept:    # back, counted again by the trigger
+                await conn.execute(f"INSERT INTO {name} SELECT * FROM auditd_kept_actions; "
+                                   f"INSERT INTO {logs} SELECT * FROM auditd_kept_logs")
     except _Inconsistent as err:
-        log.error("month %s not dropped whole: its keys do not match its actions (%s); "
-                  "'auditd check' says more", name[len("actions_"):], err)
+        log.error("month %s not removed at once: its keys do not match its actions (%s); "
+                  "'auditd check' says more", month, err)
         return None
-    log.info("retention dropped the partitions of %s: %d actions, %d log lines",
-             name[len("actions_"):], actions, lines)
-    return actions, lines
+    if kept:
+        log.info("retention emptied the partitions of %s at once but for %d actions that stay: "
+                 "%d actions, %d log lines removed", month, kept, actions - kept, lines)
+    else:
+        log.info("retention dropped the partitions of %s: %d actions, %d log lines",
+                 month, actions, lines)
+    return actions - kept, lines
+
+
+async def _set_aside(conn, name: str, logs: str, cut: int) -> int:
+    """Copy the month's actions that stay, and their lines, to temporary tables (gone at
+    commit); returns how many lines stay."""
+    await conn.execute(f"CREATE TEMP TABLE auditd_kept_actions ON COMMIT DROP AS "
+                       f"SELECT * FROM {name} WHERE {_KEPT}", _NOT_FINAL, cut)
+    await conn.execute(f"CREATE TEMP TABLE auditd_kept_logs ON COMMIT DROP AS SELECT l.* FROM "
+                       f"{logs} l JOIN auditd_kept_actions a ON a.id = l.action_id")
+    return await conn.fetchval("SELECT count(*) FROM auditd_kept_logs")
 
 
 async def drop_months(conn, cut: int | None, now: float | None = None,
                       on_progress=None) -> tuple[int, int]:
-    """Drop, oldest first, each month older than the ones kept ready that ended before `cut` and
-    whose every action is purgeable (`cut` None: each such month that is empty). Returns
-    (actions, log lines) removed. A month whose locks do not come within LOCK_TIMEOUT stays for
-    the row-by-row purge, or the next pass."""
+    """`drop_month`, oldest first, for each month older than the ones kept ready that ended
+    before `cut` (`cut` None: each such month that is empty). Returns (actions, log lines)
+    removed. A month whose locks do not come within LOCK_TIMEOUT stays for the row-by-row purge,
+    or the next pass."""
     oldest_kept = wanted_months(now)[0][1]
     actions = lines = 0
     for name, low, high in await monthly_partitions(conn):
