@@ -1,4 +1,5 @@
 """`auditd migrate --from SQLITE --to postgresql://...`: everything arrives identical."""
+import logging
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ from auditd.config import Config
 from auditd.model.actions import new_action
 from auditd.model.query import ListQuery
 from auditd.store import open_store
+from auditd.store.postgres import check
 from auditd.store.sqlite import SQLiteStore
 from conftest import ROOT
 
@@ -112,3 +114,78 @@ async def test_migrate_refuses_a_missing_source(tmp_path):
     assert done.returncode == 1
     assert "no auditd database at" in done.stderr and "--from" in done.stderr
     assert not (tmp_path / "nope.db").exists()
+
+
+async def _tables(url: str) -> dict:
+    """Every row a migration writes, object ids as URIs (their order is the order of the ids),
+    each action and line with the partition it is in."""
+    import asyncpg
+    conn = await asyncpg.connect(url)
+    queries = {
+        "actions": 'SELECT a.id, uuid, namespace, state, action, method, path, object, o.uri, '
+                   '"user", user_agent, ip, location, body, start_ts, end_ts, is_user_action, '
+                   'cancelable, retriable, log_count, doc, a.tableoid::regclass::text '
+                   'FROM actions a LEFT JOIN objects o ON o.id = a.object_id ORDER BY a.id',
+        "keys": "SELECT uuid, id, start_ts FROM action_keys ORDER BY id",
+        "logs": "SELECT *, tableoid::regclass::text FROM action_logs ORDER BY action_id, seq",
+        "objects": "SELECT uri FROM objects ORDER BY id",
+        "edges": "SELECT c.uri, p.uri FROM object_parents e JOIN objects c ON c.id = e.child_id "
+                 "JOIN objects p ON p.id = e.parent_id ORDER BY 1, 2",
+        "counts": "SELECT * FROM action_counts WHERE n != 0 ORDER BY 1, 2",
+        "users": "SELECT name, role, key_hash, created_at FROM users ORDER BY name",
+        "orgs": "SELECT o.name, o.created_at, u.name FROM orgs o LEFT JOIN org_members m ON "
+                "m.org_id = o.id LEFT JOIN users u ON u.id = m.user_id ORDER BY 1, 3",
+        "next id": "SELECT last_value FROM actions_id_seq",
+    }
+    try:
+        return {name: [tuple(r) for r in await conn.fetch(sql)] for name, sql in queries.items()}
+    finally:
+        await conn.close()
+
+
+async def _forget_some(url: str, uuids: list):
+    import asyncpg
+    conn = await asyncpg.connect(url)
+    for sql in ("DELETE FROM action_logs WHERE action_id IN (SELECT id FROM action_keys "
+                "WHERE uuid = ANY($1::text[]))", "DELETE FROM actions WHERE uuid = ANY($1::text[])",
+                "DELETE FROM action_keys WHERE uuid = ANY($1::text[])"):
+        await conn.execute(sql, uuids)
+    await conn.close()
+
+
+async def test_migrate_in_bulk_writes_what_record_by_record_writes(tmp_path, monkeypatch,
+                                                                    caplog):
+    """COPY in batches (the default) against one savepoint per record: the same rows, also when
+    a migration that stopped is run again (batches mixing new and stored actions)."""
+    pgtools.require_postgres()
+    from auditd.cli.migrate import migrate
+    from auditd.store.postgres import bulk
+    source = tmp_path / "old.db"
+    async with SQLiteStore(source) as store:
+        await _fill(store)
+        uuids = [a["uuid"] for _, a, *_ in [x async for x in store.export_actions({})]]
+    missing = uuids[0:1] + uuids[5:9] + uuids[60:61] + uuids[-3:]   # the long log's action too
+    targets = {}
+
+    async def record_by_record(*args):
+        raise bulk.NotBulk("for this test")
+    caplog.set_level(logging.DEBUG, logger="auditd.store")
+    for mode in ("bulk", "record by record"):
+        if mode != "bulk":
+            monkeypatch.setattr(bulk, "import_items", record_by_record)
+        url = pgtools.clean_database("migrate_" + mode.replace(" ", "_"))
+        async with SQLiteStore(source) as src, open_store(Config(db=url)) as target:
+            first = await migrate(src, target)
+        await _forget_some(url, missing)
+        async with SQLiteStore(source) as src, open_store(Config(db=url)) as target:
+            second = await migrate(src, target)
+        assert (first["imported"], first["lines"], first["errors"]) == (120, 2576, [])
+        assert (second["imported"], second["skipped"], second["errors"]) == (9, 111, [])
+        targets[mode] = (await _tables(url), first, second)
+        assert ("goes record by record" in caplog.text) == (mode != "bulk")
+    bulk_tables, by_record = targets["bulk"][0], targets["record by record"][0]
+    assert bulk_tables.keys() == by_record.keys()
+    for name in bulk_tables:
+        assert bulk_tables[name] == by_record[name], name
+    assert targets["bulk"][1:] == targets["record by record"][1:]
+    assert check(url)["problems"] == []

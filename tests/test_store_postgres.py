@@ -2,7 +2,10 @@
 group commit, and two stores writing the same actions at once."""
 import asyncio
 import calendar
+import json
+import logging
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -10,10 +13,12 @@ import pytest
 import pgtools
 from auditd.config import Config
 from auditd.model.actions import new_action
+from auditd.model.document import render_action
+from auditd.model.errors import NotFound
 from auditd.model.query import ListQuery
 from auditd.store import open_store
 from auditd.store.postgres import check
-from auditd.store.postgres.database import ensure_partitions
+from auditd.store.postgres.partitions import create_months, ensure_partitions, months_of
 
 
 @pytest.fixture
@@ -96,3 +101,189 @@ async def test_two_stores_appending_to_the_same_actions_number_every_line_once(u
             assert sorted(line[3] for line in lines) == sorted(
                 [f"one{r}" for r in range(10)] + [f"two{r}" for r in range(10)])
             assert (await two.get_action(action["uuid"], None))["log_count"] == 20
+
+
+async def _relations(url, pattern: str) -> set[str]:
+    """Partitions of actions and action_logs (pg_inherits) and tables (pg_class) like pattern."""
+    conn = await asyncpg.connect(url)
+    try:
+        inherits = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent IN ('actions'::regclass, 'action_logs'::regclass) "
+            "AND c.relname LIKE $1", pattern)
+        classes = await conn.fetch("SELECT relname FROM pg_class WHERE relname LIKE $1", pattern)
+        return {r[0] for r in inherits} | {r[0] for r in classes}
+    finally:
+        await conn.close()
+
+
+def _ts(year, month, day, hour=0) -> int:
+    return calendar.timegm((year, month, day, hour, 0, 0))
+
+
+async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_it_cuts(
+        url, caplog):
+    caplog.set_level(logging.INFO, logger="auditd.store")
+    conn = await asyncpg.connect(url)
+    months = {1: [], 2: [], 3: []}
+    async with open_store(Config(db=url)) as store:
+        await create_months(conn, months_of([_ts(2019, 12, 1)]
+                                            + [_ts(2020, m, 1) for m in months]))
+        # December: one action stuck in Pending among many that retention removes
+        december = [await store.record_action(new_action(
+            action="Old", user="u", namespace="acme", state=state, start_date=_ts(2019, 12, day),
+            end_date=_ts(2019, 12, day, 1))) for day, state in
+            enumerate(["Success"] * 6 + ["Pending"] + ["Failed"] * 3, start=1)]
+        stuck = december[6]
+        for action in december[5:8]:
+            await store.append_logs(action["uuid"], [(1, None, "y")] * 2, None)
+        for month, made in months.items():
+            for day in range(1, 29, 3):
+                made.append(await store.record_action(new_action(
+                    action=f"M{month}D{day}", user="u", namespace=("acme", "bob")[day % 2],
+                    state=("Success", "Failed", "Canceled")[day % 3],
+                    start_date=_ts(2020, month, day), end_date=_ts(2020, month, day, 5))))
+        running = await store.record_action(new_action(action="Still", user="u",
+                                                       start_date=_ts(2020, 3, 20)))
+        for action in months[1][:4] + months[2][:4]:
+            await store.append_logs(action["uuid"], [(1, None, "x")] * 5, None)
+        assert await _relations(url, "action%_2020_0_") == {
+            f"{table}_2020_0{m}" for table in ("actions", "action_logs") for m in months}
+        before = await store.counts_by_state()
+
+        cut = _ts(2020, 2, 11)     # cuts February: January goes whole
+        assert await store.count_purgeable(cut) == (9 + len(months[1]) + 4, 4 + 40)
+        assert await store.purge(cut) == (9 + len(months[1]) + 4, 4 + 40)
+        # December was emptied at once but for the stuck action and its lines
+        assert "retention emptied the partitions of 2019_12 at once but for 1 actions that " \
+            "stay: 9 actions, 4 log lines removed" in caplog.text
+        assert await _relations(url, "action%_2019_12") == {"actions_2019_12",
+                                                             "action_logs_2019_12"}
+        assert [r[0] for r in await conn.fetch("SELECT uuid FROM actions_2019_12")] == \
+            [stuck["uuid"]]
+        assert (await store.get_action(stuck["uuid"], None))["log_count"] == 2
+        assert len(await store.read_logs(stuck["id"], 0, 10)) == 2
+        assert await _relations(url, "action%_2020_01") == set()
+        # dropped whole, not emptied row by row first
+        assert "retention dropped the partitions of 2020_01: 10 actions, 20 log lines" in \
+            caplog.text
+        assert "2020_02:" not in caplog.text
+        assert await _relations(url, "action%_2020_0_") == {
+            f"{table}_2020_0{m}" for table in ("actions", "action_logs") for m in (2, 3)}
+        kept = [stuck] + months[2][4:] + months[3]
+        page = await store.list_actions(ListQuery(None, 100, newest_first=False))
+        assert page.total == len(kept) + 1
+        assert [json.loads(d)["uuid"] for d in page.docs] == \
+            [a["uuid"] for a in [stuck] + months[2][4:] + months[3][:7] + [running]
+             + months[3][7:]]
+        after = await store.counts_by_state()
+        gone = december[:6] + december[7:] + months[1] + months[2][:4]
+        for state in before:
+            assert after[state] == before[state] - sum(a["state"] == state for a in gone)
+        for namespace in ("acme", "bob"):
+            ns_page = await store.list_actions(ListQuery(frozenset({namespace}), 100))
+            assert ns_page.total == sum(a["namespace"] == namespace for a in kept)
+        for action in gone:
+            with pytest.raises(NotFound):
+                await store.get_action(action["uuid"], None)
+            assert await store.read_logs(action["id"], 0, 10) == []
+        assert await conn.fetchval("SELECT count(*) FROM action_keys") == len(kept) + 1
+        assert await conn.fetchval("SELECT count(*) FROM action_logs") == 2     # the stuck's
+        # February goes whole; March stays while one of its actions runs; December as it was
+        assert await store.purge(_ts(2020, 4, 1)) == (len(months[2]) - 4 + len(months[3]), 0)
+        assert await _relations(url, "actions_2019_1_") == {"actions_2019_12"}
+        assert await _relations(url, "actions_2020_0_") == {"actions_2020_03"}
+        assert [json.loads(d)["uuid"] for d in
+                (await store.list_actions(ListQuery(None, 10))).docs] == \
+            [running["uuid"], stuck["uuid"]]
+    await conn.close()
+    assert check(url)["problems"] == []
+
+
+async def test_a_version_1_database_gets_its_log_lines_partitioned_like_their_actions():
+    pgtools.require_postgres()
+    url = pgtools.create_database("v1")
+    try:
+        conn = await asyncpg.connect(url)
+        await conn.execute((Path(__file__).parent / "vectors" / "postgres-schema-v1.sql")
+                           .read_text())
+        await conn.execute("INSERT INTO schema_version VALUES (1)")
+        name, low, high = months_of([_ts(2020, 1, 1)])[0]
+        await conn.execute(f"CREATE TABLE {name} PARTITION OF actions FOR VALUES FROM ({low}) "
+                           f"TO ({high})")
+        made = []
+        for n, start in enumerate((_ts(2020, 1, 5), 100)):     # a month's, and the default's
+            action = dict(new_action(action=f"A{n}", user="u", start_date=start), id=n + 1,
+                          object_id=None, log_count=3, is_user_action=1, cancelable=1,
+                          retriable=1)
+            del action["parents"]
+            action["doc"] = render_action(action)
+            columns = [c for c in action]
+            await conn.execute(
+                f"INSERT INTO actions ({', '.join(chr(34) + c + chr(34) for c in columns)}) "
+                f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+                *action.values())
+            await conn.execute("INSERT INTO action_keys VALUES ($1, $2, $3)", action["uuid"],
+                               action["id"], start)
+            await conn.executemany("INSERT INTO action_logs VALUES ($1, $2, $3, $4, $5)",
+                                   [(action["id"], seq, seq, None, f"line {seq}")
+                                    for seq in (1, 2, 3)])
+            made.append(action)
+        await conn.close()
+        async with open_store(Config(db=url)) as store:
+            assert store.schema_version == 2
+            for action, partition in zip(made, ("action_logs_2020_01", "action_logs_default")):
+                assert await store.read_logs(action["id"], 1, 10) == [
+                    (2, 2, None, "line 2"), (3, 3, None, "line 3")]
+                await store.append_logs(action["uuid"], [(9, "stdout", "more")], None)
+                assert (await store.get_action(action["uuid"], None))["log_count"] == 4
+                conn = await asyncpg.connect(url)
+                assert {r[0] for r in await conn.fetch(
+                    "SELECT tableoid::regclass::text FROM action_logs WHERE action_id = $1",
+                    action["id"])} == {partition}
+                await conn.close()
+        assert check(url)["problems"] == []
+    finally:
+        pgtools.drop_database(url)
+
+
+async def test_pages_looked_for_in_the_newest_month_first_are_the_pages_of_the_whole_table(url):
+    """A list page is first looked for in a window of recent months (from the cursor's month,
+    or from where the same query's latest first page ended): pages a window cannot fill come
+    from the whole table, so every page is the same."""
+    async with open_store(Config(db=url)) as store:
+        conn = await asyncpg.connect(url)
+        await create_months(conn, months_of([_ts(2020, m, 1) for m in (1, 2, 3)]))
+        await conn.close()
+        made = []
+        for month, count in ((1, 30), (2, 3), (3, 4)):
+            for i in range(count):
+                made.append(await store.record_action(new_action(
+                    action=f"M{month}", user=("alice", "bob")[i % 2], state="Success",
+                    start_date=_ts(2020, month, 1 + i % 5), end_date=_ts(2020, month, 9))))
+        await _pages_are_right(store, made)
+        # newer rows than the windows remembered, and older ones gone: still the same pages
+        made.append(await store.record_action(new_action(action="Now", user="alice")))
+        assert await store.purge(_ts(2020, 3, 1)) == (33, 0)
+        await _pages_are_right(store, [a for a in made if a["start_ts"] >= _ts(2020, 3, 1)])
+
+
+async def _pages_are_right(store, made):
+    newest_first = sorted(made, key=lambda a: (a["start_ts"], a["id"]), reverse=True)
+    for namespaces in (None, frozenset({"alice"}), frozenset({"alice", "bob"})):
+        wanted = [a["uuid"] for a in newest_first
+                  if namespaces is None or a["namespace"] in namespaces]
+        for limit in (1, 3, 4, 5, 25):
+            seen, cursor = [], None
+            while True:
+                page = await store.list_actions(ListQuery(namespaces, limit, cursor=cursor))
+                assert page.total == len(wanted)
+                seen += [json.loads(d)["uuid"] for d in page.docs]
+                if len(page.docs) < limit:
+                    break
+                cursor = page.last
+            assert seen == wanted, (namespaces, limit)
+            for offset in (0, 2, 6):
+                page = await store.list_actions(ListQuery(namespaces, limit, offset=offset))
+                assert [json.loads(d)["uuid"] for d in page.docs] == \
+                    wanted[offset:offset + limit]

@@ -35,9 +35,9 @@ from ...model.uris import normalize_object_uri
 from ..interface import Store
 from . import jobs, lifecycle, listing
 from .changes import ChangeFeed
-from .database import (DB_ERRORS, SCHEMA_VERSION, connect, ensure_partitions, prepare_database,
-                       redact)
+from .database import DB_ERRORS, SCHEMA_VERSION, connect, prepare_database, redact
 from .files import backup, check, describe, exists
+from .partitions import create_months, ensure_partitions, months_of
 from .writer import Writer
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "backup", "check", "create", "describe", "exists"]
@@ -46,8 +46,25 @@ log = logging.getLogger("auditd.store")
 
 CREDENTIALS_TTL = 1.0          # seconds a cached credential is trusted without a notification
 CACHE_ENTRIES = 4096
-POOL_SIZE = 4
+POOL_SIZE = 4                  # read connections: more only add contention (BENCHMARKS.md)
+# Reads are prepared statements. With a few years of monthly partitions, planning a list page
+# costs more than running it (2 ms against 0.5 ms at 1M actions in 18 partitions), and left to
+# itself the planner makes a fresh custom plan every time; a generic plan is made once per
+# connection and prunes partitions when it runs.
+READ_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 PARTITION_UPKEEP = 6 * 3600    # seconds between two looks at the monthly partitions
+
+
+def _flat(statement: tuple[str, list]) -> list:
+    sql, params = statement
+    return [sql, *params]
+
+
+async def _nothing_to_reset(conn):
+    """A read connection goes back to the pool as it is: reads never LISTEN, SET (but SET LOCAL),
+    take session advisory locks or keep cursors, so asyncpg's default reset (four statements, a
+    round trip on every release) has nothing to undo. asyncpg still rolls back an open
+    transaction."""
 
 
 def create(config) -> "PostgresStore":
@@ -68,6 +85,8 @@ class PostgresStore(Store):
         self._credentials: dict = {}            # name -> (read at, (key hash, Principal))
         self._credentials_generation = 0
         self._upkeep: asyncio.Task | None = None
+        self._refused_months: set[str] = set()  # months whose rows are in the default partition
+        self._windows: dict = {}                # where list pages look first (listing.py)
 
     # -- lifecycle
 
@@ -79,8 +98,9 @@ class PostgresStore(Store):
         finally:
             await conn.close()
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size,
-                                                   timeout=10, command_timeout=60)
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, timeout=10, command_timeout=60,
+                server_settings=READ_SETTINGS, reset=_nothing_to_reset)
         except DB_ERRORS as err:
             raise Unavailable(f"cannot connect to PostgreSQL at {redact(self.url)}: {err}") \
                 from None
@@ -253,10 +273,22 @@ class PostgresStore(Store):
                                                 query.filters.get("include_related", False))
             if not object_ids:
                 return Page(0, [], None)
-        sql, params = listing.list_sql(query, object_ids)
-        rows = await self._fetch(sql, *params)
+        key = listing.window_key(query)
+        since = listing.window_for(query, self._windows.get(key))
+        rows = None
+        if since is not None:
+            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, since)))
+            if sum(r[1] is not None for r in rows) < query.limit:
+                rows = None      # the window holds less than a page: the whole table then
+        if rows is None:
+            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids)))
         total = rows[0][0]
         page = [r for r in rows if r[1] is not None]
+        if len(page) == query.limit and query.newest_first and query.cursor is None \
+                and listing.counted(query):
+            if len(self._windows) >= CACHE_ENTRIES:
+                self._windows.clear()
+            self._windows[key] = min(r[2] for r in page)
         page.sort(key=lambda r: (r[2], r[3]), reverse=query.newest_first)
         return Page(total, [r[1].encode() for r in page], (page[-1][2], page[-1][3]) if page
                     else None)
@@ -270,8 +302,9 @@ class PostgresStore(Store):
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         return [tuple(r) for r in await self._fetch(
-            "SELECT seq, ts, stream_type, line FROM action_logs "
-            "WHERE action_id = $1 AND seq > $2 ORDER BY seq LIMIT $3", action_id, after_seq,
+            "SELECT seq, ts, stream_type, line FROM action_logs WHERE action_id = $1 "
+            "AND start_ts = (SELECT start_ts FROM action_keys WHERE id = $1) "   # one partition
+            "AND seq > $2 ORDER BY seq LIMIT $3", action_id, after_seq,
             limit)]
 
     async def counts_by_state(self) -> dict[str, int]:
@@ -307,6 +340,15 @@ class PostgresStore(Store):
         return lifecycle.export_actions(self, filters, with_logs=with_logs, log_chunk=log_chunk)
 
     async def import_batch(self, items: list) -> list[tuple]:
+        # The months an import brings get their partitions first (each in its own short
+        # transaction), so that retention can drop them whole later.
+        starts = [item[2]["start_ts"] for item in items if item[0] == "action"]
+        if starts:
+            try:
+                async with self._pool.acquire() as conn:
+                    await create_months(conn, months_of(starts), self._refused_months)
+            except DB_ERRORS as err:
+                log.warning("partitions for imported months not made: %s", err)
         return await self._write(lifecycle.import_batch, items)
 
     async def count_purgeable(self, cut: int) -> tuple[int, int]:

@@ -129,7 +129,8 @@ class ChangeFeed:
             rows = await pool.fetch(
                 "SELECT l.action_id, l.seq, l.ts, l.stream_type, l.line FROM "
                 "unnest($1::bigint[], $2::int[], $3::int[]) AS r(a, f, t) "
-                "JOIN action_logs l ON l.action_id = r.a AND l.seq BETWEEN r.f AND r.t "
+                "JOIN action_keys k ON k.id = r.a JOIN action_logs l ON l.action_id = r.a "
+                "AND l.start_ts = k.start_ts AND l.seq BETWEEN r.f AND r.t "
                 "ORDER BY l.action_id, l.seq", *zip(*ranges))
             for action_id, *line in rows:
                 lines.setdefault(action_id, []).append(tuple(line))

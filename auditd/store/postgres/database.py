@@ -1,10 +1,8 @@
 """Opening a PostgreSQL database: connections, the schema (schema.sql beside this file) and its
-migrations by version (the schema_version table), and the monthly partitions of actions."""
+migrations by version (the schema_version table). The monthly partitions are partitions.py's."""
 import asyncio
-import calendar
 import logging
 import re
-import time
 from pathlib import Path
 
 import asyncpg
@@ -13,17 +11,46 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    # 2: log lines partitioned by month like their actions (so retention drops them with their
+    # month), carrying the action's start_ts; action_keys indexed by start_ts.
+    1: """
+ALTER TABLE action_logs RENAME TO action_logs_v1;
+ALTER TABLE action_logs_v1 RENAME CONSTRAINT action_logs_pkey TO action_logs_v1_pkey;
+CREATE TABLE action_logs (
+    action_id   bigint NOT NULL,
+    start_ts    bigint NOT NULL,
+    seq         integer NOT NULL,
+    ts          bigint NOT NULL,
+    stream_type text,
+    line        text NOT NULL,
+    PRIMARY KEY (action_id, seq, start_ts)
+) PARTITION BY RANGE (start_ts);
+CREATE TABLE action_logs_default PARTITION OF action_logs DEFAULT;
+DO $$ DECLARE r record; BEGIN
+    FOR r IN SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'actions'::regclass AND c.relname ~ '^actions_[0-9]{4}_[0-9]{2}$'
+    LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF action_logs %s',
+                       'action_logs_' || substr(r.relname, 9), r.bound);
+    END LOOP;
+END $$;
+INSERT INTO action_logs (action_id, start_ts, seq, ts, stream_type, line)
+    SELECT l.action_id, k.start_ts, l.seq, l.ts, l.stream_type, l.line
+    FROM action_logs_v1 l JOIN action_keys k ON k.id = l.action_id;
+DROP TABLE action_logs_v1;
+CREATE INDEX action_keys_by_start ON action_keys (start_ts);
+""",
+}
 
 # Advisory lock keys ("audi" and "audc"): schema work and partition upkeep; the change log.
 SCHEMA_LOCK = 0x61756469
 CHANGES_LOCK = 0x61756463
 
-PARTITIONS_BEFORE = 1     # monthly partitions kept ready: this many months back ...
-PARTITIONS_AHEAD = 2      # ... and this many ahead of the current month
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
@@ -73,71 +100,3 @@ async def prepare_database(conn, url: str) -> int:
             version += 1
             await conn.execute("UPDATE schema_version SET version = $1", version)
         return version
-
-
-# ---------------------------------------------------------------------------- partitions
-
-def _month(year: int, month: int) -> tuple[int, int]:
-    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
-    return year, month
-
-
-def month_bounds(year: int, month: int) -> tuple[str, int, int]:
-    """(partition name, first second, first second of the next month)."""
-    year, month = _month(year, month)
-    next_year, next_month = _month(year, month + 1)
-    return (f"actions_{year:04d}_{month:02d}", calendar.timegm((year, month, 1, 0, 0, 0)),
-            calendar.timegm((next_year, next_month, 1, 0, 0, 0)))
-
-
-def wanted_months(now: float | None = None) -> list[tuple[str, int, int]]:
-    t = time.gmtime(time.time() if now is None else now)
-    return [month_bounds(t.tm_year, t.tm_mon + delta)
-            for delta in range(-PARTITIONS_BEFORE, PARTITIONS_AHEAD + 1)]
-
-
-async def ensure_partitions(conn, now: float | None = None) -> list[str]:
-    """Create the monthly partitions around now that are missing; returns their names. A month
-    whose rows are already in actions_default (dates recorded before its partition existed)
-    stays there: it is logged, not an error."""
-    made = []
-    for name, low, high in wanted_months(now):
-        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
-            continue
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL lock_timeout = '5s'")
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
-                await conn.execute(f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF actions "
-                                   f"FOR VALUES FROM ({low}) TO ({high})")
-            made.append(name)
-        except asyncpg.PostgresError as err:
-            log.warning("partition %s not created (its rows stay in actions_default): %s",
-                        name, err)
-    return made
-
-
-async def drop_empty_partitions(conn, now: float | None = None) -> list[str]:
-    """Drop monthly partitions older than the ones kept ready that hold no rows (a purge emptied
-    them): retention then costs no dead rows and no vacuum for those months."""
-    oldest_kept = wanted_months(now)[0][1]
-    names = await conn.fetch(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'actions'::regclass AND c.relname ~ '^actions_[0-9]{4}_[0-9]{2}$'")
-    dropped = []
-    for (name,) in names:
-        year, month = int(name[8:12]), int(name[13:15])
-        if month_bounds(year, month)[2] > oldest_kept:
-            continue
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL lock_timeout = '5s'")
-                # Locked before it is looked at: no row can arrive between the look and the drop.
-                await conn.execute(f"LOCK TABLE actions, {name} IN ACCESS EXCLUSIVE MODE")
-                if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {name})"):
-                    continue
-                await conn.execute(f"DROP TABLE {name}")
-            dropped.append(name)
-        except asyncpg.PostgresError as err:
-            log.warning("empty partition %s not dropped: %s", name, err)
-    return dropped

@@ -87,7 +87,7 @@ async def _check(db: str) -> dict:
 
 async def _mismatches(conn, summary) -> list[str]:
     """auditd's invariants: the counters against the rows, every action with its key and every
-    key with its action, log_count covering every line."""
+    key with its action, every line with its action and log_count covering it."""
     problems = [
         f"action_counts says {r[2]} {r[1]} actions in namespace '{r[0]}', there are {r[3]}"
         for r in await conn.fetch(
@@ -105,9 +105,14 @@ async def _mismatches(conn, summary) -> list[str]:
         problems.append(f"{unkeyed} actions have no matching action_keys row")
     beyond = await conn.fetchval(
         "SELECT count(*) FROM action_logs l JOIN actions a ON a.id = l.action_id "
-        "WHERE l.seq > a.log_count")
+        "AND a.start_ts = l.start_ts WHERE l.seq > a.log_count")
     if beyond:
         problems.append(f"{beyond} log lines are numbered beyond their action's log_count")
+    orphans = await conn.fetchval(
+        "SELECT count(*) FROM action_logs l LEFT JOIN action_keys k ON k.id = l.action_id "
+        "AND k.start_ts = l.start_ts WHERE k.id IS NULL")
+    if orphans:
+        problems.append(f"{orphans} log lines belong to no action")
     return problems
 
 

@@ -17,6 +17,7 @@ ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path"
                   "object_id", "user", "user_agent", "ip", "location", "body", "start_ts",
                   "end_ts", "is_user_action", "cancelable", "retriable", "log_count")
 STORED_COLUMNS = ACTION_COLUMNS + ("doc",)
+LOG_COLUMNS = ("action_id", "start_ts", "seq", "ts", "stream_type", "line")
 _SQL_COLUMNS = ", ".join('"user"' if c == "user" else c for c in ACTION_COLUMNS)
 SELECT_ACTION = f"SELECT {_SQL_COLUMNS} FROM actions"
 SELECT_STORED = f"SELECT {_SQL_COLUMNS}, doc FROM actions"
@@ -262,18 +263,18 @@ async def append_logs(ctx, uuid, lines, namespaces):
     row = await ctx.conn.fetchrow(
         "SELECT id, start_ts, namespace, log_count FROM actions" + BY_UUID + " FOR UPDATE", uuid)
     check_visible(uuid, row["namespace"] if row else None, namespaces)
-    action_id, first = row["id"], row["log_count"] + 1
-    stored = [(action_id, first + i, ts, stream, line) for i, (ts, stream, line) in enumerate(lines)]
+    action_id, start_ts, first = row["id"], row["start_ts"], row["log_count"] + 1
+    stored = [(action_id, start_ts, first + i, ts, stream, line)
+              for i, (ts, stream, line) in enumerate(lines)]
     if stored:
         await ctx.conn.copy_records_to_table(
-            "action_logs", records=stored,
-            columns=("action_id", "seq", "ts", "stream_type", "line")) if len(stored) > 50 else \
+            "action_logs", records=stored, columns=LOG_COLUMNS) if len(stored) > 50 else \
             await ctx.conn.executemany(
-                "INSERT INTO action_logs (action_id, seq, ts, stream_type, line) "
-                "VALUES ($1, $2, $3, $4, $5)", stored)
+                "INSERT INTO action_logs (action_id, start_ts, seq, ts, stream_type, line) "
+                "VALUES ($1, $2, $3, $4, $5, $6)", stored)
         await ctx.conn.execute("UPDATE actions SET log_count = $1 WHERE id = $2 AND start_ts = $3",
-                               row["log_count"] + len(lines), action_id, row["start_ts"])
-    return len(lines), [LinesAppended(action_id, [s[1:] for s in stored])] if stored else []
+                               row["log_count"] + len(lines), action_id, start_ts)
+    return len(lines), [LinesAppended(action_id, [s[2:] for s in stored])] if stored else []
 
 
 async def append_many(ctx, jobs: list[tuple]) -> list:
@@ -290,16 +291,15 @@ async def append_many(ctx, jobs: list[tuple]) -> list:
         row = known.get(uuid)
         check_visible(uuid, row["namespace"] if row else None, namespaces)
         first = row["log_count"] + 1
-        stored = [(row["id"], first + i, ts, stream, line)
+        stored = [(row["id"], row["start_ts"], first + i, ts, stream, line)
                   for i, (ts, stream, line) in enumerate(lines)]
         row["log_count"] += len(lines)
         stored_all += stored
-        results.append((len(lines), [LinesAppended(row["id"], [s[1:] for s in stored])]
+        results.append((len(lines), [LinesAppended(row["id"], [s[2:] for s in stored])]
                         if stored else []))
     if stored_all:
-        await ctx.conn.copy_records_to_table(
-            "action_logs", records=stored_all,
-            columns=("action_id", "seq", "ts", "stream_type", "line"))
+        await ctx.conn.copy_records_to_table("action_logs", records=stored_all,
+                                             columns=LOG_COLUMNS)
         await ctx.conn.execute(
             "UPDATE actions SET log_count = u.n FROM unnest($1::bigint[], $2::bigint[], "
             "$3::int[]) AS u(id, s, n) WHERE actions.id = u.id AND actions.start_ts = u.s",

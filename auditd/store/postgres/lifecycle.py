@@ -3,19 +3,24 @@
 - Export reads pages of actions by keyset over (start_ts, id), each page and its log lines in a
   few bounded reads, so memory stays flat whatever the database holds.
 - Import and purge are writer jobs of bounded size, so the server's own writes go on between
-  their batches. Purge removes rows in batches across every partition (actions_default too), then
-  drops the monthly partitions it left empty.
+  their batches. Purge drops whole the months whose every action it would remove (partitions.py),
+  removes the rest in batches across every partition (actions_default too), then drops the
+  monthly partitions it left empty.
 - Reset and fixture loads are one writer job each: all of it happens or none of it does.
 """
+import logging
 from collections import defaultdict
 
 import asyncpg
 
 from ...model.actions import FINAL_STATES
 from ...model.notes import ActionsRemoved
-from .database import drop_empty_partitions
+from . import bulk
 from .jobs import _SQL_COLUMNS, add_edges, append_logs, insert_action, row_dict
-from .writer import credentials_job
+from .partitions import drop_months
+from .writer import RETRYABLE, credentials_job
+
+log = logging.getLogger("auditd.store")
 
 _FINAL = sorted(FINAL_STATES)
 
@@ -62,14 +67,15 @@ async def _graph_edges(store, object_ids) -> dict[int, list[list[str]]]:
     return edges
 
 
-async def _log_rows(store, ids: list, after: int = 0, upto=None, limit=None) -> list:
+async def _log_rows(store, actions: list, after: int = 0, limit=None) -> list:
     """Lines of these actions up to each one's log_count as read with it."""
     return await store._fetch(
         "SELECT l.action_id, l.seq, l.ts, l.stream_type, l.line FROM "
-        "unnest($1::bigint[], $2::int[]) AS r(a, upto) "
-        "JOIN action_logs l ON l.action_id = r.a AND l.seq > $3 AND l.seq <= r.upto "
-        "ORDER BY l.action_id, l.seq" + (" LIMIT $4" if limit else ""),
-        [i for i, _ in ids], [u for _, u in ids], after, *([limit] if limit else []))
+        "unnest($1::bigint[], $2::bigint[], $3::int[]) AS r(a, s, upto) "
+        "JOIN action_logs l ON l.action_id = r.a AND l.start_ts = r.s AND l.seq > $4 "
+        "AND l.seq <= r.upto ORDER BY l.action_id, l.seq" + (" LIMIT $5" if limit else ""),
+        [a["id"] for a in actions], [a["start_ts"] for a in actions],
+        [a["log_count"] for a in actions], after, *([limit] if limit else []))
 
 
 async def export_actions(store, filters: dict, with_logs: bool = True, page_size: int = 200,
@@ -93,7 +99,7 @@ async def export_actions(store, filters: dict, with_logs: bool = True, page_size
         page = [row_dict(r) for r in rows]
         after = [page[-1]["start_ts"], page[-1]["id"]]
         edges = await _graph_edges(store, (a["object_id"] for a in page)) if with_logs else {}
-        small = [(a["id"], a["log_count"]) for a in page if 0 < a["log_count"] <= log_chunk]
+        small = [a for a in page if 0 < a["log_count"] <= log_chunk]
         logs = defaultdict(list)
         if with_logs and small:
             for action_id, *line in await _log_rows(store, small):
@@ -105,8 +111,8 @@ async def export_actions(store, filters: dict, with_logs: bool = True, page_size
                 continue
             seq, first = 0, True
             while seq < action["log_count"]:
-                chunk = [tuple(r[1:]) for r in await _log_rows(
-                    store, [(action["id"], action["log_count"])], seq, limit=log_chunk)]
+                chunk = [tuple(r[1:]) for r in await _log_rows(store, [action], seq,
+                                                              limit=log_chunk)]
                 if not chunk:
                     break
                 yield ("action", action, object_edges, chunk) if first else ("logs", action, chunk)
@@ -118,58 +124,70 @@ async def export_actions(store, filters: dict, with_logs: bool = True, page_size
 # ---------------------------------------------------------------------------- import
 
 async def import_batch(ctx, items: list):
-    """Writer job: each record in its own savepoint; an existing uuid is skipped, log lines are
-    keyed by (action, seq). See `Store.import_batch`."""
-    results = []
-    for kind, lineno, *rest in items:
-        try:
-            async with ctx.conn.transaction():
-                if kind == "action":
-                    outcome, added = await _import_action(ctx, *rest)
-                else:
-                    outcome, added = await _import_logs(ctx, *rest)
-        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError,
-                LookupError) as err:
-            ctx.forget()
-            results.append((lineno, "error", 0, str(err)))
-            continue
-        results.append((lineno, outcome, added, None))
-    return results, []
+    """Writer job: an existing uuid is skipped, log lines are keyed by (action, seq); see
+    `Store.import_batch`. In bulk (bulk.py) when it can be, else each record in its own
+    savepoint."""
+    try:
+        async with ctx.conn.transaction():
+            return await bulk.import_items(ctx, items, import_one), []
+    except RETRYABLE:
+        raise
+    except (bulk.NotBulk, asyncpg.PostgresError, ValueError, LookupError) as err:
+        log.debug("import batch goes record by record: %s", err)
+        ctx.forget()
+    return [await import_one(ctx, item) for item in items], []
+
+
+async def import_one(ctx, item) -> tuple:
+    """One import item in its own savepoint: (lineno, outcome, lines added, error)."""
+    kind, lineno, *rest = item
+    try:
+        async with ctx.conn.transaction():
+            if kind == "action":
+                outcome, added = await _import_action(ctx, *rest)
+            else:
+                outcome, added = await _import_logs(ctx, *rest)
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError,
+            LookupError) as err:
+        ctx.forget()
+        return lineno, "error", 0, str(err)
+    return lineno, outcome, added, None
 
 
 async def _import_action(ctx, record: dict, edges: list, logs: list):
-    action_id = await ctx.conn.fetchval("SELECT id FROM action_keys WHERE uuid = $1",
-                                        record["uuid"])
+    key = await ctx.conn.fetchrow("SELECT id, start_ts FROM action_keys WHERE uuid = $1",
+                                  record["uuid"])
     outcome = "skipped"
-    if action_id is None:
+    if key is None:
         action, _ = await insert_action(ctx, dict(record, parents=[]))
-        action_id, outcome = action["id"], "imported"
+        key, outcome = (action["id"], action["start_ts"]), "imported"
     await add_edges(ctx, edges)
-    return outcome, await _insert_logs(ctx, action_id, logs)
+    return outcome, await insert_logs(ctx, *key, logs)
 
 
 async def _import_logs(ctx, uuid: str, logs: list):
-    action_id = await ctx.conn.fetchval("SELECT id FROM action_keys WHERE uuid = $1", uuid)
-    if action_id is None:
+    key = await ctx.conn.fetchrow("SELECT id, start_ts FROM action_keys WHERE uuid = $1", uuid)
+    if key is None:
         raise LookupError(f"log lines for action {uuid}, which is neither in the database nor "
                           "on an earlier line of the file")
-    return "logs", await _insert_logs(ctx, action_id, logs)
+    return "logs", await insert_logs(ctx, *key, logs)
 
 
-async def _insert_logs(ctx, action_id: int, logs: list) -> int:
+async def insert_logs(ctx, action_id: int, start_ts: int, logs: list) -> int:
+    """Lines [(seq, ts, stream_type, line)] of an action; those it has already are skipped."""
     if not logs:
         return 0
     rows = list(zip(*logs))
     added = await ctx.conn.fetchval(
-        "WITH new AS (INSERT INTO action_logs (action_id, seq, ts, stream_type, line) "
-        "SELECT $1, * FROM unnest($2::int[], $3::bigint[], $4::text[], $5::text[]) "
+        "WITH new AS (INSERT INTO action_logs (action_id, start_ts, seq, ts, stream_type, line) "
+        "SELECT $1, $2, * FROM unnest($3::int[], $4::bigint[], $5::text[], $6::text[]) "
         "ON CONFLICT DO NOTHING RETURNING seq) SELECT count(*) FROM new",
-        action_id, *rows)
+        action_id, start_ts, *rows)
     if added:
         # The next appended line takes log_count + 1, so log_count must cover the highest seq.
         await ctx.conn.execute(
-            "UPDATE actions SET log_count = greatest(log_count, $1) WHERE (id, start_ts) = "
-            "(SELECT id, start_ts FROM action_keys WHERE id = $2)", max(rows[0]), action_id)
+            "UPDATE actions SET log_count = greatest(log_count, $1) WHERE id = $2 AND "
+            "start_ts = $3", max(rows[0]), action_id, start_ts)
     return added
 
 
@@ -199,8 +217,9 @@ async def purge_batch(ctx, cut: int, max_rows: int):
         if log_count + 1 > budget:
             if not removed:   # a long log goes away in several batches, oldest lines first
                 gone = _count(await conn.execute(
-                    "DELETE FROM action_logs WHERE action_id = $1 AND seq IN (SELECT seq FROM "
-                    "action_logs WHERE action_id = $1 ORDER BY seq LIMIT $2)", action_id, budget))
+                    "DELETE FROM action_logs WHERE action_id = $1 AND start_ts = $2 AND seq IN "
+                    "(SELECT seq FROM action_logs WHERE action_id = $1 AND start_ts = $2 "
+                    "ORDER BY seq LIMIT $3)", action_id, start_ts, budget))
                 lines += gone
                 if gone < budget:
                     removed.append((action_id, start_ts))
@@ -208,12 +227,12 @@ async def purge_batch(ctx, cut: int, max_rows: int):
         removed.append((action_id, start_ts))
         budget -= log_count + 1
     if removed:
-        ids = [i for i, _ in removed]
+        ids, starts = [i for i, _ in removed], [s for _, s in removed]
         lines += _count(await conn.execute(
-            "DELETE FROM action_logs WHERE action_id = ANY($1::bigint[])", ids))
+            "DELETE FROM action_logs WHERE (action_id, start_ts) IN "
+            "(SELECT * FROM unnest($1::bigint[], $2::bigint[]))", ids, starts))
         await conn.execute("DELETE FROM actions WHERE (id, start_ts) IN "
-                           "(SELECT * FROM unnest($1::bigint[], $2::bigint[]))",
-                           ids, [s for _, s in removed])
+                           "(SELECT * FROM unnest($1::bigint[], $2::bigint[]))", ids, starts)
         await conn.execute("DELETE FROM action_keys WHERE id = ANY($1::bigint[])", ids)
     return (len(removed), lines, False), []
 
@@ -223,7 +242,10 @@ def _count(status: str) -> int:
 
 
 async def purge(store, cut: int, max_rows: int = 2000, on_progress=None) -> tuple[int, int]:
-    actions = lines = 0
+    """Whole months first (their partitions dropped), then what is left row by row, then the
+    old months that this emptied."""
+    async with store._pool.acquire() as conn:
+        actions, lines = await drop_months(conn, cut, on_progress=on_progress)
     while True:
         removed, removed_lines, done = await store._write(purge_batch, cut, max_rows)
         actions += removed
@@ -233,7 +255,7 @@ async def purge(store, cut: int, max_rows: int = 2000, on_progress=None) -> tupl
         if on_progress is not None:
             on_progress(actions, lines)
     async with store._pool.acquire() as conn:
-        await drop_empty_partitions(conn)
+        await drop_months(conn, None)
     return actions, lines
 
 

@@ -42,9 +42,10 @@ CREATE TABLE object_parents (
 );
 CREATE INDEX object_parents_by_parent ON object_parents (parent_id, child_id);
 
--- Actions, partitioned by month of start_ts (database.py creates the monthly partitions; rows
--- outside them go to actions_default). A partitioned table's unique keys must contain the
--- partition key, so uuid uniqueness (and the uuid -> row lookup) is action_keys' job.
+-- Actions, partitioned by month of start_ts (database.py creates the monthly partitions, each
+-- with action_logs' partition of the same month; rows outside them go to actions_default). A
+-- partitioned table's unique keys must contain the partition key, so uuid uniqueness (and the
+-- uuid -> row lookup) is action_keys' job.
 CREATE SEQUENCE actions_id_seq;
 CREATE TABLE actions (
     id              bigint NOT NULL,       -- recording order; ties on start_ts are broken by it
@@ -85,15 +86,22 @@ CREATE TABLE action_keys (
     id          bigint NOT NULL UNIQUE,
     start_ts    bigint NOT NULL
 );
+CREATE INDEX action_keys_by_start ON action_keys (start_ts);   -- a month's keys, for retention
 
+-- Log lines, partitioned like their actions (by the action's start_ts, in the same months), so
+-- that retention drops a month's lines with its actions. Every line is written after its action
+-- is read and locked, and removed with it (no foreign key: dropping a month's partitions must
+-- not visit its lines one by one); `auditd check` looks for lines without an action.
 CREATE TABLE action_logs (
-    action_id   bigint NOT NULL REFERENCES action_keys (id) ON DELETE CASCADE,
+    action_id   bigint NOT NULL,
+    start_ts    bigint NOT NULL,           -- the action's
     seq         integer NOT NULL,          -- 1, 2, 3... per action
     ts          bigint NOT NULL,
     stream_type text,
     line        text NOT NULL,
-    PRIMARY KEY (action_id, seq)
-);
+    PRIMARY KEY (action_id, seq, start_ts)
+) PARTITION BY RANGE (start_ts);
+CREATE TABLE action_logs_default PARTITION OF action_logs DEFAULT;
 
 -- Exact counts per namespace and state, kept by triggers in the writing transaction, so
 -- total_count never scans actions.
