@@ -82,6 +82,15 @@ def savepoint(conn: sqlite3.Connection, name: str):
     conn.execute(f"RELEASE {name}")
 
 
+def in_snapshot(conn: sqlite3.Connection, fn, *args):
+    """`fn(conn, *args)` inside one read transaction: every statement sees the same snapshot."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("COMMIT")
+
+
 def unavailable(err: sqlite3.Error, doing: str) -> Unavailable:
     """What a database error means for the caller: 503 with SQLite's reason and what to do."""
     text = str(err)

@@ -9,7 +9,7 @@ import sqlite3
 from ...model.access import check_visible
 from ...model.errors import InvalidRequest
 from . import tree
-from .database import connect, unavailable
+from .database import connect, in_snapshot, unavailable
 
 
 class TreeReads:
@@ -28,13 +28,8 @@ class TreeReads:
         if self._proof_conn is None:
             self._proof_conn = connect(self.path)
             self._proof_conn.execute("PRAGMA query_only = 1")
-        conn = self._proof_conn
         try:
-            conn.execute("BEGIN")
-            try:
-                return fn(conn, *args)
-            finally:
-                conn.execute("COMMIT")
+            return in_snapshot(self._proof_conn, fn, *args)
         except sqlite3.Error as err:
             raise unavailable(err, "be read") from None
 

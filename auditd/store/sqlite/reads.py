@@ -7,7 +7,7 @@ import sqlite3
 from ...model.query import ListQuery, Page
 from ...model.uris import normalize_object_uri
 from . import listing, planner
-from .database import unavailable
+from .database import in_snapshot, unavailable
 
 log = logging.getLogger("auditd.store")
 
@@ -54,13 +54,8 @@ class ListReads:
     def _inline_snapshot(self, fn, *args):
         """`fn(conn, *args)` on the loop's own connection, in one read transaction (one
         snapshot): for work the planner bounds."""
-        conn = self._inline
         try:
-            conn.execute("BEGIN")
-            try:
-                return fn(conn, *args)
-            finally:
-                conn.execute("COMMIT")
+            return in_snapshot(self._inline, fn, *args)
         except sqlite3.Error as err:
             log.error("read failed: %s", err)
             raise unavailable(err, "be read") from None
