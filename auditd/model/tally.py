@@ -13,7 +13,6 @@ from the rows themselves through an index.
 Pure rules, no I/O: what an action adds to the tallies, and how a range splits into buckets.
 """
 import functools
-from collections import Counter
 
 from .actions import STATES
 
@@ -26,8 +25,6 @@ SEP = "\x1f"                          # between a namespace and the value in a t
 PREFIX = 2                            # the uuid prefix the p/np kinds count by
 
 # kind -> the list filter it answers (None: none beyond namespace and state)
-START_KINDS = {"": None, "a": "action", "u": "user", "i": "is_user_action"}
-COUNTED_FILTERS = {"action", "user", "is_user_action"}
 
 
 def bucket(level: int, ts: int) -> int:
@@ -62,13 +59,6 @@ def _signature_keys(signature: tuple) -> tuple:
             b = level * LEVEL_SPAN + (end >> (shift - SHIFTS[0]))
             out += [("e", "", b), ("ne", ns, b)]
     return tuple(out)
-
-
-def keys(action: dict) -> list[tuple]:
-    """The (kind, key, bucket) tallies that count `action` (in its state's column)."""
-    prefix = action["uuid"][:PREFIX]
-    return [*_signature_keys(_signature(action)), ("p", prefix, ALL_TIME),
-            ("np", action["namespace"] + SEP + prefix, ALL_TIME)]
 
 
 def delta(changes) -> dict:
@@ -141,8 +131,3 @@ def split_range(low: int | None, high: int | None):
     if first <= last:
         ranges.append((first, last))
     return edges, ranges
-
-
-def counter(deltas: dict) -> Counter:
-    """A Counter of the total change per kind (for tests and progress)."""
-    return Counter({k: sum(v) for k, v in deltas.items()})

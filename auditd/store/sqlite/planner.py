@@ -212,11 +212,10 @@ def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | 
                 return (b if newest_first else a), offset
             offset -= n
             continue
-        found = _pick(tallies.bucket_counts(conn, p.kind, p.keys, *buckets, p.column), offset,
-                      newest_first)
+        rows = tallies.bucket_counts(conn, p.kind, p.keys, *buckets, p.column)
+        found = _pick(rows, offset, newest_first)
         if found is None:
-            offset -= sum(n for _, n in tallies.bucket_counts(conn, p.kind, p.keys, *buckets,
-                                                              p.column))
+            offset -= sum(n for _, n in rows)
             continue
         bucket, offset = found
         while True:
