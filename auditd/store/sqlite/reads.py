@@ -26,7 +26,8 @@ class ListReads:
                 return Page(0, [], None)
         tallied = planner.plan(query, object_ids)
         if tallied is not None:
-            if self._inline_snapshot(planner.edge_rows, tallied) <= planner.INLINE_EDGE_ROWS:
+            if not tallied.edges or \
+                    self._inline_snapshot(planner.edge_rows, tallied) <= planner.INLINE_EDGE_ROWS:
                 total, rows = self._inline_snapshot(planner.run, tallied, query)
             else:   # a date range's edge in a busy hour: counted on a worker thread
                 total, rows = await self._in_snapshot(planner.run, tallied, query)
