@@ -82,7 +82,7 @@ V4_INDEXES = (   # what version 4 had where version 5 widened or added an index
     "DROP INDEX actions_by_end; CREATE INDEX actions_by_end ON actions (end_ts); "
     "DROP INDEX actions_by_action; DROP INDEX actions_by_namespace_action; "
     "DROP INDEX actions_by_user; DROP INDEX actions_by_is_user_action; "
-    "DROP INDEX actions_by_uuid; DROP TABLE tallies; ")
+    "DROP INDEX actions_by_uuid; DROP TABLE tallies; DROP TABLE action_ancestors; ")
 
 
 def schema_of(path):
@@ -118,3 +118,26 @@ async def test_a_version_4_database_gets_the_tallies_the_writer_would_have_kept(
     assert prepare_database(path) == SCHEMA_VERSION
     assert schema_of(path) == fresh_schema
     assert tallies_of(path) == fresh_tallies
+
+
+def ancestors_of(path):
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM action_ancestors ORDER BY 1, 2, 3").fetchall()
+
+
+async def test_a_version_5_database_gets_its_actions_filed_under_their_ancestors(tmp_path):
+    path = str(tmp_path / "v5.db")
+    stack, service = "/api/app/v1/stack/ST/", "/api/app/v1/service/SV/"
+    async with SQLiteStore(path) as store:
+        await store.record_action(new_action(action="Service Start", object=service, user="u"))
+        await store.record_action(new_action(action="Container Start",   # brings SV -> ST too
+                                             object="/api/app/v1/container/C/",
+                                             parents=[service, stack], user="u"))
+        await store.record_action(new_action(action="Stack Start", object=stack, user="u"))
+    fresh = ancestors_of(path)
+    assert len(fresh) == 3       # the service's action under ST; the container's under SV and ST
+    with sqlite3.connect(path) as conn:
+        conn.executescript("DROP TABLE action_ancestors; PRAGMA user_version = 5;")
+
+    assert prepare_database(path) == SCHEMA_VERSION
+    assert ancestors_of(path) == fresh

@@ -9,7 +9,7 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -25,6 +25,8 @@ MIGRATIONS: dict = {
        "last_error_at REAL, errors INTEGER NOT NULL DEFAULT 0)",
     # 5: tallies and one index per counted filter, for exact counts that do not scan (tallies.py)
     4: "tallies",
+    # 6: every action filed under its object's ancestors, for include_related (lineage.py)
+    5: "ancestors",
 }
 _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_time": "start_ts, id, uuid",
@@ -54,12 +56,14 @@ class WriterConnection(sqlite3.Connection):
         self.object_ids: dict[str, int] = {}
         self.object_edges: set[tuple[int, int]] = set()
         self.ancestors: dict[int, tuple[str, ...]] = {}   # object id -> its ancestors' URIs
+        self.ancestor_ids: dict[int, tuple[int, ...]] = {}   # object id -> its ancestors' ids
         self.frontier = None          # the Merkle tree's frontier (tree.py); None: no tree
 
     def forget(self):
         self.object_ids.clear()
         self.object_edges.clear()
         self.ancestors.clear()
+        self.ancestor_ids.clear()
 
 
 OBJECT_CACHE_ENTRIES = 100_000
@@ -143,11 +147,15 @@ def prepare_database(path: str) -> int:
             return SCHEMA_VERSION
         while version < SCHEMA_VERSION:
             log.info("migrating %s from schema version %d to %d", path, version, version + 1)
-            if MIGRATIONS[version] in ("tree", "tallies"):   # steps in Python
+            if MIGRATIONS[version] in ("tree", "tallies", "ancestors"):   # steps in Python
                 conn.execute("BEGIN IMMEDIATE")
                 if MIGRATIONS[version] == "tree":
                     from .tree import migrate     # leaves for the actions there
                     migrate(conn)
+                elif MIGRATIONS[version] == "ancestors":
+                    from . import lineage         # file the actions there
+                    conn.execute(lineage.SCHEMA)
+                    lineage.rebuild(conn)
                 else:
                     from . import tallies         # count the actions there
                     for statement in TALLY_INDEXES:

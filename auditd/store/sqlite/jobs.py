@@ -12,6 +12,7 @@ from ...model.errors import Conflict, NotFound
 from ...model.notes import ActionChanged, LinesAppended
 from ...model.uris import normalize_object_uri
 from . import tallies, tree
+from .lineage import file_actions, file_subtree
 from .database import OBJECT_CACHE_ENTRIES
 
 ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path", "object",
@@ -130,11 +131,15 @@ def add_parent(conn, child: int, parent: int):
     edges = getattr(conn, "object_edges", None)
     if edges is not None and (child, parent) in edges:
         return
-    conn.execute("INSERT OR IGNORE INTO object_parents (child_id, parent_id) VALUES (?, ?)",
-                 (child, parent))
+    added = conn.execute("INSERT OR IGNORE INTO object_parents (child_id, parent_id) "
+                         "VALUES (?, ?)", (child, parent)).rowcount
     if edges is not None:
         edges.add((child, parent))
-        conn.ancestors.clear()   # some object's ancestors may have grown
+    if added:
+        if edges is not None:
+            conn.ancestors.clear()   # some object's ancestors may have grown
+            conn.ancestor_ids.clear()
+        file_subtree(conn, child, parent)
 
 
 ANCESTORS_SQL = (
@@ -213,6 +218,7 @@ def insert_action(conn, record: dict):
     except sqlite3.IntegrityError:
         raise Conflict(f"an action with uuid {action['uuid']} already exists") from None
     tallies.apply(conn, [(None, action)])
+    file_actions(conn, [action])
     tree.add(conn, action["id"], leaves.record_leaf(record))
     return action, _changed(conn, "create", action)
 
@@ -227,6 +233,7 @@ def insert_actions(conn, jobs: list[tuple]) -> list:
         action["id"] = first + offset
     conn.executemany(_INSERT_ACTIONS, [[a["id"], *_row(a)] for a in actions])
     tallies.apply(conn, [(None, a) for a in actions])
+    file_actions(conn, actions)
     tree.add_many(conn, [(a["id"], leaves.record_leaf(record))
                          for a, (record,) in zip(actions, jobs)])
     return [(action, _changed(conn, "create", action)) for action in actions]

@@ -16,7 +16,7 @@ from ... import leaves
 from ...model import dates
 from ...model.actions import FINAL_STATES
 from ...model.notes import ActionsRemoved
-from . import tallies, tree
+from . import lineage, tallies, tree
 from .database import savepoint
 from .jobs import STORED_COLUMNS, add_parent, append_logs, insert_action, object_id, stored
 from .writer import heavy_job
@@ -250,7 +250,7 @@ def purge_batch(conn, cut: int, max_rows: int):
     about `max_rows` rows (actions plus log lines), so the writer is never held long.
     Returns ((actions removed, log lines removed, done), no notes)."""
     candidates = conn.execute(
-        f"SELECT id, log_count, {', '.join(tallies.TALLY_FIELDS)} FROM actions "
+        f"SELECT id, log_count, {', '.join(tallies.TALLY_FIELDS)}, object_id FROM actions "
         f"WHERE {_PURGEABLE} ORDER BY end_ts, id LIMIT ?",
         (*_FINAL, cut, max_rows)).fetchall()
     if not candidates:
@@ -276,6 +276,8 @@ def purge_batch(conn, cut: int, max_rows: int):
         removed_lines += lines
         budget -= lines + 1
     tallies.apply(conn, [(gone[a], None) for a in removed_actions])
+    filed = {row[0]: (row[-1], gone[row[0]]["start_ts"]) for row in candidates}
+    lineage.unfile(conn, [(a, *filed[a]) for a in removed_actions])
     tree.purge_actions(conn, [(a, uuids[a]) for a in removed_actions], dates.now())
     return (len(removed_actions), removed_lines, False), []
 
@@ -309,6 +311,7 @@ def reset(conn):
     conn.execute("DELETE FROM objects")
     conn.execute("DELETE FROM action_counts")
     conn.execute("DELETE FROM tallies")
+    conn.execute("DELETE FROM action_ancestors")
     tree.clear(conn)              # a stand-in reset: the history goes with every action
     if hasattr(conn, "forget"):   # the objects it knew are gone
         conn.forget()

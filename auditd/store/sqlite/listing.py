@@ -6,13 +6,6 @@ import operator
 
 from ...model.query import ListQuery
 
-# The object itself, all its ancestors and all its descendants (never its siblings).
-RELATED_SQL = (
-    "WITH RECURSIVE up(id) AS (SELECT ? UNION "
-    "  SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id), "
-    "down(id) AS (SELECT ? UNION "
-    "  SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id) "
-    "SELECT id FROM up UNION SELECT id FROM down")
 
 _COLUMN_FILTERS = {
     "uuid": "uuid = ?", "state": "state = ?", "action": "action = ?", "user": "user = ?",

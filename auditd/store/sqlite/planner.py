@@ -155,6 +155,24 @@ def page(conn, p: Plan, query: ListQuery, offset: int, boundary: int | None = No
     """[(doc bytes, start_ts, id)] of the page: `offset` rows skipped after the cursor or, with
     `boundary`, after the start time a deep offset's walk found (newest first: start_ts <
     boundary; oldest first: start_ts >= boundary)."""
+    return conn.execute(*_page_sql(p, query, offset, boundary)).fetchall()
+
+
+def single(p: Plan, query: ListQuery):
+    """(SQL, parameters) of one statement that answers the whole query when its count is the
+    tallies' alone and its page is near the start: a row (NULL, total_count, NULL), then the page's
+    rows. One statement sees one snapshot, so it needs no read transaction around it (two
+    statements fewer on the commonest lists). None for the other plans: `run` answers them."""
+    offset = 0 if query.cursor is not None else query.offset
+    if p.kind is None or p.edges or p.rival is not None or offset > DIRECT_OFFSET:
+        return None
+    page_sql, page_params = _page_sql(p, query, offset)
+    return (f"SELECT NULL, ({tallies.sum_sql(len(p.keys), len(p.ranges), p.column)}), NULL "
+            f"UNION ALL {page_sql}",
+            [*(v for r in p.ranges for v in (p.kind, *p.keys, *r)), *page_params])
+
+
+def _page_sql(p: Plan, query: ListQuery, offset: int, boundary: int | None = None):
     order = "DESC" if query.newest_first else "ASC"
     where = [*p.where, *(sql for sql, _ in p.dates)]
     params = [*p.params, *(value for _, value in p.dates)]
@@ -179,9 +197,8 @@ def page(conn, p: Plan, query: ListQuery, offset: int, boundary: int | None = No
         keys_sql = (f"SELECT id, start_ts FROM {_from(p)}"
                     f"{' WHERE ' + ' AND '.join(where) if where else ''} {tail} LIMIT ? OFFSET ?")
         key_params = params
-    return conn.execute(f"SELECT CAST(a.doc AS BLOB), k.start_ts, k.id FROM ({keys_sql}) AS k "
-                        "JOIN actions a ON a.id = k.id",
-                        [*key_params, query.limit, offset]).fetchall()
+    return (f"SELECT CAST(a.doc AS BLOB), k.start_ts, k.id FROM ({keys_sql}) AS k "
+            "JOIN actions a ON a.id = k.id", [*key_params, query.limit, offset])
 
 
 # ---------------------------------------------------------------------------- deep offsets

@@ -6,10 +6,28 @@ import sqlite3
 
 from ...model.query import ListQuery, Page
 from ...model.uris import normalize_object_uri
-from . import listing, planner
+from . import lineage, listing, planner
 from .database import in_snapshot, unavailable
 
 log = logging.getLogger("auditd.store")
+
+
+_PLANS: dict = {}
+
+
+def _planned(query: ListQuery):
+    """(planner.plan, planner.single) of a query without an object filter, remembered per query:
+    pollers ask the same one again and again, and both are pure functions of it."""
+    key = (query.namespaces, tuple(query.filters.items()), query.limit, query.offset,
+           query.newest_first, query.cursor)
+    found = _PLANS.get(key)
+    if found is None:
+        tallied = planner.plan(query, None)
+        found = (tallied, planner.single(tallied, query) if tallied is not None else None)
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        _PLANS[key] = found
+    return found
 
 
 class ListReads:
@@ -21,16 +39,26 @@ class ListReads:
         object_ids = None
         if "object" in query.filters:
             object_ids = self._object_ids(query.filters["object"],
-                                          query.filters.get("include_related", False))
+                                          query.filters.get("include_related", False),
+                                          set(query.filters) <= {"object", "include_related"})
             if not object_ids:
                 return Page(0, [], None)
-        tallied = planner.plan(query, object_ids)
-        if tallied is not None:
+            if isinstance(object_ids, tuple):   # (X, X and its ancestors): lineage.py
+                total, rows = await self._related(query, *object_ids)
+                rows.sort(key=planner.page_order, reverse=query.newest_first)
+                return Page(total, [r[0] for r in rows], rows[-1][1:] if rows else None)
+        tallied, one = _planned(query) if object_ids is None else (None, None)
+        if one is not None:
+            rows = self._read_inline(*one)
+            total = next(r[1] for r in rows if r[0] is None)
+            rows = [r for r in rows if r[0] is not None]
+        elif tallied is not None:
             if not tallied.edges or \
                     self._inline_snapshot(planner.edge_rows, tallied) <= planner.INLINE_EDGE_ROWS:
                 total, rows = self._inline_snapshot(planner.run, tallied, query)
             else:   # a date range's edge in a busy hour: counted on a worker thread
                 total, rows = await self._in_snapshot(planner.run, tallied, query)
+        if tallied is not None:
             rows.sort(key=planner.page_order, reverse=query.newest_first)
             return Page(total, [r[0] for r in rows], rows[-1][1:] if rows else None)
         sql, params = listing.list_sql(query, object_ids)
@@ -43,14 +71,30 @@ class ListReads:
         page.sort(key=listing.page_order, reverse=query.newest_first)
         return Page(total, [r[0] for r in page], page[-1][2:] if page else None)
 
-    def _object_ids(self, uri: str, include_related: bool) -> list[int]:
-        """The object's id, with its ancestors' and descendants' when related ones are wanted."""
+    def _object_ids(self, uri: str, include_related: bool, alone: bool):
+        """The object's id, with its ancestors' and descendants' when related ones are wanted;
+        or, when nothing else filters them (`alone`), (its id, it and its ancestors' ids) for
+        lineage.py to read them."""
         rows = self._read_inline("SELECT id FROM objects WHERE uri = ?",
                                  (normalize_object_uri(uri),))
         if not rows or not include_related:
             return [rows[0][0]] if rows else []
-        return self._cached(("related", rows[0][0]), lambda: [
-            r[0] for r in self._read_inline(listing.RELATED_SQL, (rows[0][0], rows[0][0]))])
+        target = rows[0][0]
+        up, down = self._cached(("related", target), lambda: lineage.split(
+            self._read_inline(lineage.RELATED_PARTS_SQL, (target, target))))
+        if alone and set(up) & set(down) == {target}:
+            return target, up
+        return sorted(set(up) | set(down))    # a cycle in the graph: every object probed
+
+    async def _related(self, query: ListQuery, target: int, up: list):
+        """An object's related actions with nothing but paging to filter them (lineage.py)."""
+        offset = 0 if query.cursor is not None else query.offset
+        args = (lineage.run, target, up, sorted(query.namespaces)
+                if query.namespaces is not None else None, query.limit, offset,
+                query.newest_first, query.cursor)
+        if offset <= listing.INLINE_MAX_OFFSET:
+            return self._inline_snapshot(*args)
+        return await self._in_snapshot(*args)
 
     def _inline_snapshot(self, fn, *args):
         """`fn(conn, *args)` on the loop's own connection, in one read transaction (one

@@ -125,6 +125,16 @@ CREATE TABLE tallies (
     PRIMARY KEY (kind, key, bucket)
 ) WITHOUT ROWID;
 
+-- Every action under each ancestor of its object, by start time (lineage.py): the related
+-- actions of an object are one range of it. Kept by the writer with the actions and the graph.
+CREATE TABLE action_ancestors (
+    ancestor_id INTEGER NOT NULL,      -- an object the action's object descends from
+    start_ts    INTEGER NOT NULL,
+    action_id   INTEGER NOT NULL,
+    namespace   TEXT    NOT NULL,      -- the action's, for a namespaced caller's page
+    PRIMARY KEY (ancestor_id, start_ts, action_id)
+) WITHOUT ROWID;
+
 -- The tamper-evident log (tree.py, docs/TRANSPARENCY.md): every immutable event is a leaf of an
 -- RFC 9162 Merkle tree; the frontier and every 4th level's subtree roots make proofs cheap.
 CREATE TABLE events (

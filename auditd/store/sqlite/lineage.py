@@ -1,0 +1,141 @@
+"""`action_ancestors`: every action under each of its object's ancestors, by start time, so that
+`?object=X&include_related=true` reads one index range instead of probing every object below X.
+
+X's related actions are those on X, on X's ancestors (a few objects, read through
+actions_by_object) and on X's descendants: exactly the actions filed under X here. The writer
+keeps the table in the transaction that changes the actions or the object graph: a new action is
+filed under its object's ancestors; a new edge files every action below the child under the
+parent and the parent's ancestors; a purge removes the purged actions' rows. With a cycle in the
+graph (bad data) the two parts overlap, and the reader falls back to probing every object.
+"""
+import logging
+import time
+
+log = logging.getLogger("auditd.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS action_ancestors (
+    ancestor_id INTEGER NOT NULL,      -- an object the action's object descends from
+    start_ts    INTEGER NOT NULL,
+    action_id   INTEGER NOT NULL,
+    namespace   TEXT    NOT NULL,      -- the action's, for a namespaced caller's page
+    PRIMARY KEY (ancestor_id, start_ts, action_id)
+) WITHOUT ROWID"""
+
+MAX_DEPTH = 32
+CACHE_ENTRIES = 100_000
+_UP = ("WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION SELECT p.parent_id, up.depth + 1 "
+       f"FROM object_parents p JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) ")
+ANCESTOR_IDS_SQL = _UP + "SELECT DISTINCT id FROM up WHERE depth > 0"
+_INSERT = ("INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
+           "VALUES (?, ?, ?, ?)")
+# A new edge child -> parent: every action on the child or below it, under the parent and above.
+_FILE_SUBTREE = (
+    "INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
+    "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0 UNION SELECT p.child_id, down.depth + 1 "
+    f"FROM object_parents p JOIN down ON p.parent_id = down.id WHERE down.depth < {MAX_DEPTH}), "
+    "up(id, depth) AS (SELECT ?, 0 UNION SELECT p.parent_id, up.depth + 1 FROM object_parents p "
+    f"JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) "
+    "SELECT DISTINCT up.id, a.start_ts, a.id, a.namespace FROM (SELECT DISTINCT id FROM down) d "
+    "JOIN actions a ON a.object_id = d.id, (SELECT DISTINCT id FROM up) up")
+
+
+def ancestor_ids(conn, oid: int) -> tuple[int, ...]:
+    """The object's ancestors' ids (not its own), remembered by the writer connection until an
+    edge is added."""
+    known = getattr(conn, "ancestor_ids", None)
+    found = known.get(oid) if known is not None else None
+    if found is None:
+        found = tuple(r[0] for r in conn.execute(ANCESTOR_IDS_SQL, (oid,)))
+        if known is not None:
+            if len(known) >= CACHE_ENTRIES:
+                known.clear()
+            known[oid] = found
+    return found
+
+
+def file_actions(conn, actions):
+    """File new actions (dicts with id, object_id, start_ts, namespace) under their ancestors."""
+    rows = [(ancestor, a["start_ts"], a["id"], a["namespace"]) for a in actions
+            if a["object_id"] is not None for ancestor in ancestor_ids(conn, a["object_id"])]
+    if rows:
+        conn.executemany(_INSERT, rows)
+
+
+def file_subtree(conn, child: int, parent: int):
+    """After a new edge child -> parent: file what lies below the child under what lies above."""
+    conn.execute(_FILE_SUBTREE, (child, parent))
+
+
+def unfile(conn, actions):
+    """Remove purged actions' rows: [(action id, object id, start_ts)]."""
+    rows = [(ancestor, start_ts, action_id) for action_id, oid, start_ts in actions
+            if oid is not None for ancestor in ancestor_ids(conn, oid)]
+    if rows:
+        conn.executemany("DELETE FROM action_ancestors WHERE ancestor_id = ? AND start_ts = ? "
+                         "AND action_id = ?", rows)
+
+
+def rebuild(conn):
+    """File every action again (the migration that brings the table to an older database)."""
+    started = time.monotonic()
+    conn.execute("DELETE FROM action_ancestors")
+    conn.execute(
+        "INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
+        "WITH RECURSIVE up(object_id, id, depth) AS (SELECT child_id, parent_id, 1 FROM "
+        "object_parents UNION SELECT up.object_id, p.parent_id, up.depth + 1 FROM object_parents "
+        f"p JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) "
+        "SELECT up.id, a.start_ts, a.id, a.namespace FROM up "
+        "JOIN actions a INDEXED BY actions_by_object ON a.object_id = up.object_id")
+    rows = conn.execute("SELECT count(*) FROM action_ancestors").fetchone()[0]
+    log.info("filed actions under their objects' ancestors: %d rows (%.0f s)", rows,
+             time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------------- reading
+
+RELATED_PARTS_SQL = (
+    _UP + ", down(id, depth) AS (SELECT ?, 0 UNION SELECT p.child_id, down.depth + 1 FROM "
+    f"object_parents p JOIN down ON p.parent_id = down.id WHERE down.depth < {MAX_DEPTH}) "
+    "SELECT DISTINCT 'up', id FROM up UNION ALL SELECT DISTINCT 'down', id FROM down")
+
+
+def split(rows) -> tuple[list, list]:
+    """(X and its ancestors, X and its descendants) from RELATED_PARTS_SQL's rows."""
+    up = [oid for part, oid in rows if part == "up"]
+    down = [oid for part, oid in rows if part == "down"]
+    return up, down
+
+
+def run(conn, target: int, up: list, names, limit: int, offset: int, newest_first: bool,
+        cursor) -> tuple[int, list]:
+    """(total, [(doc, start_ts, id)]) of X's related actions: those filed under X, plus those on
+    X and its ancestors, in one read transaction."""
+    ns = f" AND namespace IN ({', '.join('?' * len(names))})" if names is not None else ""
+    ns_params = list(names) if names is not None else []
+    objects = ", ".join("?" * len(up))
+    total = conn.execute(
+        f"SELECT (SELECT count(*) FROM action_ancestors WHERE ancestor_id = ?{ns}) + "
+        f"(SELECT count(*) FROM actions INDEXED BY actions_by_object WHERE object_id IN "
+        f"({objects}){ns})", [target, *ns_params, *up, *ns_params]).fetchone()[0]
+    if offset >= total and cursor is None:
+        return total, []
+    order = "DESC" if newest_first else "ASC"
+    after, after_params = "", []
+    if cursor is not None:
+        after, after_params = f" AND (start_ts, {{id}}) {'<' if newest_first else '>'} (?, ?)", \
+            list(cursor)
+    n = offset + limit
+    below = (f"SELECT * FROM (SELECT action_id AS id, start_ts FROM action_ancestors WHERE "
+             f"ancestor_id = ?{ns}{after.format(id='action_id')} "
+             f"ORDER BY start_ts {order}, action_id {order} LIMIT ?)")
+    above = (f"SELECT * FROM (SELECT id, start_ts FROM actions INDEXED BY actions_by_object "
+             f"WHERE object_id IN ({objects}){ns}{after.format(id='id')} "
+             f"ORDER BY start_ts {order}, id {order} LIMIT ?)")
+    keys = (f"SELECT id, start_ts FROM ({below} UNION ALL {above}) "
+            f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?")
+    params = [target, *ns_params, *after_params, n, *up, *ns_params, *after_params, n,
+              limit, offset]
+    rows = conn.execute(f"SELECT CAST(a.doc AS BLOB), k.start_ts, k.id FROM ({keys}) AS k "
+                        "JOIN actions a ON a.id = k.id", params).fetchall()
+    return total, rows

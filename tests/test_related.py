@@ -1,0 +1,122 @@
+"""`object=X&include_related=true` against a brute-force walk of the same object graph: every
+page and total_count, newest and oldest first, at several offsets and through the cursor a next
+link carries, with namespaces, after parents that arrive after an object's first actions, a cycle
+in the graph and a purge. Both backends run it (SQLite reads its action_ancestors table,
+PostgreSQL probes every related object)."""
+import json
+import random
+
+import pytest
+
+from auditd.model.actions import new_action
+from auditd.model.errors import NotFound
+from auditd.model.query import ListQuery
+
+import test_store_contract as contract
+
+backend, store = contract.backend, contract.store     # the contract suite's fixtures: both backends
+
+BASE = 1_600_000_000
+STACKS = [f"/api/app/v1/stack/ST{i}/" for i in range(3)]
+SERVICES = [f"/api/app/v1/service/SV{i}/" for i in range(8)]
+CONTAINERS = [f"/api/app/v1/container/C{i}/" for i in range(24)]
+
+
+def _closure(start: str, edges: set, forward: bool) -> set:
+    seen, todo = {start}, [start]
+    while todo:
+        here = todo.pop()
+        for child, parent in edges:
+            a, b = (child, parent) if forward else (parent, child)
+            if a == here and b not in seen:
+                seen.add(b)
+                todo.append(b)
+    return seen
+
+
+async def _graph_history(store, count: int, seed: int):
+    """Actions on stacks, services and containers; parents often sent, sometimes not (so a later
+    record brings an edge under earlier actions); then a cycle, some state changes and a purge."""
+    rng = random.Random(seed)
+    parent = {s: rng.choice(STACKS) for s in SERVICES}
+    parent.update({c: rng.choice(SERVICES) for c in CONTAINERS})
+    edges, made = set(), []
+    for i in range(count):
+        obj = rng.choice(STACKS + SERVICES + CONTAINERS * 2)
+        chain = []
+        if rng.random() < 0.6:
+            up = obj
+            while up in parent:
+                up = parent[up]
+                chain.append(up)
+        if i == count // 2:                  # a cycle: ST2's parent is one of its own services
+            obj, chain = STACKS[2], [next(s for s in SERVICES if parent[s] == STACKS[2])]
+        for child, par in zip([obj, *chain], chain):
+            edges.add((child, par))
+        state = rng.choice(["Pending", "Success", "Success", "Failed"])
+        start = BASE + rng.randrange(0, 30 * 86400) if rng.random() < 0.8 else BASE
+        made.append(await store.record_action(new_action(
+            action="Service Start", object=obj, parents=chain, user="alice",
+            namespace=rng.choice(["ns1", "ns2"]), state=state, start_date=start,
+            **({"end_date": start + 60} if state != "Pending" else {}))))
+    for action in rng.sample(made, count // 10):
+        if action["state"] == "Pending":
+            await store.change_state(action["uuid"], "Failed", None)
+    await store.purge(BASE + 5 * 86400)
+    alive = []
+    for action in made:
+        try:
+            alive.append(await store.get_action(action["uuid"], None))
+        except NotFound:
+            pass
+    assert 0 < len(alive) < len(made)
+    return alive, edges
+
+
+def _expected(actions, edges, target, namespaces, newest_first):
+    related = _closure(target, edges, True) | _closure(target, edges, False)
+    found = [a for a in actions if a["object"] in related
+             and (namespaces is None or a["namespace"] in namespaces)]
+    found.sort(key=lambda a: (a["start_ts"], a["id"]), reverse=newest_first)
+    return [a["uuid"] for a in found]
+
+
+@pytest.mark.parametrize("count,seed", [(300, 3), (1200, 4)])
+async def test_related_pages_and_totals_against_brute_force(store, count, seed):
+    actions, edges = await _graph_history(store, count, seed)
+    assert _closure(STACKS[2], edges, True) & _closure(STACKS[2], edges, False) != {STACKS[2]}
+    rng = random.Random(seed)
+    targets = STACKS + rng.sample(SERVICES, 4) + rng.sample(CONTAINERS, 4)
+    for target in targets:
+        for namespaces in (None, frozenset({"ns1"})):
+            for newest_first in (True, False):
+                expected = _expected(actions, edges, target, namespaces, newest_first)
+                offsets = {0, 5, len(expected), max(0, len(expected) - 3),
+                           rng.randrange(len(expected) + 1)}
+                for offset in sorted(offsets):
+                    query = ListQuery(namespaces, 7, offset=offset, newest_first=newest_first,
+                                      filters={"object": target, "include_related": True})
+                    page = await store.list_actions(query)
+                    where = (target, namespaces, newest_first, offset)
+                    assert page.total == len(expected), where
+                    assert [json.loads(d)["uuid"] for d in page.docs] == \
+                        expected[offset:offset + 7], where
+                    if page.last is None or offset + 7 >= len(expected):
+                        continue
+                    query.cursor, query.offset = page.last, offset + 7   # what `next` carries
+                    following = await store.list_actions(query)
+                    assert following.total == len(expected), where
+                    assert [json.loads(d)["uuid"] for d in following.docs] == \
+                        expected[offset + 7:offset + 14], where
+
+
+async def test_related_with_another_filter_against_brute_force(store):
+    actions, edges = await _graph_history(store, 300, 5)
+    for target in STACKS + SERVICES[:3]:
+        for state in ("Failed", "Success", "Pending"):
+            expected = [u for u in _expected(actions, edges, target, None, True)
+                        if next(a for a in actions if a["uuid"] == u)["state"] == state]
+            page = await store.list_actions(ListQuery(None, 50, filters={
+                "object": target, "include_related": True, "state": state}))
+            assert page.total == len(expected), (target, state)
+            assert [json.loads(d)["uuid"] for d in page.docs] == expected[:50], (target, state)
