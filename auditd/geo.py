@@ -3,13 +3,14 @@ import functools
 import ipaddress
 import logging
 
-from .model.errors import AuditdError
+from .model.errors import AuditdError, Unavailable
 
 log = logging.getLogger("auditd.geo")
 
 
 class Locator:
     def __init__(self, database_path: str | None = None):
+        self.database_path = database_path or None
         self._reader = None
         if database_path:
             import maxminddb   # only needed when a database is configured
@@ -45,6 +46,20 @@ class Locator:
         country = record.get("country", {}).get("names", {}).get("en", "")
         return ", ".join(part for part in (city, country) if part)
 
+    def __reduce__(self):
+        # Pickled (for the process that parses big request bodies) as its database's path: the
+        # other process opens the database itself.
+        return _reopened, (self.database_path,)
+
     def close(self):
         if self._reader is not None:
             self._reader.close()
+
+
+def _reopened(database_path: str | None) -> Locator:
+    """A pickled Locator, in another process. Its file was read when the server started: failing
+    now (removed, replaced) is the server's trouble, not the request's."""
+    try:
+        return Locator(database_path)
+    except AuditdError as err:
+        raise Unavailable(f"{err.message}; it was readable when the server started") from None

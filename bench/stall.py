@@ -6,8 +6,9 @@ A server on a fresh database; one client asks /_auditd/health back to back and r
 answer's latency, while another sends, one after the other, a 100 KB record (the first body
 that a worker process parses: it starts that process), an 8 MB text/plain log append, an
 8 MB JSON log append (an array of strings), a 4 MB record body, an 8 MB append of a few long
-lines and 8 MB of tiny JSON values. Printed: the health latencies' median, 99th percentile
-and maximum while nothing else runs, and during each big request.
+lines, 8 MB of tiny JSON values, and two admin seeds (POST /_auditd/seed): 30,000 actions
+(7 MB) and 4,000 actions of 20 log lines each (8 MB). Printed: the health latencies' median,
+99th percentile and maximum while nothing else runs, and during each big request.
 """
 import base64
 import http.client
@@ -17,11 +18,26 @@ import sys
 import tempfile
 import threading
 import time
+import uuid as uuid_lib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import procs  # noqa: E402
+
+
+def _seed(actions: int, lines: int) -> bytes:
+    """A seed body: `actions` action items (public addresses, so each is located), each with
+    `lines` log lines of 84 characters."""
+    items = []
+    for i in range(actions):
+        item = {"action": "Service Deploy", "uuid": str(uuid_lib.uuid4()), "user": f"user{i % 50}",
+                "object": f"/api/app/v1/service/{i:08d}/", "ip": f"81.2.{i % 250}.{i % 200}",
+                "state": "Success", "body": '{"name": "web", "image": "nginx"}'}
+        if lines:
+            item["logs"] = [f"{j:03d} " + "x" * 80 for j in range(lines)]
+        items.append(item)
+    return json.dumps(items).encode()
 
 
 def _ask(port, method, path, body=None, headers=None):
@@ -80,6 +96,10 @@ def main():
                  "application/json"),
                 ("8 MB JSON array of 4 million numbers (refused: not log lines)",
                  f"/api/audit/v1/action/{uuid}/logs/", ("[" + "1," * 3_999_999 + "1]").encode(),
+                 "application/json"),
+                ("7 MB seed of 30,000 actions", "/_auditd/seed", _seed(30_000, 0),
+                 "application/json"),
+                ("8 MB seed of 4,000 actions of 20 log lines", "/_auditd/seed", _seed(4_000, 20),
                  "application/json"),
             ]
             pinger = Pinger(server.port)

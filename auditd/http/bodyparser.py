@@ -23,7 +23,8 @@ from ..model.errors import Unavailable
 
 log = logging.getLogger("auditd.app")
 
-OFF_LOOP_BYTES = 64 * 1024   # bodies above this are parsed in the worker process
+OFF_LOOP_BYTES = 64 * 1024   # bodies above this are parsed in the worker process (a parser
+                             # that costs more per byte says less as its `off_loop_bytes`)
 PART_BYTES = 256 * 1024      # about this much of a list result comes back at a time
 STOP_WAIT = 5.0              # seconds a stopping worker gets before it is killed
 
@@ -45,7 +46,7 @@ class BodyParser:
         return worker.process.pid if worker is not None else None
 
     async def parse(self, parser, chunks: list[bytes], size: int, *args):
-        if size <= OFF_LOOP_BYTES:
+        if size <= getattr(parser, "off_loop_bytes", OFF_LOOP_BYTES):
             return parser(b"".join(chunks), *args)
         return await asyncio.get_running_loop().run_in_executor(
             self._exchanges, self._exchange, parser, chunks, args)
@@ -106,7 +107,9 @@ class _Worker:
 
     def run(self, parser, chunks, args) -> tuple[str, object]:
         """("value", what the parser returned) or ("error", what it raised)."""
-        self.conn.send((parser, args, len(chunks)))
+        # The call is pickled on its own, so that one the worker cannot rebuild (an argument
+        # whose file went away) is an error it answers with, after reading the body as usual.
+        self.conn.send((pickle.dumps((parser, args), pickle.HIGHEST_PROTOCOL), len(chunks)))
         for chunk in chunks:
             self.conn.send_bytes(chunk)
         kind, value = self.conn.recv()
@@ -137,11 +140,12 @@ def _serve(conn):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         try:
-            parser, args, count = conn.recv()
+            call, count = conn.recv()
             body = b"".join([conn.recv_bytes() for _ in range(count)])
         except (EOFError, OSError):
             return
         try:
+            parser, args = pickle.loads(call)
             result = parser(body, *args)
         except Exception as err:  # noqa: BLE001 - the server answers with it (a 400, mostly)
             _send(conn, ("error", err))
@@ -182,4 +186,6 @@ def _size(item) -> int:
         return len(item) + 16
     if isinstance(item, (tuple, list)):
         return sum(_size(value) for value in item) + 16
+    if isinstance(item, dict):      # a seed's records
+        return sum(_size(key) + _size(value) for key, value in item.items()) + 16
     return 16

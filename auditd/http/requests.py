@@ -37,15 +37,21 @@ async def json_body(request: web.Request, parser, *args):
 
 
 async def parsed_body(request: web.Request, parser, *args):
-    """`parser(body, *args)` (one of `bodies`), in the parser process when the body is big. The
-    body is kept as the chunks it arrives in: joining 8 MB would hold the GIL for a while."""
+    """`parser(body, *args)` (one of `bodies`), in the parser process when the body is big."""
+    chunks, size = await body_chunks(request)
+    return await request.app[BODY_PARSER].parse(parser, chunks, size, *args)
+
+
+async def body_chunks(request: web.Request) -> tuple[list[bytes], int]:
+    """The body as the chunks it arrives in (joining 8 MB would hold the GIL for a while), and
+    its size; 413 past the limit."""
     limit, chunks, size = request.app[CONFIG].max_body_bytes, [], 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
         chunks.append(chunk)
-    return await request.app[BODY_PARSER].parse(parser, chunks, size, *args)
+    return chunks, size
 
 
 def _check_encoding(raw: str):

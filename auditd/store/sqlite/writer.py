@@ -151,7 +151,11 @@ class Writer:
                         ok, result, job_notes = self._run_job(fn, args)
                     answers.append((future, ok, result))
                     notes.extend(job_notes)
-            await self._in_thread(self._commit)
+            if any(heavy for _, _, heavy, _ in batch):
+                with short_switch_interval():   # sealing a big job's leaves is Python too
+                    await self._in_thread(self._commit)
+            else:
+                await self._in_thread(self._commit)
             self.commits += 1
             self.failure = None
         except sqlite3.Error as err:
