@@ -82,7 +82,8 @@ V4_INDEXES = (   # what version 4 had where version 5 widened or added an index
     "DROP INDEX actions_by_end; CREATE INDEX actions_by_end ON actions (end_ts); "
     "DROP INDEX actions_by_action; DROP INDEX actions_by_namespace_action; "
     "DROP INDEX actions_by_user; DROP INDEX actions_by_is_user_action; "
-    "DROP INDEX actions_by_uuid; DROP TABLE tallies; DROP TABLE action_ancestors; ")
+    "DROP INDEX actions_by_uuid; DROP TABLE tallies; DROP TABLE action_ancestors; "
+    "DROP INDEX actions_by_uuid_prefix; ")
 
 
 def schema_of(path):
@@ -134,10 +135,12 @@ async def test_a_version_5_database_gets_its_actions_filed_under_their_ancestors
                                              object="/api/app/v1/container/C/",
                                              parents=[service, stack], user="u"))
         await store.record_action(new_action(action="Stack Start", object=stack, user="u"))
-    fresh = ancestors_of(path)
+    fresh, fresh_schema = ancestors_of(path), schema_of(path)
     assert len(fresh) == 3       # the service's action under ST; the container's under SV and ST
     with sqlite3.connect(path) as conn:
-        conn.executescript("DROP TABLE action_ancestors; PRAGMA user_version = 5;")
+        conn.executescript("DROP TABLE action_ancestors; DROP INDEX actions_by_uuid_prefix; "
+                           "PRAGMA user_version = 5;")
 
     assert prepare_database(path) == SCHEMA_VERSION
     assert ancestors_of(path) == fresh
+    assert schema_of(path) == fresh_schema

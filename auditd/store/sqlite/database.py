@@ -25,7 +25,8 @@ MIGRATIONS: dict = {
        "last_error_at REAL, errors INTEGER NOT NULL DEFAULT 0)",
     # 5: tallies and one index per counted filter, for exact counts that do not scan (tallies.py)
     4: "tallies",
-    # 6: every action filed under its object's ancestors, for include_related (lineage.py)
+    # 6: every action filed under its object's ancestors, for include_related (lineage.py);
+    # an index for two-digit uuid prefixes in time order
     5: "ancestors",
 }
 _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
@@ -40,6 +41,8 @@ _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_is_user_action": "is_user_action, start_ts, id, state",
     "actions_by_uuid": "uuid, start_ts, namespace, state",
 }
+PREFIX_INDEX = ("CREATE INDEX IF NOT EXISTS actions_by_uuid_prefix ON actions "
+                "(substr(uuid, 1, 2), start_ts, id, state)")
 TALLY_INDEXES = [statement for name, columns in _V5_INDEXES.items() for statement in (
     f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON actions ({columns})")]
 
@@ -156,6 +159,7 @@ def prepare_database(path: str) -> int:
                     from . import lineage         # file the actions there
                     conn.execute(lineage.SCHEMA)
                     lineage.rebuild(conn)
+                    conn.execute(PREFIX_INDEX)
                 else:
                     from . import tallies         # count the actions there
                     for statement in TALLY_INDEXES:

@@ -24,6 +24,7 @@ _HEX = "0123456789abcdef"
 _DATES = {"start_date__gte": "start_ts >= ?", "start_date__lte": "start_ts <= ?",
           "end_date__gte": "end_ts >= ?", "end_date__lte": "end_ts <= ?"}
 UUID_INDEX = "actions_by_uuid"   # uuid, then what a page and a namespace or state test need
+PREFIX_INDEX = "actions_by_uuid_prefix"   # the uuid's first two digits, then the time order
 MAX_SPLIT_NAMESPACES = 64     # more namespaces than this: one index scan, not one per namespace
 DIRECT_OFFSET = 1000          # deeper offsets are found through the tallies
 INLINE_EDGE_ROWS = 20_000     # more rows than this in a range's edge buckets: off the loop
@@ -72,7 +73,11 @@ def plan(query: ListQuery, object_ids) -> Plan | None:
     if field is not None:
         where.append(f"{field} = ?")
         params.append(int(f[field]) if field == "is_user_action" else f[field])
-    if prefix is not None:
+    by_prefix = prefix is not None and len(prefix) == tally.PREFIX and names is None
+    if by_prefix:       # all namespaces, two digits: the prefix index, newest first
+        where.append(f"substr(uuid, 1, {tally.PREFIX}) = ?")
+        params.append(prefix.lower())
+    elif prefix is not None:
         where.append("uuid >= ? AND uuid < ?")
         params += _prefix_bounds(prefix)
     if prefix is not None and len(prefix) > tally.PREFIX:
@@ -95,6 +100,8 @@ def plan(query: ListQuery, object_ids) -> Plan | None:
         keys = values
     if names is not None and len(names) > MAX_SPLIT_NAMESPACES:
         index = None
+    elif by_prefix:
+        index = PREFIX_INDEX
     elif prefix is not None:   # a short prefix: newest first, its uuid tested in the index
         index = None if len(prefix) > tally.PREFIX else _INDEXES[(None, names is not None, False)]
     elif field is None:

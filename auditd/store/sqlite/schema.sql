@@ -76,6 +76,7 @@ CREATE INDEX actions_by_namespace_action ON actions (namespace, action, start_ts
 CREATE INDEX actions_by_user           ON actions (user, start_ts, id, namespace, state);
 CREATE INDEX actions_by_is_user_action ON actions (is_user_action, start_ts, id, state);
 CREATE INDEX actions_by_uuid           ON actions (uuid, start_ts, namespace, state);
+CREATE INDEX actions_by_uuid_prefix    ON actions (substr(uuid, 1, 2), start_ts, id, state);
 
 CREATE TABLE action_logs (
     action_id   INTEGER NOT NULL REFERENCES actions (id) ON DELETE CASCADE,
