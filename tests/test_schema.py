@@ -83,7 +83,7 @@ V4_INDEXES = (   # what version 4 had where version 5 widened or added an index
     "DROP INDEX actions_by_action; DROP INDEX actions_by_namespace_action; "
     "DROP INDEX actions_by_user; DROP INDEX actions_by_is_user_action; "
     "DROP INDEX actions_by_uuid; DROP TABLE tallies; DROP TABLE action_ancestors; "
-    "DROP INDEX actions_by_uuid_prefix; ")
+    "DROP TABLE ancestor_counts; DROP INDEX actions_by_uuid_prefix; ")
 
 
 def schema_of(path):
@@ -123,7 +123,8 @@ async def test_a_version_4_database_gets_the_tallies_the_writer_would_have_kept(
 
 def ancestors_of(path):
     with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT * FROM action_ancestors ORDER BY 1, 2, 3").fetchall()
+        return (conn.execute("SELECT * FROM action_ancestors ORDER BY 1, 2, 3").fetchall(),
+                conn.execute("SELECT * FROM ancestor_counts ORDER BY 1, 2").fetchall())
 
 
 async def test_a_version_5_database_gets_its_actions_filed_under_their_ancestors(tmp_path):
@@ -136,10 +137,11 @@ async def test_a_version_5_database_gets_its_actions_filed_under_their_ancestors
                                              parents=[service, stack], user="u"))
         await store.record_action(new_action(action="Stack Start", object=stack, user="u"))
     fresh, fresh_schema = ancestors_of(path), schema_of(path)
-    assert len(fresh) == 3       # the service's action under ST; the container's under SV and ST
+    assert len(fresh[0]) == 3    # the service's action under ST; the container's under SV and ST
+    assert sorted(n for _, _, n in fresh[1]) == [1, 2]     # one under SV, two under ST
     with sqlite3.connect(path) as conn:
-        conn.executescript("DROP TABLE action_ancestors; DROP INDEX actions_by_uuid_prefix; "
-                           "PRAGMA user_version = 5;")
+        conn.executescript("DROP TABLE action_ancestors; DROP TABLE ancestor_counts; "
+                           "DROP INDEX actions_by_uuid_prefix; PRAGMA user_version = 5;")
 
     assert prepare_database(path) == SCHEMA_VERSION
     assert ancestors_of(path) == fresh

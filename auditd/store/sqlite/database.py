@@ -42,7 +42,7 @@ _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_uuid": "uuid, start_ts, namespace, state",
 }
 PREFIX_INDEX = ("CREATE INDEX IF NOT EXISTS actions_by_uuid_prefix ON actions "
-                "(substr(uuid, 1, 2), start_ts, id, state)")
+                "(substr(uuid, 1, 2), start_ts, id, state, uuid)")
 TALLY_INDEXES = [statement for name, columns in _V5_INDEXES.items() for statement in (
     f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON actions ({columns})")]
 
@@ -157,7 +157,8 @@ def prepare_database(path: str) -> int:
                     migrate(conn)
                 elif MIGRATIONS[version] == "ancestors":
                     from . import lineage         # file the actions there
-                    conn.execute(lineage.SCHEMA)
+                    for statement in lineage.SCHEMA.split(";"):
+                        conn.execute(statement)
                     lineage.rebuild(conn)
                     conn.execute(PREFIX_INDEX)
                 else:

@@ -276,7 +276,8 @@ def purge_batch(conn, cut: int, max_rows: int):
         removed_lines += lines
         budget -= lines + 1
     tallies.apply(conn, [(gone[a], None) for a in removed_actions])
-    filed = {row[0]: (row[-1], gone[row[0]]["start_ts"]) for row in candidates}
+    filed = {row[0]: (row[-1], gone[row[0]]["start_ts"], gone[row[0]]["namespace"])
+             for row in candidates}
     lineage.unfile(conn, [(a, *filed[a]) for a in removed_actions])
     tree.purge_actions(conn, [(a, uuids[a]) for a in removed_actions], dates.now())
     return (len(removed_actions), removed_lines, False), []
@@ -312,6 +313,7 @@ def reset(conn):
     conn.execute("DELETE FROM action_counts")
     conn.execute("DELETE FROM tallies")
     conn.execute("DELETE FROM action_ancestors")
+    conn.execute("DELETE FROM ancestor_counts")
     tree.clear(conn)              # a stand-in reset: the history goes with every action
     if hasattr(conn, "forget"):   # the objects it knew are gone
         conn.forget()

@@ -1,5 +1,6 @@
 """`action_ancestors`: every action under each of its object's ancestors, by start time, so that
-`?object=X&include_related=true` reads one index range instead of probing every object below X.
+`?object=X&include_related=true` reads one index range instead of probing every object below X;
+`ancestor_counts`: how many rows each ancestor has per namespace, so its count is a few rows.
 
 X's related actions are those on X, on X's ancestors (a few objects, read through
 actions_by_object) and on X's descendants: exactly the actions filed under X here. The writer
@@ -20,6 +21,12 @@ CREATE TABLE IF NOT EXISTS action_ancestors (
     action_id   INTEGER NOT NULL,
     namespace   TEXT    NOT NULL,      -- the action's, for a namespaced caller's page
     PRIMARY KEY (ancestor_id, start_ts, action_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ancestor_counts (
+    ancestor_id INTEGER NOT NULL,
+    namespace   TEXT    NOT NULL,
+    n           INTEGER NOT NULL,      -- rows of action_ancestors with this ancestor and namespace
+    PRIMARY KEY (ancestor_id, namespace)
 ) WITHOUT ROWID"""
 
 MAX_DEPTH = 32
@@ -54,32 +61,60 @@ def ancestor_ids(conn, oid: int) -> tuple[int, ...]:
     return found
 
 
+_COUNT = ("INSERT INTO ancestor_counts (ancestor_id, namespace, n) VALUES (?, ?, ?) "
+          "ON CONFLICT (ancestor_id, namespace) DO UPDATE SET n = n + excluded.n")
+
+
+def _count(conn, rows, sign: int):
+    """Move ancestor_counts by the (ancestor, start_ts, action id, namespace) rows filed (+1)
+    or removed (-1)."""
+    counts: dict = {}
+    for ancestor, _, _, namespace in rows:
+        counts[ancestor, namespace] = counts.get((ancestor, namespace), 0) + sign
+    conn.executemany(_COUNT, [(*key, n) for key, n in counts.items()])
+    if sign < 0:
+        conn.executemany("DELETE FROM ancestor_counts WHERE ancestor_id = ? AND namespace = ? "
+                         "AND n = 0", list(counts))
+
+
 def file_actions(conn, actions):
     """File new actions (dicts with id, object_id, start_ts, namespace) under their ancestors."""
     rows = [(ancestor, a["start_ts"], a["id"], a["namespace"]) for a in actions
             if a["object_id"] is not None for ancestor in ancestor_ids(conn, a["object_id"])]
     if rows:
-        conn.executemany(_INSERT, rows)
+        conn.executemany(_INSERT, rows)     # a new action's rows are new: each one counts
+        _count(conn, rows, 1)
 
 
 def file_subtree(conn, child: int, parent: int):
-    """After a new edge child -> parent: file what lies below the child under what lies above."""
+    """After a new edge child -> parent: file what lies below the child under what lies above,
+    and count those ancestors again (some of the rows may have been there through another
+    path)."""
     conn.execute(_FILE_SUBTREE, (child, parent))
+    above = [r[0] for r in conn.execute(_UP + "SELECT DISTINCT id FROM up", (parent,))]
+    marks = ", ".join("?" * len(above))
+    conn.execute(f"DELETE FROM ancestor_counts WHERE ancestor_id IN ({marks})", above)
+    conn.execute(f"INSERT INTO ancestor_counts (ancestor_id, namespace, n) SELECT ancestor_id, "
+                 f"namespace, count(*) FROM action_ancestors WHERE ancestor_id IN ({marks}) "
+                 "GROUP BY ancestor_id, namespace", above)
 
 
 def unfile(conn, actions):
-    """Remove purged actions' rows: [(action id, object id, start_ts)]."""
-    rows = [(ancestor, start_ts, action_id) for action_id, oid, start_ts in actions
+    """Remove purged actions' rows: [(action id, object id, start_ts, namespace)]."""
+    rows = [(ancestor, start_ts, action_id, namespace)
+            for action_id, oid, start_ts, namespace in actions
             if oid is not None for ancestor in ancestor_ids(conn, oid)]
     if rows:
         conn.executemany("DELETE FROM action_ancestors WHERE ancestor_id = ? AND start_ts = ? "
-                         "AND action_id = ?", rows)
+                         "AND action_id = ?", [row[:3] for row in rows])
+        _count(conn, rows, -1)
 
 
 def rebuild(conn):
     """File every action again (the migration that brings the table to an older database)."""
     started = time.monotonic()
     conn.execute("DELETE FROM action_ancestors")
+    conn.execute("DELETE FROM ancestor_counts")
     conn.execute(
         "INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
         "WITH RECURSIVE up(object_id, id, depth) AS (SELECT child_id, parent_id, 1 FROM "
@@ -87,6 +122,8 @@ def rebuild(conn):
         f"p JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) "
         "SELECT up.id, a.start_ts, a.id, a.namespace FROM up "
         "JOIN actions a INDEXED BY actions_by_object ON a.object_id = up.object_id")
+    conn.execute("INSERT INTO ancestor_counts (ancestor_id, namespace, n) SELECT ancestor_id, "
+                 "namespace, count(*) FROM action_ancestors GROUP BY ancestor_id, namespace")
     rows = conn.execute("SELECT count(*) FROM action_ancestors").fetchone()[0]
     log.info("filed actions under their objects' ancestors: %d rows (%.0f s)", rows,
              time.monotonic() - started)
@@ -115,7 +152,7 @@ def run(conn, target: int, up: list, names, limit: int, offset: int, newest_firs
     ns_params = list(names) if names is not None else []
     objects = ", ".join("?" * len(up))
     total = conn.execute(
-        f"SELECT (SELECT count(*) FROM action_ancestors WHERE ancestor_id = ?{ns}) + "
+        f"SELECT (SELECT coalesce(sum(n), 0) FROM ancestor_counts WHERE ancestor_id = ?{ns}) + "
         f"(SELECT count(*) FROM actions INDEXED BY actions_by_object WHERE object_id IN "
         f"({objects}){ns})", [target, *ns_params, *up, *ns_params]).fetchone()[0]
     if offset >= total and cursor is None:

@@ -45,6 +45,7 @@ class Plan:
     dates: list               # the date bounds: [(SQL, value)]; end_date__lte bounds start_ts too
     walk: bool                # whether a deep offset can be found through the tallies
     rival: tuple | None = None   # (index, kind, keys): a state index that may read fewer rows
+    count_by: tuple | None = None   # (index, where, params) counting a `kind` None plan's rows
 
 
 def plan(query: ListQuery, object_ids) -> Plan | None:
@@ -73,16 +74,23 @@ def plan(query: ListQuery, object_ids) -> Plan | None:
     if field is not None:
         where.append(f"{field} = ?")
         params.append(int(f[field]) if field == "is_user_action" else f[field])
-    by_prefix = prefix is not None and len(prefix) == tally.PREFIX and names is None
-    if by_prefix:       # all namespaces, two digits: the prefix index, newest first
+    # All namespaces and two digits or more: the prefix index in time order (a longer prefix
+    # tested in it, one row in 16 per digit more), so a page reads ~25 x 16**(digits - 2) rows.
+    by_prefix = prefix is not None and len(prefix) >= tally.PREFIX and names is None
+    cut = len(params)
+    if by_prefix:
         where.append(f"substr(uuid, 1, {tally.PREFIX}) = ?")
-        params.append(prefix.lower())
-    elif prefix is not None:
+        params.append(prefix[:tally.PREFIX].lower())
+    if prefix is not None and not (by_prefix and len(prefix) == tally.PREFIX):
         where.append("uuid >= ? AND uuid < ?")
         params += _prefix_bounds(prefix)
     if prefix is not None and len(prefix) > tally.PREFIX:
-        # a longer prefix is a short range of the uuid index: counted there, page sorted
-        return Plan(None, [], None, [], [], "start_ts", UUID_INDEX, where, params, [], False)
+        # a longer prefix is a short range of the uuid index: counted there (and its page
+        # sorted there too when namespaces narrow it)
+        counted = (UUID_INDEX, [w for w in where if not w.startswith("substr")],
+                   params[:cut] + params[cut + by_prefix:])
+        return Plan(None, [], None, [], [], "start_ts", PREFIX_INDEX if by_prefix else UUID_INDEX,
+                    where, params, [], False, count_by=counted)
     if prefix is not None:
         values = [prefix.lower()] if len(prefix) == tally.PREFIX else [
             prefix.lower() + c for c in _HEX]
@@ -132,8 +140,10 @@ def _sum(conn, kind: str, keys: list, column: str | None, ranges: list) -> int:
 def count(conn, p: Plan) -> int:
     """The query's exact total: the tallies' whole buckets plus the edges' rows."""
     if p.kind is None:
-        return conn.execute(f"SELECT count(*) FROM {_from(p)} WHERE {' AND '.join(p.where)}",
-                            p.params).fetchone()[0]
+        index, where, params = p.count_by or (p.index, p.where, p.params)
+        source = f"actions INDEXED BY {index}" if index else "actions"
+        return conn.execute(f"SELECT count(*) FROM {source} WHERE {' AND '.join(where)}",
+                            params).fetchone()[0]
     total = _sum(conn, p.kind, p.keys, p.column, p.ranges)
     edge_from = "actions INDEXED BY actions_by_end" if p.time == "end_ts" else _from(p)
     for a, b in p.edges:

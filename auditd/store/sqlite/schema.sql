@@ -76,7 +76,7 @@ CREATE INDEX actions_by_namespace_action ON actions (namespace, action, start_ts
 CREATE INDEX actions_by_user           ON actions (user, start_ts, id, namespace, state);
 CREATE INDEX actions_by_is_user_action ON actions (is_user_action, start_ts, id, state);
 CREATE INDEX actions_by_uuid           ON actions (uuid, start_ts, namespace, state);
-CREATE INDEX actions_by_uuid_prefix    ON actions (substr(uuid, 1, 2), start_ts, id, state);
+CREATE INDEX actions_by_uuid_prefix    ON actions (substr(uuid, 1, 2), start_ts, id, state, uuid);
 
 CREATE TABLE action_logs (
     action_id   INTEGER NOT NULL REFERENCES actions (id) ON DELETE CASCADE,
@@ -134,6 +134,12 @@ CREATE TABLE action_ancestors (
     action_id   INTEGER NOT NULL,
     namespace   TEXT    NOT NULL,      -- the action's, for a namespaced caller's page
     PRIMARY KEY (ancestor_id, start_ts, action_id)
+) WITHOUT ROWID;
+CREATE TABLE ancestor_counts (
+    ancestor_id INTEGER NOT NULL,
+    namespace   TEXT    NOT NULL,
+    n           INTEGER NOT NULL,      -- rows of action_ancestors with this ancestor and namespace
+    PRIMARY KEY (ancestor_id, namespace)
 ) WITHOUT ROWID;
 
 -- The tamper-evident log (tree.py, docs/TRANSPARENCY.md): every immutable event is a leaf of an
