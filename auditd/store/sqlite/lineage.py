@@ -36,15 +36,14 @@ _UP = ("WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION SELECT p.parent_id, u
 ANCESTOR_IDS_SQL = _UP + "SELECT DISTINCT id FROM up WHERE depth > 0"
 _INSERT = ("INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
            "VALUES (?, ?, ?, ?)")
-# A new edge child -> parent: every action on the child or below it, under the parent and above.
+# A new edge child -> parent: every action on the child or below it, under the parent and above
+# ({above}: the parent and its ancestors, found once and counted again after).
 _FILE_SUBTREE = (
     "INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
     "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0 UNION SELECT p.child_id, down.depth + 1 "
-    f"FROM object_parents p JOIN down ON p.parent_id = down.id WHERE down.depth < {MAX_DEPTH}), "
-    "up(id, depth) AS (SELECT ?, 0 UNION SELECT p.parent_id, up.depth + 1 FROM object_parents p "
-    f"JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) "
-    "SELECT DISTINCT up.id, a.start_ts, a.id, a.namespace FROM (SELECT DISTINCT id FROM down) d "
-    "JOIN actions a ON a.object_id = d.id, (SELECT DISTINCT id FROM up) up")
+    f"FROM object_parents p JOIN down ON p.parent_id = down.id WHERE down.depth < {MAX_DEPTH}) "
+    "SELECT up.id, a.start_ts, a.id, a.namespace FROM (SELECT DISTINCT id FROM down) d "
+    "JOIN actions a ON a.object_id = d.id, objects up WHERE up.id IN ({above})")
 
 
 def ancestor_ids(conn, oid: int) -> tuple[int, ...]:
@@ -90,9 +89,9 @@ def file_subtree(conn, child: int, parent: int):
     """After a new edge child -> parent: file what lies below the child under what lies above,
     and count those ancestors again (some of the rows may have been there through another
     path)."""
-    conn.execute(_FILE_SUBTREE, (child, parent))
     above = [r[0] for r in conn.execute(_UP + "SELECT DISTINCT id FROM up", (parent,))]
     marks = ", ".join("?" * len(above))
+    conn.execute(_FILE_SUBTREE.format(above=marks), (child, *above))
     conn.execute(f"DELETE FROM ancestor_counts WHERE ancestor_id IN ({marks})", above)
     conn.execute(f"INSERT INTO ancestor_counts (ancestor_id, namespace, n) SELECT ancestor_id, "
                  f"namespace, count(*) FROM action_ancestors WHERE ancestor_id IN ({marks}) "

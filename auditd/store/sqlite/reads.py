@@ -30,6 +30,12 @@ def _planned(query: ListQuery):
     return found
 
 
+def _page(total: int, rows: list, newest_first: bool) -> Page:
+    """A Page from (doc, start_ts, id) rows in any order."""
+    rows.sort(key=planner.page_order, reverse=newest_first)
+    return Page(total, [r[0] for r in rows], rows[-1][1:] if rows else None)
+
+
 class ListReads:
     """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cached` and
     (TreeReads) `_in_snapshot`."""
@@ -44,9 +50,7 @@ class ListReads:
             if not object_ids:
                 return Page(0, [], None)
             if isinstance(object_ids, tuple):   # (X, X and its ancestors): lineage.py
-                total, rows = await self._related(query, *object_ids)
-                rows.sort(key=planner.page_order, reverse=query.newest_first)
-                return Page(total, [r[0] for r in rows], rows[-1][1:] if rows else None)
+                return _page(*await self._related(query, *object_ids), query.newest_first)
         tallied, one = _planned(query) if object_ids is None else (None, None)
         if one is not None:
             rows = self._read_inline(*one)
@@ -59,8 +63,7 @@ class ListReads:
             else:   # a date range's edge in a busy hour: counted on a worker thread
                 total, rows = await self._in_snapshot(planner.run, tallied, query)
         if tallied is not None:
-            rows.sort(key=planner.page_order, reverse=query.newest_first)
-            return Page(total, [r[0] for r in rows], rows[-1][1:] if rows else None)
+            return _page(total, rows, query.newest_first)
         sql, params = listing.list_sql(query, object_ids)
         if listing.is_bounded(query, object_ids):
             rows = self._read_inline(sql, params)
