@@ -32,7 +32,19 @@ def answers(port: int, path: str = "/") -> bool:
         return False
 
 
-def rss_kb(pid: int, field: str = "VmRSS") -> int:
+def rss_kb(pid: int, field: str = "VmRSS", descendants: bool = True) -> int:
+    """A process's VmRSS (or another field of its status), plus its live descendants' (the
+    writer process and its fork server, the body parser: their shared pages counted twice)."""
+    total = _status_kb(pid, field)
+    for child in _descendants(pid) if descendants else ():
+        try:
+            total += _status_kb(child, field)
+        except (OSError, RuntimeError):   # it left meanwhile
+            pass
+    return total
+
+
+def _status_kb(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith(field + ":"):
@@ -120,7 +132,30 @@ def trivial_server() -> Server:
     return Server("trivial", [PYTHON, str(Path(__file__).with_name("trivial.py")), "{port}"])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU time of a process so far, and of its live descendants (the writer
+    process, the body parser) unless told not to."""
+    total = 0.0
+    for one in [pid, *(_descendants(pid) if descendants else ())]:
+        try:
+            fields = open(f"/proc/{one}/stat").read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:     # it left meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found

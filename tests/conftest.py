@@ -155,8 +155,12 @@ async def error_of(resp, status: int) -> str:
 
 
 @pytest.fixture
-def config(tmp_path, test_backend) -> Config:
-    return Config(db=str(database_for(test_backend, tmp_path, "auditd")))
+def config(request, tmp_path, test_backend) -> Config:
+    """The server's settings; SQLite's writer in its own process, as `serve` runs it, but for
+    tests marked `writer_on_loop`, which reach into the writer's jobs (a monkeypatched job
+    cannot cross into another process)."""
+    return Config(db=str(database_for(test_backend, tmp_path, "auditd")),
+                  writer_process=request.node.get_closest_marker("writer_on_loop") is None)
 
 
 @pytest.fixture

@@ -270,6 +270,7 @@ async def test_a_big_seed_is_parsed_and_checked_in_the_parser_process_and_loads_
     assert prepared_here == [2]
 
 
+@pytest.mark.writer_on_loop    # holds the load job, which must run in this process for that
 async def test_the_loop_answers_others_while_a_big_seed_is_parsed_and_stored(api, monkeypatch):
     """Held at the point where the body is parsed (the parser's thread, then its process) and
     where it is stored (the writer's thread): meanwhile the server answers other clients, and

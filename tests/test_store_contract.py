@@ -20,14 +20,15 @@ from auditd.store import open_store
 
 import pgtools
 
-BACKENDS = ["sqlite", "postgres"]
+# sqlite-process: SQLite with its writer in a process of its own, as `serve` runs it
+BACKENDS = ["sqlite", "sqlite-process", "postgres"]
 _databases: dict = {}   # (tmp_path, name) -> URL of the PostgreSQL database made for it
 
 
 def make_config(backend: str, tmp_path, name: str = "contract") -> Config:
     """The same (tmp_path, name) gives the same database; a new one starts empty (for
     PostgreSQL, a database of the session emptied: creating one per test costs a second)."""
-    if backend == "sqlite":
+    if backend in ("sqlite", "sqlite-process"):
         return Config(db=str(tmp_path / f"{name}.db"))
     if backend == "postgres":
         key = (str(tmp_path), name)
@@ -48,7 +49,8 @@ def backend(request, tmp_path):
 
 @pytest.fixture
 async def store(backend, tmp_path):
-    async with open_store(make_config(backend, tmp_path)) as opened:
+    async with open_store(make_config(backend, tmp_path),
+                          serving=backend == "sqlite-process") as opened:
         opened.notes = []
         opened.on_commit = opened.notes.extend
         yield opened

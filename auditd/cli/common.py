@@ -115,6 +115,9 @@ def add_settings_flags(parser):
     parser.add_argument("--group-commit", action=argparse.BooleanOptionalAction,
                         help="commit concurrent writes together (default; --no-group-commit "
                              "commits each write alone, for comparison)")
+    parser.add_argument("--writer-process", action=argparse.BooleanOptionalAction,
+                        help="serve: run the SQLite writer in a process of its own, beside the "
+                             "event loop (default; --no-writer-process runs it on the loop)")
     parser.add_argument("--geoip-db", metavar="PATH",
                         help="MaxMind City database file used to fill `location`")
     parser.add_argument("--log-level", metavar="LEVEL",

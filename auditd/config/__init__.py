@@ -49,6 +49,7 @@ class Config:
     db: str = field(default_factory=default_db_path)
     synchronous: str = "FULL"          # SQLite synchronous: FULL (default), NORMAL, OFF
     group_commit: bool = True          # commit concurrent writes together
+    writer_process: bool = True        # serve: SQLite's writer in a process of its own
     geoip_db: str = ""                 # MaxMind City database file for `location`
     log_level: str = "info"
     access_log: bool = True

@@ -30,7 +30,7 @@ GOING_AWAY = WSCloseCode.GOING_AWAY   # 1001
 
 
 async def _store_context(app: web.Application):
-    store = open_store(app[CONFIG])
+    store = open_store(app[CONFIG], serving=True)
     await store.open()
     store.on_commit = app[STREAMS].committed
     app[STORE] = store

@@ -37,7 +37,8 @@ def claim_for_serving(db: str, holder: str):
     return backend.claim(db, holder) if hasattr(backend, "claim") else _Unclaimed()
 
 
-def open_store(config) -> Store:
+def open_store(config, serving: bool = False) -> Store:
     """A store for `config` (its db, synchronous and group_commit settings), not opened yet:
-    `async with open_store(config) as store: ...`."""
-    return backend_for(config.db).create(config)
+    `async with open_store(config) as store: ...`. `serving`: for the server, which may run
+    its writer in a process of its own (`writer_process`); a command's few writes do not."""
+    return backend_for(config.db).create(config, serving)

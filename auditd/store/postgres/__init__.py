@@ -67,7 +67,7 @@ async def _nothing_to_reset(conn):
     transaction."""
 
 
-def create(config) -> "PostgresStore":
+def create(config, serving: bool = False) -> "PostgresStore":
     return PostgresStore(config.db, group_commit=config.group_commit)
 
 

@@ -1,11 +1,12 @@
 """The SQLite backend: one database file, one write connection with group commit, and readers.
 
-- Writes go through the one write connection (`writer.Writer`). Every write waiting when a
-  transaction starts joins it, each in its own savepoint (consecutive records share one, and are
-  retried one by one if any of them fails); the transaction commits once (group commit) and only
-  then is each caller answered. A write that fails rolls back to its savepoint and changes
-  nothing; the others in the batch still commit. The jobs are in `jobs.py`; the rules they apply
-  are `auditd.model`'s.
+- Writes go through the one write connection, on the event loop (`writer.Writer`) or, for
+  `serve`, in a process of its own (`process.ProcessWriter`, running the same batches). Every
+  write waiting when a transaction starts joins it, each in its own savepoint (consecutive
+  records share one, and are retried one by one if any of them fails); the transaction commits
+  once (group commit) and only then is each caller answered. A write that fails rolls back to
+  its savepoint and changes nothing; the others in the batch still commit. The jobs are in
+  `jobs.py`; the rules they apply are `auditd.model`'s.
 - Reads that touch a bounded number of rows run on a connection used inline on the event loop;
   reads whose cost depends on the data use a small pool of aiosqlite connections. Both are in
   autocommit mode: a read never waits for the writer, and no read transaction stays open between
@@ -38,6 +39,7 @@ from .files import backup, check, claim, quick_check
 from .forwarding import ForwardReads
 from .proofs import TreeReads
 from .reads import ListReads
+from .process import ProcessWriter
 from .writer import Writer, deliver_answers
 
 __all__ = ["Damage", "SQLiteStore", "SCHEMA_VERSION", "backup", "check", "claim", "create",
@@ -56,9 +58,10 @@ HEAVY_APPEND_TEXT = 256 * 1024   # characters
 CACHE_RECHECK = 0.005   # seconds between two looks at data_version (see SQLiteStore._cached)
 
 
-def create(config) -> "SQLiteStore":
+def create(config, serving: bool = False) -> "SQLiteStore":
     return SQLiteStore(config.db, synchronous=config.synchronous, group_commit=config.group_commit,
-                       check_on_start=config.check_on_start, transparency=config.transparency)
+                       check_on_start=config.check_on_start, transparency=config.transparency,
+                       writer_process=serving and config.writer_process)
 
 
 def exists(db: str) -> bool:
@@ -72,8 +75,10 @@ def describe(db: str) -> str:
 
 class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
     def __init__(self, path: str, synchronous: str = "FULL", group_commit: bool = True,
-                 readers: int = 3, check_on_start: bool = False, transparency: bool = True):
+                 readers: int = 3, check_on_start: bool = False, transparency: bool = True,
+                 writer_process: bool = False):
         self.check_on_start = check_on_start
+        self.writer_process = writer_process   # the writer in a child process (process.py)
         self.transparency = transparency
         self.path = str(path)
         self.synchronous = synchronous.upper()
@@ -97,8 +102,9 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         self.schema_version = await asyncio.to_thread(prepare_database, self.path)
         if self.check_on_start:
             await asyncio.to_thread(quick_check, self.path)
-        self._writer = Writer(self.path, self.synchronous, self.group_commit, self._delivered,
-                              self.transparency)
+        kind = ProcessWriter if self.writer_process else Writer
+        self._writer = kind(self.path, self.synchronous, self.group_commit, self._delivered,
+                            self.transparency)
         await self._writer.open()
         self._readers = asyncio.Queue()
         for _ in range(self.reader_count):

@@ -19,7 +19,114 @@ WAL_LIMIT = 64 * 1024 * 1024
 HEAVY_SWITCH_INTERVAL = 0.001   # seconds; Python's default is 0.005
 
 
-class Writer:
+class BatchCore:
+    """What runs a batch of jobs on the write connection, with no I/O of its own: the event
+    loop's `Writer` and the writer process (`process.py`) both use it."""
+
+    conn: sqlite3.Connection
+    temp_store: str
+
+    def _run_job(self, fn, args):
+        try:
+            with savepoint(self.conn, "job"):
+                result, job_notes = fn(self.conn, *args)
+        except sqlite3.Error as err:
+            if not self.conn.in_transaction:
+                raise    # SQLite undid the whole transaction: _run_batch fails every job in it
+            if isinstance(err, sqlite3.IntegrityError):
+                return False, err, ()     # a job's own (jobs turn the expected ones into errors)
+            return False, unavailable(err, "take the write; nothing was saved"), ()
+        except Exception as err:   # noqa: BLE001 - handed to the caller
+            return False, err, ()
+        return True, result, job_notes
+
+    @staticmethod
+    def _bulk_run(batch, at: int) -> int:
+        """How many jobs from `at` on are the same light job with a bulk form (at least 1)."""
+        fn = batch[at][0]
+        if getattr(fn, "bulk", None) is None or batch[at][2]:
+            return 1
+        end = at + 1
+        while end < len(batch) and batch[end][0] is fn and not batch[end][2]:
+            end += 1
+        return end - at
+
+    def _run_bulk(self, bulk, group, answers, notes) -> bool:
+        """Run a group of the same job in its bulk form, in one savepoint. False when it raised:
+        nothing of it is left, and the jobs are then run one by one, each meeting its own error."""
+        try:
+            with savepoint(self.conn, "bulk"):
+                results = bulk(self.conn, [args for _, args, _, _ in group])
+        except Exception:   # noqa: BLE001 - the jobs run again one at a time
+            return False
+        for (_, _, _, future), (result, job_notes) in zip(group, results):
+            answers.append((future, True, result))
+            notes.extend(job_notes)
+        return True
+
+    def _begin(self, journal_in_memory: bool):
+        # Each job's SAVEPOINT keeps the pages it changes in a statement journal, which SQLite
+        # spills to a temporary file past 64 KiB: two writes per page, more than the WAL itself
+        # takes (measured). In memory it is a copy. A batch with a heavy job (a reset may touch
+        # every page) keeps it in a file.
+        mode = "MEMORY" if journal_in_memory else "DEFAULT"
+        if mode != self.temp_store:
+            self.conn.execute(f"PRAGMA temp_store = {mode}")
+            self.temp_store = mode
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self):
+        if self.conn.frontier is not None:
+            tree.seal(self.conn, self.conn.frontier)   # the batch's leaves, into the tree
+        self.conn.execute("COMMIT")
+
+    def _recover(self):
+        """After a failed transaction: roll back what is left, and give the WAL's space back
+        (after a full disk it would otherwise keep its size, and writes might not resume once
+        space is freed)."""
+        self.conn.forget()
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if self.conn.frontier is not None:   # it may have taken leaves that were not kept
+                self.conn.frontier = tree.load(self.conn)
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            log.warning("could not truncate the write-ahead log after the failure: %s", err)
+
+
+    def run_batch(self, batch) -> tuple[list, list, object]:
+        """Run `[(fn, args, heavy), ...]` in one transaction, here and now: `([(ok, result)],
+        notes, failure)`; failure is the Unavailable that failed every job, or None."""
+        results, notes = [], []
+        try:
+            self._begin(not any(heavy for _, _, heavy in batch))
+            at = 0
+            while at < len(batch):
+                run = batch[at:at + self._bulk_run(batch, at)]
+                at += len(run)
+                if len(run) > 1:
+                    answers = []
+                    if self._run_bulk(run[0][0].bulk, [(*job, None) for job in run], answers,
+                                      notes):
+                        results.extend((ok, result) for _, ok, result in answers)
+                        continue
+                for fn, args, heavy in run:
+                    ok, result, job_notes = self._run_job(fn, args)
+                    if heavy:
+                        self.conn.forget()
+                    results.append((ok, result))
+                    notes.extend(job_notes)
+            self._commit()
+        except sqlite3.Error as err:
+            log.error("write transaction failed: %s", err)
+            failure = unavailable(err, "take the write; nothing was saved")
+            self._recover()
+            return [], [], failure
+        return results, notes, None
+
+
+class Writer(BatchCore):
     """The one write connection and its group commit.
 
     Jobs are `fn(conn, *args)` returning `(result, notes)`. While one transaction commits, new
@@ -82,55 +189,6 @@ class Writer:
         finally:
             self.flushing = None
 
-    def _run_job(self, fn, args):
-        try:
-            with savepoint(self.conn, "job"):
-                result, job_notes = fn(self.conn, *args)
-        except sqlite3.Error as err:
-            if not self.conn.in_transaction:
-                raise    # SQLite undid the whole transaction: _run_batch fails every job in it
-            if isinstance(err, sqlite3.IntegrityError):
-                return False, err, ()     # a job's own (jobs turn the expected ones into errors)
-            return False, unavailable(err, "take the write; nothing was saved"), ()
-        except Exception as err:   # noqa: BLE001 - handed to the caller
-            return False, err, ()
-        return True, result, job_notes
-
-    @staticmethod
-    def _bulk_run(batch, at: int) -> int:
-        """How many jobs from `at` on are the same light job with a bulk form (at least 1)."""
-        fn = batch[at][0]
-        if getattr(fn, "bulk", None) is None or batch[at][2]:
-            return 1
-        end = at + 1
-        while end < len(batch) and batch[end][0] is fn and not batch[end][2]:
-            end += 1
-        return end - at
-
-    def _run_bulk(self, bulk, group, answers, notes) -> bool:
-        """Run a group of the same job in its bulk form, in one savepoint. False when it raised:
-        nothing of it is left, and the jobs are then run one by one, each meeting its own error."""
-        try:
-            with savepoint(self.conn, "bulk"):
-                results = bulk(self.conn, [args for _, args, _, _ in group])
-        except Exception:   # noqa: BLE001 - the jobs run again one at a time
-            return False
-        for (_, _, _, future), (result, job_notes) in zip(group, results):
-            answers.append((future, True, result))
-            notes.extend(job_notes)
-        return True
-
-    def _begin(self, journal_in_memory: bool):
-        # Each job's SAVEPOINT keeps the pages it changes in a statement journal, which SQLite
-        # spills to a temporary file past 64 KiB: two writes per page, more than the WAL itself
-        # takes (measured). In memory it is a copy. A batch with a heavy job (a reset may touch
-        # every page) keeps it in a file.
-        mode = "MEMORY" if journal_in_memory else "DEFAULT"
-        if mode != self.temp_store:
-            self.conn.execute(f"PRAGMA temp_store = {mode}")
-            self.temp_store = mode
-        self.conn.execute("BEGIN IMMEDIATE")
-
     async def _run_batch(self, batch):
         answers, notes = [], []
         try:
@@ -165,25 +223,6 @@ class Writer:
             await self._in_thread(self._recover)
             return [(future, False, self.failure) for *_, future in batch], []
         return answers, notes
-
-    def _commit(self):
-        if self.conn.frontier is not None:
-            tree.seal(self.conn, self.conn.frontier)   # the batch's leaves, into the tree
-        self.conn.execute("COMMIT")
-
-    def _recover(self):
-        """After a failed transaction: roll back what is left, and give the WAL's space back
-        (after a full disk it would otherwise keep its size, and writes might not resume once
-        space is freed)."""
-        self.conn.forget()
-        try:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            if self.conn.frontier is not None:   # it may have taken leaves that were not kept
-                self.conn.frontier = tree.load(self.conn)
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as err:
-            log.warning("could not truncate the write-ahead log after the failure: %s", err)
 
 
 _switching = threading.Lock()

@@ -1,0 +1,156 @@
+"""The writer process's side of the pipe (`process.py` is the server's): its loop, and how
+batches and answers travel.
+
+A batch is a pickled list of jobs, each pickled on its own (one the child cannot rebuild fails
+alone); an answer is `(results, notes, failure, began)`. Long lists (a seed's items and
+documents, an append's lines) travel in slices of SLICE items, so that no one pickle or
+unpickle holds a GIL for long. Frames are multiprocessing's: a 4-byte big-endian length (or -1
+and an 8-byte one), then the bytes.
+"""
+import asyncio
+import pickle
+import signal
+import struct
+
+from ...model.errors import Unavailable
+from . import tree
+from .database import WriterConnection, connect
+from .writer import MAX_BATCH, WAL_LIMIT, BatchCore
+
+SLICE = 500          # items of a long list pickled together
+_PICKLE = pickle.HIGHEST_PROTOCOL
+
+
+def packed_batch(jobs) -> bytes:
+    data = pickle.dumps([_packed(job) for job in jobs], _PICKLE)
+    if len(data) > 0x7fffffff:
+        return struct.pack("!iQ", -1, len(data)) + data
+    return struct.pack("!i", len(data)) + data
+
+
+class _Slices:
+    """A long list, pickled SLICE items at a time: no one pickle or unpickle of it holds the
+    GIL for long (one of a seed's 30,000 items held it ~50 ms)."""
+
+    def __init__(self, items: list):
+        self.parts = [pickle.dumps(items[at:at + SLICE], _PICKLE)
+                      for at in range(0, len(items), SLICE)]
+
+    def join(self) -> list:
+        return [item for part in self.parts for item in pickle.loads(part)]
+
+
+def _sliced(value):
+    return _Slices(value) if type(value) is list and len(value) > SLICE else value
+
+
+def has_slices(answer) -> bool:
+    results, notes, *_ = answer
+    return type(notes) is _Slices or any(type(value) is _Slices for _, value in results)
+
+
+async def joined(value):
+    """A sliced list put back together, a slice per turn of the loop."""
+    if type(value) is not _Slices:
+        return value
+    items = []
+    for part in value.parts:
+        items.extend(pickle.loads(part))
+        await asyncio.sleep(0)
+    return items
+
+
+def _packed(job):
+    """A job as bytes of its own, so that one the child cannot rebuild fails alone; its long
+    list arguments (a seed's items, an append's lines) in slices."""
+    fn, args, heavy = job
+    if heavy:
+        args = tuple(_sliced(arg) for arg in args)
+    try:
+        return pickle.dumps((fn, args, heavy), _PICKLE)
+    except (pickle.PicklingError, TypeError, AttributeError) as err:
+        return pickle.dumps((_refuse, (repr(err),), False), _PICKLE)
+
+
+def _refuse(conn, problem):
+    raise RuntimeError(f"a write job could not be sent to the writer process: {problem}")
+
+
+# ---------------------------------------------------------------------------- the child
+
+class _Core(BatchCore):
+    def __init__(self, conn):
+        self.conn, self.temp_store = conn, "DEFAULT"
+
+
+def serve(pipe, path: str, synchronous: str, transparency: bool, merge: bool):
+    # A service stop reaches the whole process group; the server stops this process itself,
+    # once the writes in flight are answered.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        conn = connect(path, synchronous, WriterConnection)
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+        conn.frontier = tree.load(conn) if transparency else None
+    except Exception as err:  # noqa: BLE001 - the server reports it
+        pipe.send(("error", Unavailable(f"the writer process could not open {path}: {err}")))
+        return
+    pipe.send(("ready", None))
+    core = _Core(conn)
+    try:
+        while True:
+            groups, last = _receive(pipe, merge)
+            if groups:
+                results, notes, failure = core.run_batch([job for jobs in groups
+                                                          for job in jobs])
+                try:
+                    at = 0
+                    for n, jobs in enumerate(groups):   # an answer for each batch sent
+                        part = results[at:at + len(jobs)] if failure is None else []
+                        at += len(jobs)
+                        pipe.send_bytes(_answer((part, notes if n == 0 else [], failure, n == 0)))
+                except OSError:        # the server is gone (killed): what committed stays
+                    return
+            if last:
+                return
+    finally:
+        conn.close()
+
+
+def _receive(pipe, merge: bool) -> tuple[list, bool]:
+    """The next batch sent, and (merge) those that queued behind it while the last transaction
+    committed: they commit together. Also whether the server closed the pipe."""
+    groups, count = [], 0
+    try:
+        while not groups or (merge and count < MAX_BATCH and pipe.poll(0)):
+            groups.append([_unpacked(job) for job in pickle.loads(pipe.recv_bytes())])
+            count += len(groups[-1])
+    except (EOFError, OSError):
+        return groups, True
+    return groups, False
+
+
+def _unpacked(job: bytes):
+    try:
+        fn, args, heavy = pickle.loads(job)
+        return fn, tuple(arg.join() if type(arg) is _Slices else arg for arg in args), heavy
+    except Exception as err:  # noqa: BLE001 - that job fails, the others run
+        return _refuse, (repr(err),), False
+
+
+def _answer(answer) -> bytes:
+    results, notes, failure, began = answer
+    answer = [(ok, _sliced(value)) for ok, value in results], _sliced(notes), failure, began
+    try:
+        return pickle.dumps(answer, _PICKLE)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return pickle.dumps(([_travelling(r) for r in answer[0]], *answer[1:]), _PICKLE)
+
+
+def _travelling(result):
+    _, value = result
+    try:
+        pickle.dumps(value, _PICKLE)
+        return result
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return False, RuntimeError(repr(value))

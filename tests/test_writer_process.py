@@ -1,0 +1,120 @@
+"""SQLite's writer in a process of its own (`auditd/store/sqlite/process.py`), as `serve` runs it:
+what it answers, what it keeps, and what happens when it is killed."""
+import asyncio
+import os
+import signal
+import subprocess
+
+import pytest
+
+from auditd.model.actions import new_action
+from auditd.model.errors import Conflict, Unavailable
+from auditd.store.sqlite import SQLiteStore
+
+from conftest import ServerProcess, basic
+
+
+def record(**fields):
+    fields.setdefault("action", "Service Create")
+    fields.setdefault("namespace", "ns1")
+    fields.setdefault("user", "alice")
+    return new_action(**fields)
+
+
+async def until(condition):
+    """Wait (a loop turn at a time) until condition() holds: the loop must run for it to."""
+    for _ in range(100_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the condition never held")
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await SQLiteStore(str(tmp_path / "w.db"), writer_process=True).open()
+    yield store
+    await store.close()
+
+
+async def test_concurrent_records_commit_together_in_the_child_and_are_kept(tmp_path, store):
+    child = store._writer.child.process.pid
+    assert child != os.getpid()
+    saved = await asyncio.gather(*(store.record_action(record(user=f"u{i}")) for i in range(200)))
+    assert len({a["uuid"] for a in saved}) == 200 and all(a["id"] for a in saved)
+    assert store.commits < 200            # group commit: several records per transaction
+    await store.close()
+    with pytest.raises(ProcessLookupError):      # it left with the store
+        os.kill(child, 0)
+    again = await SQLiteStore(str(tmp_path / "w.db")).open()      # the writer on the loop
+    try:
+        assert await again.count_actions({}) == 200
+        for action in saved:
+            assert (await again.get_action(action["uuid"], None))["id"] == action["id"]
+        assert (await again.tree_head())[0] == 200      # one leaf each, sealed in the child
+    finally:
+        await again.close()
+
+
+async def test_a_job_error_comes_back_as_itself_and_the_others_commit(store):
+    first = await store.record_action(record())
+    again = {**record(), "uuid": first["uuid"]}
+    same, other = await asyncio.gather(store.record_action(again), store.record_action(record()),
+                                       return_exceptions=True)
+    assert isinstance(same, Conflict) and first["uuid"] in str(same)
+    assert other["uuid"] != first["uuid"]
+    assert (await store.get_action(other["uuid"], None))["uuid"] == other["uuid"]
+
+
+async def test_a_job_that_cannot_be_sent_fails_alone(store):
+    local, kept = await asyncio.gather(store._write(lambda conn: (None, ())),
+                                       store.record_action(record()), return_exceptions=True)
+    assert isinstance(local, RuntimeError) and "could not be sent" in str(local)
+    assert (await store.get_action(kept["uuid"], None))["uuid"] == kept["uuid"]
+
+
+async def test_a_killed_writer_fails_what_it_held_and_the_next_write_starts_another(store):
+    kept = await store.record_action(record())
+    victim = store._writer.child.process.pid
+    items = [(record(user=f"u{i}"), [], []) for i in range(20_000)]
+    loading = asyncio.create_task(store.load(items))
+    await until(lambda: store._writer.in_flight)
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(Unavailable, match="writer process stopped"):
+        await loading
+    assert await store.health() is not None          # the failure shows until a write commits
+    after = await store.record_action(record())
+    assert store._writer.child.process.pid != victim
+    assert await store.health() is None
+    for action in (kept, after):
+        assert (await store.get_action(action["uuid"], None))["uuid"] == action["uuid"]
+
+
+def _writers(server_pid: int) -> list[int]:
+    """The server's writer processes: children of its fork server (a child of the server)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True, text=True,
+                         check=False).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    forkservers = {int(pid) for pid, ppid, args in rows
+                   if int(ppid) == server_pid and "forkserver" in args}
+    return [int(pid) for pid, ppid, _ in rows if int(ppid) in forkservers]
+
+
+@pytest.mark.parametrize("flag, children", [((), 1), (("--no-writer-process",), 0)])
+def test_serve_runs_the_writer_in_a_process_of_its_own(tmp_path, flag, children):
+    import json
+    import urllib.request
+    server = ServerProcess(tmp_path / "s.db", flag).start()
+    try:
+        writers = _writers(server.proc.pid)
+        assert len(writers) == children
+        request = urllib.request.Request(
+            server.url + "/api/audit/v1/action/", method="POST",
+            data=json.dumps({"action": "Service Create"}).encode(),
+            headers={**basic("admin", server.admin_key), "Content-Type": "application/json"})
+        assert urllib.request.urlopen(request).status == 201
+    finally:
+        assert server.stop() == 0
+    for pid in writers:                       # it left with the server
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
