@@ -227,14 +227,15 @@ class _Child(asyncio.Protocol):
                 size, start = struct.unpack_from("!Q", self.buffer, 4)[0], 12
             if len(self.buffer) < start + size:
                 return
-            frame = bytes(self.buffer[start:start + size])
-            del self.buffer[:start + size]
             try:
-                answer = pickle.loads(frame)
+                # a seed's answer is tens of MB: read where it lies, not copied
+                with memoryview(self.buffer) as view, view[start:start + size] as frame:
+                    answer = pickle.loads(frame)
             except Exception as err:    # that batch fails, the others go on
                 log.exception("could not read the writer process's answer")
                 answer = [], [], Unavailable(f"the writer's answer could not be read ({err}); "
                                              "the write may or may not be saved"), False
+            del self.buffer[:start + size]
             try:
                 self.writer.answered(answer)
             except Exception:   # a bug here must not close the pipe
