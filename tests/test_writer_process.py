@@ -118,3 +118,18 @@ def test_serve_runs_the_writer_in_a_process_of_its_own(tmp_path, flag, children)
     for pid in writers:                       # it left with the server
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_a_big_answer_comes_back_in_slices_and_its_notes_share_its_actions(store):
+    """A seed of 1,200 (more than a slice of 500): every action comes back, in order, and the
+    note about it carries that very dict, as when the writer runs on the loop (two copies of a
+    seed's 30,000 actions outlived the seed's pause of the garbage collector)."""
+    from auditd.model.notes import ActionChanged
+    notes = []
+    store.on_commit = notes.extend
+    items = [(record(user=f"u{i}"), [], []) for i in range(1_200)]
+    loaded = await store.load(items)
+    assert [a["uuid"] for a in loaded] == [r["uuid"] for r, _, _ in items]
+    created = [n for n in notes if isinstance(n, ActionChanged) and n.kind == "create"]
+    assert len(created) == 1_200
+    assert all(n.action is a for n, a in zip(created, loaded))

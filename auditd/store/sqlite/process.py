@@ -26,7 +26,7 @@ import time
 
 from ...model.errors import Unavailable
 from .writer import MAX_BATCH, short_switch_interval
-from .writerchild import has_slices, joined, packed_batch, serve
+from .writerchild import has_slices, joined, packed_batch, returned_actions, serve
 
 log = logging.getLogger("auditd.store")
 
@@ -152,7 +152,7 @@ class ProcessWriter:
     async def _unfold(self, answer):
         results, notes, failure, began = answer
         results = [(ok, await joined(value)) for ok, value in results]
-        notes = await joined(notes)
+        notes = await joined(notes, returned_actions(results))
         self.unfolding = None
         self._finish((results, notes, failure, began))
         self._drain()
