@@ -132,11 +132,11 @@ def trivial_server() -> Server:
     return Server("trivial", [PYTHON, str(Path(__file__).with_name("trivial.py")), "{port}"])
 
 
-def cpu_seconds(pid: int, descendants: bool = True) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, and of its live descendants (the writer
-    process, the body parser) unless told not to."""
+    process, the body parser)."""
     total = 0.0
-    for one in [pid, *(_descendants(pid) if descendants else ())]:
+    for one in [pid, *_descendants(pid)]:
         try:
             fields = open(f"/proc/{one}/stat").read().rsplit(")", 1)[1].split()
         except FileNotFoundError:     # it left meanwhile

@@ -51,18 +51,18 @@ class BatchCore:
             end += 1
         return end - at
 
-    def _run_bulk(self, bulk, group, answers, notes) -> bool:
-        """Run a group of the same job in its bulk form, in one savepoint. False when it raised:
-        nothing of it is left, and the jobs are then run one by one, each meeting its own error."""
+    def _run_bulk(self, run, notes) -> list | None:
+        """Run a run of the same job (`[(fn, args, heavy, ...)]`) in its bulk form, in one
+        savepoint: each job's result, its notes added to `notes`. None when it raised: nothing
+        of it is left, and the jobs are then run one by one, each meeting its own error."""
         try:
             with savepoint(self.conn, "bulk"):
-                results = bulk(self.conn, [args for _, args, _, _ in group])
+                done = run[0][0].bulk(self.conn, [job[1] for job in run])
         except Exception:   # noqa: BLE001 - the jobs run again one at a time
-            return False
-        for (_, _, _, future), (result, job_notes) in zip(group, results):
-            answers.append((future, True, result))
+            return None
+        for _, job_notes in done:
             notes.extend(job_notes)
-        return True
+        return [result for result, _ in done]
 
     def _begin(self, journal_in_memory: bool):
         # Each job's SAVEPOINT keeps the pages it changes in a statement journal, which SQLite
@@ -94,7 +94,6 @@ class BatchCore:
         except sqlite3.Error as err:
             log.warning("could not truncate the write-ahead log after the failure: %s", err)
 
-
     def run_batch(self, batch) -> tuple[list, list, object]:
         """Run `[(fn, args, heavy), ...]` in one transaction, here and now: `([(ok, result)],
         notes, failure)`; failure is the Unavailable that failed every job, or None."""
@@ -105,12 +104,10 @@ class BatchCore:
             while at < len(batch):
                 run = batch[at:at + self._bulk_run(batch, at)]
                 at += len(run)
-                if len(run) > 1:
-                    answers = []
-                    if self._run_bulk(run[0][0].bulk, [(*job, None) for job in run], answers,
-                                      notes):
-                        results.extend((ok, result) for _, ok, result in answers)
-                        continue
+                bulk = self._run_bulk(run, notes) if len(run) > 1 else None
+                if bulk is not None:
+                    results.extend((True, result) for result in bulk)
+                    continue
                 for fn, args, heavy in run:
                     ok, result, job_notes = self._run_job(fn, args)
                     if heavy:
@@ -197,7 +194,10 @@ class Writer(BatchCore):
             while at < len(batch):
                 run = batch[at:at + self._bulk_run(batch, at)]
                 at += len(run)
-                if len(run) > 1 and self._run_bulk(run[0][0].bulk, run, answers, notes):
+                bulk = self._run_bulk(run, notes) if len(run) > 1 else None
+                if bulk is not None:
+                    answers.extend((future, True, result)
+                                   for (*_, future), result in zip(run, bulk))
                     continue
                 for fn, args, heavy, future in run:
                     if heavy:
