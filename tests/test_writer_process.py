@@ -3,7 +3,6 @@ what it answers, what it keeps, and what happens when it is killed."""
 import asyncio
 import os
 import signal
-import subprocess
 
 import pytest
 
@@ -90,14 +89,31 @@ async def test_a_killed_writer_fails_what_it_held_and_the_next_write_starts_anot
         assert (await store.get_action(action["uuid"], None))["uuid"] == action["uuid"]
 
 
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process, read from /proc: `ps` cuts its lines
+    at $COLUMNS when that is set (CI cut the fork server's name off a long venv path)."""
+    rows = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:              # it left meanwhile
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])   # after "(comm) state"
+        rows.append((int(entry), ppid, args))
+    return rows
+
+
 def _writers(server_pid: int) -> list[int]:
     """The server's writer processes: children of its fork server (a child of the server)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True, text=True,
-                         check=False).stdout
-    rows = [line.split(None, 2) for line in out.splitlines()]
-    forkservers = {int(pid) for pid, ppid, args in rows
-                   if int(ppid) == server_pid and "forkserver" in args}
-    return [int(pid) for pid, ppid, _ in rows if int(ppid) in forkservers]
+    rows = _processes()
+    forkservers = {pid for pid, ppid, args in rows
+                   if ppid == server_pid and "forkserver" in args}
+    return [pid for pid, ppid, _ in rows if ppid in forkservers]
 
 
 @pytest.mark.parametrize("flag, children", [((), 1), (("--no-writer-process",), 0)])
