@@ -99,6 +99,7 @@ def _expected(actions, namespaces, filters, newest_first):
 @pytest.mark.parametrize("count,seed", [(400, 1), (3000, 2)])
 async def test_every_filter_page_and_total_against_brute_force(store, count, seed):
     actions = await _history(store, count, seed)
+    position = {a["uuid"]: (a["start_ts"], a["id"]) for a in actions}
     rng = random.Random(seed)
     for namespaces in (None, frozenset({"ns2"}), frozenset({"ns1", "ns3"})):
         for filters in _queries(rng, actions):
@@ -114,6 +115,8 @@ async def test_every_filter_page_and_total_against_brute_force(store, count, see
                     assert page.total == len(expected), where
                     assert [json.loads(d)["uuid"] for d in page.docs] == \
                         expected[offset:offset + 7], where
+                    shown = expected[offset:offset + 7]     # the next link's cursor:
+                    assert page.last == (position[shown[-1]] if shown else None), where
 
 
 async def test_long_edges_are_counted_off_the_loop_with_the_same_answers(tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ async def list_actions(request: web.Request) -> web.Response:
         extra = f"&cursor={format_cursor(position)}" if position else ""
         return f"{path}?{kept}limit={limit}&offset={at}{extra}"
 
-    has_next = offset + limit < page.total and len(page.docs) == limit
+    has_next = offset + limit < page.total and page.size == limit
     meta = {
         "limit": limit,
         # next carries the last row's position, so following it never rescans skipped rows
@@ -76,8 +76,9 @@ async def list_actions(request: web.Request) -> web.Response:
         "previous": link(max(0, offset - limit)) if offset > 0 else None,
         "total_count": page.total,
     }
-    body = b'{"meta": ' + json.dumps(meta).encode() + b', "objects": [' + b", ".join(page.docs)
-    return web.Response(body=body + b"]}", content_type="application/json", charset="utf-8")
+    body = b"".join((b'{"meta": ', json.dumps(meta).encode(), b', "objects": [',
+                     page.json_items(), b"]}"))
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def get_action(request: web.Request) -> web.Response:

@@ -16,11 +16,49 @@ class ListQuery:
     cursor: tuple[int, int] | None = None
 
 
-@dataclass
+RS = b"\x1e"    # joins a store's docs: JSON text never holds a raw control character
+
+
 class Page:
-    total: int                        # exact total_count of the whole query
-    docs: list[bytes]                 # each Action's JSON, UTF-8, in the query's order
-    last: tuple[int, int] | None      # (start_ts, id) of the page's last row: the next cursor
+    """One page of a list: the exact `total_count` of the whole query, each Action's JSON (UTF-8,
+    in the query's order), and `last`, the (start_ts, id) of the page's last row (the next
+    cursor), or None for an empty page.
+
+    A store gives the docs as a list, or (`Page.joined`) as one bytes object SQLite joined with
+    RS: the commonest lists then cost one row, not one per action, and the HTTP answer is made
+    from it by one replace."""
+    __slots__ = ("total", "last", "size", "_docs", "_joined")
+
+    def __init__(self, total: int, docs: list[bytes], last: tuple[int, int] | None):
+        self.total, self.last, self.size = total, last, len(docs)
+        self._docs, self._joined = docs, None
+
+    @classmethod
+    def joined(cls, total: int, joined: bytes | None, size: int,
+               last: tuple[int, int] | None) -> "Page":
+        page = cls(total, [], last)
+        if joined:
+            page._docs, page._joined, page.size = None, joined, size
+        return page
+
+    @property
+    def docs(self) -> list[bytes]:
+        if self._docs is None:
+            self._docs = self._joined.split(RS)
+        return self._docs
+
+    def json_items(self) -> bytes:
+        """The docs as the inside of a JSON array."""
+        if self._docs is None:
+            return self._joined.replace(RS, b", ")
+        return b", ".join(self._docs)
+
+    def __eq__(self, other):
+        return isinstance(other, Page) and (self.total, self.docs, self.last) == \
+            (other.total, other.docs, other.last)
+
+    def __repr__(self):
+        return f"Page(total={self.total}, size={self.size}, last={self.last})"
 
 
 def format_cursor(position) -> str:

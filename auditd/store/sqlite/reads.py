@@ -53,16 +53,13 @@ class ListReads:
                 return _page(*await self._related(query, *object_ids), query.newest_first)
         tallied, one = _planned(query) if object_ids is None else (None, None)
         if one is not None:
-            rows = self._read_inline(*one)
-            total = next(r[1] for r in rows if r[0] is None)
-            rows = [r for r in rows if r[0] is not None]
-        elif tallied is not None:
+            return planner.single_page(self._read_inline(*one)[0])
+        if tallied is not None:
             if not tallied.edges or \
                     self._inline_snapshot(planner.edge_rows, tallied) <= planner.INLINE_EDGE_ROWS:
                 total, rows = self._inline_snapshot(planner.run, tallied, query)
             else:   # a date range's edge in a busy hour: counted on a worker thread
                 total, rows = await self._in_snapshot(planner.run, tallied, query)
-        if tallied is not None:
             return _page(total, rows, query.newest_first)
         sql, params = listing.list_sql(query, object_ids)
         if listing.is_bounded(query, object_ids):
