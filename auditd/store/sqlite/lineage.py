@@ -12,6 +12,8 @@ graph (bad data) the two parts overlap, and the reader falls back to probing eve
 import logging
 import time
 
+from .listing import page_sql
+
 log = logging.getLogger("auditd.store")
 
 SCHEMA = """
@@ -144,8 +146,8 @@ def split(rows) -> tuple[list, list]:
 
 
 def run(conn, target: int, up: list, names, limit: int, offset: int, newest_first: bool,
-        cursor) -> tuple[int, list]:
-    """(total, [(doc, start_ts, id)]) of X's related actions: those filed under X, plus those on
+        cursor) -> tuple[int, tuple | None]:
+    """(total, `listing.page_sql`'s row or None) of X's related actions: those filed under X, plus those on
     X and its ancestors, in one read transaction."""
     ns = f" AND namespace IN ({', '.join('?' * len(names))})" if names is not None else ""
     ns_params = list(names) if names is not None else []
@@ -155,7 +157,7 @@ def run(conn, target: int, up: list, names, limit: int, offset: int, newest_firs
         f"(SELECT count(*) FROM actions INDEXED BY actions_by_object WHERE object_id IN "
         f"({objects}){ns})", [target, *ns_params, *up, *ns_params]).fetchone()[0]
     if offset >= total and cursor is None:
-        return total, []
+        return total, None
     order = "DESC" if newest_first else "ASC"
     after, after_params = "", []
     if cursor is not None:
@@ -172,6 +174,4 @@ def run(conn, target: int, up: list, names, limit: int, offset: int, newest_firs
             f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?")
     params = [target, *ns_params, *after_params, n, *up, *ns_params, *after_params, n,
               limit, offset]
-    rows = conn.execute(f"SELECT CAST(a.doc AS BLOB), k.start_ts, k.id FROM ({keys}) AS k "
-                        "JOIN actions a ON a.id = k.id", params).fetchall()
-    return total, rows
+    return total, conn.execute(page_sql(keys, newest_first), params).fetchone()

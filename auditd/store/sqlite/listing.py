@@ -2,9 +2,8 @@
 snapshot. The statement's text depends only on the query's shape and is cached."""
 import functools
 import json
-import operator
 
-from ...model.query import ListQuery
+from ...model.query import ListQuery, Page
 
 
 _COLUMN_FILTERS = {
@@ -36,13 +35,34 @@ def is_bounded(query: ListQuery, object_ids) -> bool:
             and (query.namespaces is None or len(query.namespaces) == 1))
 
 
-page_order = operator.itemgetter(2, 3)   # (start_ts, id) of a page row
+def page_sql(keys_sql: str, newest_first: bool, head: str = "") -> str:
+    """One row for the page whose keys `keys_sql` gives, (id, start_ts) in page order: (`head`'s
+    columns, the docs joined by RS or NULL, their number, the last row's start_ts, the ids
+    joined by commas). The keys' parameters come first, then `head`'s.
+
+    SQLite joins the docs, so Python makes one row, not one per action (a page of 25 cost
+    27 us as rows, then a sort and a join, and costs 20 us so). The keys reach the aggregates in
+    their ORDER BY: SQLite runs a LIMITed subquery as a co-routine, row by row in that order, and
+    CROSS JOIN keeps it the outer loop (tests/test_filters.py checks every page and its cursor
+    against a brute-force one). The last row's start_ts is the page's least (newest first) or
+    greatest; its id, the last one."""
+    return (f"WITH k AS ({keys_sql}) SELECT {head}CAST(group_concat(a.doc, char(30)) AS BLOB), "
+            f"count(*), {'min' if newest_first else 'max'}(k.start_ts), group_concat(k.id) "
+            "FROM k CROSS JOIN actions a WHERE a.id = k.id")
+
+
+def joined_page(total: int, row) -> Page:
+    """The Page of `page_sql`'s row (without its head), or an empty one for None."""
+    if row is None or not row[0]:
+        return Page(total, [], None)
+    joined, size, last_ts, ids = row
+    return Page.joined(total, joined, size, (last_ts, int(ids.rpartition(",")[2])))
 
 
 def list_sql(query: ListQuery, object_ids=None):
-    """One statement: a row (NULL, total_count), and one row per Action on the page (its JSON as
-    bytes, sent as is, then its start_ts and id), in any order. `object_ids`: the objects whose actions are wanted, when the query
-    filters by object. The statement's text depends only on the query's shape and is cached."""
+    """One statement whose one row is (total_count, then `page_sql`'s columns). `object_ids`:
+    the objects whose actions are wanted, when the query filters by object. The statement's text
+    depends only on the query's shape and is cached."""
     f = query.filters
     names = sorted(query.namespaces) if query.namespaces is not None else None
     filters = tuple(name for name in _COLUMN_FILTERS if name in f)
@@ -59,7 +79,7 @@ def list_sql(query: ListQuery, object_ids=None):
     count_params = [*(names or ()), *state] if counted else params
     page_params = [*params, *query.cursor] if query.cursor is not None else params
     offset = 0 if query.cursor is not None else query.offset
-    return sql, [*count_params, *page_params, query.limit, offset]
+    return sql, [*page_params, query.limit, offset, *count_params]
 
 
 def _filter_value(name: str, value):
@@ -96,10 +116,6 @@ def _list_statement(namespaces: int | None, filters: tuple, prefix: bool, by_obj
         where.append(f"(start_ts, id) {'<' if newest_first else '>'} (?, ?)")
     page_clause = (" WHERE " + " AND ".join(where)) if where else ""
     # The page's keys are found first and only its rows are read whole: a sort never carries docs.
-    # The page comes back in no particular order (sorting 25 rows again in SQL took a temporary
-    # B-tree and a quarter of the statement's time): Store.list_actions puts it in order.
-    return (f"SELECT NULL, ({count_sql}), NULL, NULL UNION ALL "
-            f"SELECT CAST(a.doc AS BLOB), NULL, k.start_ts, k.id FROM ("
-            f"SELECT id, start_ts FROM actions{page_clause} "
-            f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?) AS k "
-            f"JOIN actions a ON a.id = k.id")
+    return page_sql(f"SELECT id, start_ts FROM actions{page_clause} "
+                    f"ORDER BY start_ts {order}, id {order} LIMIT ? OFFSET ?",
+                    newest_first, head=f"({count_sql}), ")

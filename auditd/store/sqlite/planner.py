@@ -2,13 +2,12 @@
 hundred counters plus two short edges, a page found through the index that leads with the
 query's most selective equality, and a deep `offset` walked down the tallies' buckets instead of
 skipped row by row. Shapes the tallies do not cover go to listing.list_sql."""
-import operator
 from dataclasses import dataclass, replace
 
 from ...model import tally
-from ...model.query import ListQuery, Page
+from ...model.query import ListQuery
 from . import tallies
-from .listing import _prefix_bounds
+from .listing import _prefix_bounds, page_sql
 
 # The index each shape reads its rows through: (equality filter, namespace?, state?) -> index.
 _INDEXES = {
@@ -28,7 +27,6 @@ PREFIX_INDEX = "actions_by_uuid_prefix"   # the uuid's first two digits, then th
 MAX_SPLIT_NAMESPACES = 64     # more namespaces than this: one index scan, not one per namespace
 DIRECT_OFFSET = 1000          # deeper offsets are found through the tallies
 INLINE_EDGE_ROWS = 20_000     # more rows than this in a range's edge buckets: off the loop
-page_order = operator.itemgetter(1, 2)   # (start_ts, id) of a page row
 
 
 @dataclass
@@ -168,50 +166,27 @@ def edge_rows(conn, p: Plan) -> int:
 
 # ---------------------------------------------------------------------------- the page
 
-def page(conn, p: Plan, query: ListQuery, offset: int, boundary: int | None = None) -> list:
-    """[(doc bytes, start_ts, id)] of the page: `offset` rows skipped after the cursor or, with
+def page(conn, p: Plan, query: ListQuery, offset: int, boundary: int | None = None):
+    """`listing.page_sql`'s row for the page: `offset` rows skipped after the cursor or, with
     `boundary`, after the start time a deep offset's walk found (newest first: start_ts <
     boundary; oldest first: start_ts >= boundary)."""
-    return conn.execute(*_page_sql(p, query, offset, boundary)).fetchall()
+    keys_sql, params = _keys_sql(p, query, offset, boundary)
+    return conn.execute(page_sql(keys_sql, query.newest_first), params).fetchone()
 
 
 def single(p: Plan, query: ListQuery):
     """(SQL, parameters) of one statement that answers the whole query when its count is the
     tallies' alone and its page is near the start, or None for the other plans (`run` answers
-    them). One statement sees one snapshot, so it needs no read transaction around it (two
-    statements fewer on the commonest lists).
-
-    Its one row is (total_count, the page's docs joined by RS or NULL, their number, the last
-    row's start_ts, the page's ids joined by commas): SQLite joins the docs, so Python makes one
-    row, not one per action (with a page of 25, 20 us instead of 27 for the statement, and no
-    sort nor join after it). The keys reach the aggregates in their ORDER BY: SQLite runs a
-    LIMITed subquery as a co-routine, row by row in that order, and CROSS JOIN keeps it the outer
-    loop (tests/test_filters.py checks every page and cursor against a brute-force one). The
-    last row's start_ts is the page's least (newest first) or greatest; its id, the last one."""
+    them): one row, (total_count, then `listing.page_sql`'s columns). One statement sees one
+    snapshot, so it needs no read transaction around it (two statements fewer on the commonest
+    lists)."""
     offset = 0 if query.cursor is not None else query.offset
     if p.kind is None or p.edges or p.rival is not None or offset > DIRECT_OFFSET:
         return None
     keys_sql, key_params = _keys_sql(p, query, offset)
-    return (f"WITH k AS ({keys_sql}) "
-            f"SELECT ({tallies.sum_sql(len(p.keys), len(p.ranges), p.column)}), "
-            "CAST(group_concat(a.doc, char(30)) AS BLOB), count(*), "
-            f"{'min' if query.newest_first else 'max'}(k.start_ts), group_concat(k.id) "
-            "FROM k CROSS JOIN actions a WHERE a.id = k.id",
+    head = f"({tallies.sum_sql(len(p.keys), len(p.ranges), p.column)}), "
+    return (page_sql(keys_sql, query.newest_first, head),
             [*key_params, *(v for r in p.ranges for v in (p.kind, *p.keys, *r))])
-
-
-def single_page(row) -> Page:
-    """The Page of `single`'s row."""
-    total, joined, size, last_ts, ids = row
-    last = (last_ts, int(ids.rpartition(",")[2])) if ids else None
-    return Page.joined(total, joined, size, last)
-
-
-def _page_sql(p: Plan, query: ListQuery, offset: int, boundary: int | None = None):
-    """[(doc bytes, start_ts, id)] of the page, in no particular order."""
-    keys_sql, key_params = _keys_sql(p, query, offset, boundary)
-    return (f"SELECT CAST(a.doc AS BLOB), k.start_ts, k.id FROM ({keys_sql}) AS k "
-            "JOIN actions a ON a.id = k.id", key_params)
 
 
 def _keys_sql(p: Plan, query: ListQuery, offset: int, boundary: int | None = None):
@@ -301,7 +276,8 @@ def _pick(rows: list, offset: int, newest_first: bool):
 
 
 def run(conn, p: Plan, query: ListQuery):
-    """(total_count, page rows) of a tallied query, in the caller's one read transaction."""
+    """(total_count, `page`'s row or None) of a tallied query, in the caller's one read
+    transaction."""
     total = count(conn, p)
     if p.rival is not None and total:
         # The page reads about 25 * (the index range's rows) / total entries: the range of the
@@ -311,8 +287,8 @@ def run(conn, p: Plan, query: ListQuery):
             p = replace(p, index=index)
     offset = 0 if query.cursor is not None else query.offset
     if offset >= total:
-        return total, []
+        return total, None
     if offset > DIRECT_OFFSET and p.walk:
         found = locate(conn, p, offset, query.newest_first)
-        return total, [] if found is None else page(conn, p, query, found[1], found[0])
+        return total, None if found is None else page(conn, p, query, found[1], found[0])
     return total, page(conn, p, query, offset)

@@ -30,12 +30,6 @@ def _planned(query: ListQuery):
     return found
 
 
-def _page(total: int, rows: list, newest_first: bool) -> Page:
-    """A Page from (doc, start_ts, id) rows in any order."""
-    rows.sort(key=planner.page_order, reverse=newest_first)
-    return Page(total, [r[0] for r in rows], rows[-1][1:] if rows else None)
-
-
 class ListReads:
     """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cached` and
     (TreeReads) `_in_snapshot`."""
@@ -50,26 +44,24 @@ class ListReads:
             if not object_ids:
                 return Page(0, [], None)
             if isinstance(object_ids, tuple):   # (X, X and its ancestors): lineage.py
-                return _page(*await self._related(query, *object_ids), query.newest_first)
+                return listing.joined_page(*await self._related(query, *object_ids))
         tallied, one = _planned(query) if object_ids is None else (None, None)
         if one is not None:
-            return planner.single_page(self._read_inline(*one)[0])
+            row = self._read_inline(*one)[0]
+            return listing.joined_page(row[0], row[1:])
         if tallied is not None:
             if not tallied.edges or \
                     self._inline_snapshot(planner.edge_rows, tallied) <= planner.INLINE_EDGE_ROWS:
-                total, rows = self._inline_snapshot(planner.run, tallied, query)
+                total, row = self._inline_snapshot(planner.run, tallied, query)
             else:   # a date range's edge in a busy hour: counted on a worker thread
-                total, rows = await self._in_snapshot(planner.run, tallied, query)
-            return _page(total, rows, query.newest_first)
+                total, row = await self._in_snapshot(planner.run, tallied, query)
+            return listing.joined_page(total, row)
         sql, params = listing.list_sql(query, object_ids)
         if listing.is_bounded(query, object_ids):
-            rows = self._read_inline(sql, params)
+            row = self._read_inline(sql, params)[0]
         else:
-            rows = await self._read(sql, params)
-        total = next(r[1] for r in rows if r[0] is None)   # the count's row: docs are never NULL
-        page = [r for r in rows if r[0] is not None]
-        page.sort(key=listing.page_order, reverse=query.newest_first)
-        return Page(total, [r[0] for r in page], page[-1][2:] if page else None)
+            row = (await self._read(sql, params))[0]
+        return listing.joined_page(row[0], row[1:])
 
     def _object_ids(self, uri: str, include_related: bool, alone: bool):
         """The object's id, with its ancestors' and descendants' when related ones are wanted;
