@@ -143,3 +143,25 @@ async def test_long_edges_are_counted_off_the_loop_with_the_same_answers(tmp_pat
             assert (page.total, page.docs) == expected[str(filters)], filters
             assert page.total == len(_expected(actions, None, filters, True))
         assert off_loop      # those whose edges hold rows went to the worker thread
+
+
+async def test_one_uuid_is_read_on_the_loop_whatever_else_filters_it(tmp_path):
+    """A uuid matches at most one action: the loop's own connection answers it (the reader pool
+    costs a thread hop, more than the statement), with any other filter beside it."""
+    from auditd.store.sqlite import SQLiteStore
+    async with SQLiteStore(str(tmp_path / "uuid.db")) as sqlite_store:
+        actions = await _history(sqlite_store, 60, 7)
+
+        async def no_pool(*args):
+            raise AssertionError("a uuid query went to the reader pool")
+        sqlite_store._read = no_pool
+        one = actions[17]
+        for namespaces in (None, frozenset({one["namespace"]}), frozenset(NAMESPACES)):
+            for filters in ({"uuid": one["uuid"]}, {"uuid": one["uuid"], "state": one["state"]},
+                            {"uuid": one["uuid"], "action": one["action"], "user": one["user"]},
+                            {"uuid": one["uuid"], "state": "Canceling"}):
+                page = await sqlite_store.list_actions(ListQuery(namespaces, 25,
+                                                                 filters=dict(filters)))
+                expected = _expected(actions, namespaces, filters, True)
+                assert page.total == len(expected)
+                assert [json.loads(d)["uuid"] for d in page.docs] == expected

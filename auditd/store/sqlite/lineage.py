@@ -147,8 +147,8 @@ def split(rows) -> tuple[list, list]:
 
 def run(conn, target: int, up: list, names, limit: int, offset: int, newest_first: bool,
         cursor) -> tuple[int, tuple | None]:
-    """(total, `listing.page_sql`'s row or None) of X's related actions: those filed under X, plus those on
-    X and its ancestors, in one read transaction."""
+    """(total, `listing.page_sql`'s row or None) of X's related actions: those filed under X,
+    plus those on X and its ancestors, in one read transaction."""
     ns = f" AND namespace IN ({', '.join('?' * len(names))})" if names is not None else ""
     ns_params = list(names) if names is not None else []
     objects = ", ".join("?" * len(up))

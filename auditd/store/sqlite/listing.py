@@ -25,12 +25,14 @@ INLINE_MAX_OBJECTS = 256
 
 def is_bounded(query: ListQuery, object_ids) -> bool:
     """Whether a list query reads a bounded number of rows: the first offset+limit of one index
-    range (one namespace or all, state at most, counted by action_counts), or the actions of a few
-    objects."""
+    range (one namespace or all, state at most, counted by action_counts), the actions of a few
+    objects, or one uuid's (uuids are unique: SQLite seeks its unique index for at most a row)."""
     if query.offset > INLINE_MAX_OFFSET and query.cursor is None:   # a cursor seeks, never skips
         return False
     if object_ids is not None:
         return len(object_ids) <= INLINE_MAX_OBJECTS
+    if "uuid" in query.filters:
+        return True
     return (set(query.filters) <= {"state"}
             and (query.namespaces is None or len(query.namespaces) == 1))
 
