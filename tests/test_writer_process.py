@@ -36,7 +36,36 @@ async def store(tmp_path):
     await store.close()
 
 
+async def test_the_store_opens_without_waiting_for_the_child_and_a_write_waits_for_it(
+        tmp_path, monkeypatch):
+    """`open` starts the child in the background (a new interpreter takes a while): reads answer
+    before it is up, and a write made meanwhile is kept once it is."""
+    import threading
+    from auditd.store.sqlite import process
+    go = threading.Event()
+    spawn = process._spawn
+
+    def held_spawn(*args):
+        assert go.wait(30)
+        return spawn(*args)
+    monkeypatch.setattr(process, "_spawn", held_spawn)
+    store = await SQLiteStore(str(tmp_path / "w.db"), writer_process=True).open()
+    try:
+        assert store._writer.child is None      # open returned while the spawn is held
+        assert await store.count_actions({}) == 0
+        writing = asyncio.ensure_future(store.record_action(record()))
+        await asyncio.sleep(0.05)
+        assert not writing.done()                # it waits for the child
+        go.set()
+        saved = await writing
+        assert store._writer.child is not None
+        assert (await store.get_action(saved["uuid"], None))["id"] == saved["id"]
+    finally:
+        await store.close()
+
+
 async def test_concurrent_records_commit_together_in_the_child_and_are_kept(tmp_path, store):
+    await until(lambda: store._writer.child is not None)
     child = store._writer.child.process.pid
     assert child != os.getpid()
     saved = await asyncio.gather(*(store.record_action(record(user=f"u{i}")) for i in range(200)))

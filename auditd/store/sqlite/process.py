@@ -66,7 +66,12 @@ class ProcessWriter:
         self._idle.set()
 
     async def open(self):
-        self.child = await _Child.start(self)
+        """Start the child, without waiting for it: a new interpreter importing the writer takes
+        ~0.1-0.4 s, which the server spends opening its readers and its port instead. Writes
+        submitted meanwhile wait in `pending` and go to the child once it is ready; a child
+        that cannot start fails them with the reason, and the next write tries again."""
+        self.starting = self.loop.create_task(self._restart())
+        self._idle_check()
 
     def submit(self, fn, args, heavy: bool) -> asyncio.Future:
         future = self.loop.create_future()
@@ -126,6 +131,7 @@ class ProcessWriter:
         except (OSError, EOFError, Unavailable) as err:
             failure = err if isinstance(err, Unavailable) else Unavailable(
                 f"the writer process could not start ({err}): nothing was saved; retry")
+            log.error("%s", failure.message)
             self.failure, self.failed_at = failure, time.monotonic()
             pending, self.pending = self.pending, []
             self.deliver([(future, False, failure) for *_, future in pending], [])
