@@ -16,7 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..model.actions import FINAL_STATES
 from ..model.errors import InvalidRequest
 from ..schemas import ascii_int, query_bool
-from ..streams.frames import log_frame, text_frame
+from ..streams.frames import as_array, log_frame, text_frame
 from ..streams.logs import BATCH_BYTES
 from .appkeys import CONFIG, CREDENTIALS, PRINCIPAL, STORE, STREAMS
 from .console.origin import check_origin
@@ -203,9 +203,10 @@ async def watch_access(app: web.Application):
 # ---------------------------------------------------------------------------- action logs
 
 async def action_logs(request: web.Request) -> web.StreamResponse:
-    params = single_query(request, allowed={"tail", "follow", "user", "token", "ticket"})
+    params = single_query(request, allowed={"tail", "follow", "batch", "user", "token", "ticket"})
     tail = _parse_tail(params.get("tail"))
     follow = _parse_bool("follow", params.get("follow"), True)
+    arrays = _parse_bool("batch", params.get("batch"), False)
     store = request.app[STORE]
     action = await store.get_action(request.match_info["uuid"], namespaces(request))   # 404 first
     stream = Stream(request, "logs")
@@ -213,14 +214,17 @@ async def action_logs(request: web.Request) -> web.StreamResponse:
     hub = request.app[STREAMS].logs
     feed = hub.attach(action["id"])
     try:
-        return await stream.serve(_follow(stream, store, feed, action["uuid"], tail, follow))
+        return await stream.serve(
+            _follow(stream, store, feed, action["uuid"], tail, follow, arrays))
     finally:
         hub.detach(feed)
 
 
-async def _follow(stream: Stream, store, feed, uuid: str, tail: int | None, follow: bool):
+async def _follow(stream: Stream, store, feed, uuid: str, tail: int | None, follow: bool,
+                  arrays: bool = False):
     """Send the last `tail` lines, then (following) every new line up to the line count at
-    which the action became final; then close normally."""
+    which the action became final; then close normally. With `arrays`, each message is the JSON
+    array of the lines of one write instead of one line."""
     # Read the action again now that the feed is attached. Commits reach the feed on this loop
     # after they are durable: one this read does not see reaches the feed after it, one that
     # reached the feed before the attach is in what this read sees. No line falls in between.
@@ -243,7 +247,7 @@ async def _follow(stream: Stream, store, feed, uuid: str, tail: int | None, foll
                 if batch[0] == cursor:
                     return WSCloseCode.OK, "the action's log is no longer stored"
             cursor, data = batch
-            await stream.write(data)
+            await stream.write(as_array(data) if arrays else data)
             continue
         await feed.wait_beyond(cursor)
 

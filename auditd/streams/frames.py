@@ -10,6 +10,10 @@ def text_frame(text: str) -> bytes:
         payload = text.encode("utf-8")
     except UnicodeEncodeError:   # a lone surrogate: send it \u-escaped, as valid UTF-8
         payload = json.dumps(json.loads(text)).encode("ascii")
+    return _frame(payload)
+
+
+def _frame(payload: bytes) -> bytes:
     size = len(payload)
     if size < 126:
         header = struct.pack("!BB", 0x81, size)
@@ -25,3 +29,18 @@ def log_frame(ts: int, stream_type, line: str) -> bytes:
     if stream_type:
         message["streamType"] = stream_type
     return text_frame(json.dumps(message, ensure_ascii=False))
+
+
+def as_array(frames: bytes) -> bytes:
+    """Text frames (as a feed joins them) as one text frame whose message is the JSON array of
+    their messages: for a client that renders many lines, one message event for a batch instead
+    of one per line."""
+    view, parts, at = memoryview(frames), [], 0
+    while at < len(view):
+        size, at = view[at + 1] & 0x7F, at + 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            size, at = int.from_bytes(view[at:at + width], "big"), at + width
+        parts.append(view[at:at + size])
+        at += size
+    return _frame(b"[" + b",".join(parts) + b"]")

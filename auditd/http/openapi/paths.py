@@ -226,6 +226,14 @@ def _upgrade(messages: list, description: str) -> dict:
             "x-websocket-messages": {"oneOf": [ref("schemas", m) for m in messages]}}
 
 
+def _logs_upgrade() -> dict:
+    answer = _upgrade(["LogMessage"], "Switching to the WebSocket protocol; the server sends "
+                      "`LogMessage`s (with `batch`, arrays of them).")
+    answer["x-websocket-messages"]["oneOf"].append(
+        {"type": "array", "items": ref("schemas", "LogMessage")})
+    return answer
+
+
 def logs_stream(operation_id: str) -> dict:
     return {
         "operationId": operation_id, "tags": ["streams"],
@@ -242,9 +250,12 @@ def logs_stream(operation_id: str) -> dict:
              "schema": {"type": "string", "pattern": "^([0-9]{1,18}|[Aa][Ll][Ll])$"}},
             {"name": "follow", "in": "query", "description": "keep sending new lines until the "
              "action ends (default true)", "schema": {"type": "boolean"}},
+            {"name": "batch", "in": "query", "description": "an auditd extension (default "
+             "false): each message is a JSON array of the `LogMessage`s of one write, up to "
+             "64 KiB, for clients that render many lines (the console does)",
+             "schema": {"type": "boolean"}},
             *_STREAM_CREDENTIALS, *_HANDSHAKE],
-        "responses": {"101": _upgrade(["LogMessage"], "Switching to the WebSocket protocol; the "
-                                      "server sends `LogMessage`s."),
+        "responses": {"101": _logs_upgrade(),
                       **_errors("400", "401", "403", "404", "503")},
     }
 

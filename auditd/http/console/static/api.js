@@ -157,7 +157,9 @@ export class LiveSocket {
       } catch {
         return;
       }
-      this.handlers.onMessage(message);
+      // A stream opened with batch=true sends arrays of messages.
+      if (Array.isArray(message)) for (const one of message) this.handlers.onMessage(one);
+      else this.handlers.onMessage(message);
     };
     ws.onclose = (event) => {
       this.ws = null;

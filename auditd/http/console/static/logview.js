@@ -1,7 +1,8 @@
 // An action's log, following live: the log stream with tail=all gives the history and then
 // every new line; the server closes with 1000 when the action has ended and all is sent.
-// Lines are drawn in batches on animation frames, and only the last CAP stay in the page, so
-// a log of 100,000 lines keeps the page responsive; "Download log" reads the whole log again.
+// Lines come in arrays (batch=true: one message event per write, not per line), are drawn in
+// batches on animation frames, and only the last CAP stay in the page, so a log of 100,000
+// lines keeps the page responsive; "Download log" reads the whole log again.
 // After a lost connection the stream is opened again from the start and the lines already
 // received are skipped: each line shows once, in order.
 
@@ -49,7 +50,7 @@ export class LogView {
     };
     this.box.replaceChildren();
     this.setStatus("Connecting…", "connecting");
-    this.socket = new LiveSocket(logPath(uuid), { tail: "all" }, {
+    this.socket = new LiveSocket(logPath(uuid), { tail: "all", batch: "true" }, {
       onOpen: () => { this.skip = this.received; },
       onMessage: (m) => this.onMessage(m),
       onStatus: (s, detail) => this.onStatus(s, detail),
@@ -133,7 +134,8 @@ export async function downloadLog(uuid, button) {
   const parts = [];
   try {
     await new Promise((resolve, reject) => {
-      const socket = new LiveSocket(logPath(uuid), { tail: "all", follow: "false" }, {
+      const params = { tail: "all", follow: "false", batch: "true" };
+      const socket = new LiveSocket(logPath(uuid), params, {
         onMessage: (m) => {
           if (m.type !== "log") return;
           const ts = typeof m.timestamp === "number" ? isoSeconds(m.timestamp * 1000) : "";
