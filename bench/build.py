@@ -20,6 +20,9 @@ import uuid as uuidlib
 from pathlib import Path
 
 GENERATOR_VERSION = 1
+# In the cached files' names: 2 since new databases keep one index on uuid, not two (schema.sql),
+# so a database built before is not measured as if it had the new layout.
+FILE_VERSION = 2
 # AUDITD_BENCH_DATA: another folder for the cached databases (a tree with a newer schema migrates
 # what it opens, so two checkouts measured side by side each keep their own copies).
 DATA_DIR = Path(os.environ.get("AUDITD_BENCH_DATA") or Path(__file__).resolve().parent / "data")
@@ -39,7 +42,7 @@ BASE_TS = 1_500_000_000
 
 
 def db_path(size: int) -> Path:
-    return DATA_DIR / f"auditd-{size}-v{GENERATOR_VERSION}.db"
+    return DATA_DIR / f"auditd-{size}-v{FILE_VERSION}.db"
 
 
 def _uuid(rng: random.Random) -> str:

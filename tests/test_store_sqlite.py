@@ -239,3 +239,43 @@ async def test_an_append_of_much_text_runs_off_the_loop_in_leaves_of_bounded_siz
                                             "CAST(leaf AS TEXT) LIKE '%\"type\":\"logs\"%'")]
     assert len(sizes) == 1 + 5 and max(sizes) < jobs.LEAF_TEXT + 60_000 + 1000
     assert verify(path)["events"] == 1 + 1 + 5
+
+
+def _old_layout(path: str):
+    """A database as auditd created it before the uuid trigger: uuid UNIQUE (an index of its
+    own beside actions_by_uuid)."""
+    import sqlite3
+    from auditd.store.sqlite.database import SCHEMA_FILE, SCHEMA_VERSION
+    schema = SCHEMA_FILE.read_text()
+    schema = schema.replace("uuid            TEXT    NOT NULL,", "uuid TEXT NOT NULL UNIQUE,")
+    start = schema.index("CREATE TRIGGER actions_uuid_unique")
+    schema = schema[:start] + schema[schema.index("END;", start) + 4:]
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(schema + f"; PRAGMA user_version = {SCHEMA_VERSION};")
+
+
+@pytest.mark.parametrize("layout", ["new", "old"])
+async def test_a_uuid_is_recorded_once_in_one_batch_across_batches_and_on_either_layout(
+        tmp_path, layout):
+    import sqlite3
+    path = str(tmp_path / f"{layout}.db")
+    if layout == "old":
+        _old_layout(path)
+    async with SQLiteStore(path) as store:
+        first = await store.record_action(new_action(action="A", user="u"))
+        twins = [new_action(action=f"T{i}", user="u") for i in range(3)]
+        twins[2]["uuid"] = twins[0]["uuid"]          # a clash inside one batch
+        again = new_action(action="B", user="u")
+        again["uuid"] = first["uuid"]                 # and a clash with one already stored
+        results = await asyncio.gather(*(store.record_action(r) for r in [*twins, again]),
+                                       return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["dict", "dict", "Conflict", "Conflict"]
+        assert "already exists" in str(results[2]) and first["uuid"] in str(results[3])
+        assert (await store.list_actions(ListQuery(None, 25))).total == 3
+    with sqlite3.connect(path) as conn:
+        on_uuid = [name for name, in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'actions'")
+            if [r[2] for r in conn.execute(f"PRAGMA index_info('{name}')")][:1] == ["uuid"]]
+    assert sorted(on_uuid) == (["actions_by_uuid"] if layout == "new" else
+                               ["actions_by_uuid", "sqlite_autoindex_actions_1"])
