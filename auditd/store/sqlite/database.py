@@ -123,6 +123,21 @@ def connect(path: str, synchronous: str = "FULL", factory=sqlite3.Connection) ->
     return conn
 
 
+# The write connection checkpoints the WAL into the database every this many pages (SQLite's
+# default is 1,000). A checkpoint copies each page the WAL holds once, however often it was
+# written since the last one, then syncs the file: the pages every commit writes (the tallies,
+# the ends of the time-ordered indexes) are copied a quarter as often. Measured with wrk c64 on
+# the 10k database: 0.19-0.21 of the trivial handler's requests a second recorded, against
+# 0.176 with 1,000. The WAL grows to ~16 MB between checkpoints.
+WAL_CHECKPOINT_PAGES = 4000
+
+
+def connect_writer(path: str, synchronous: str) -> WriterConnection:
+    conn = connect(path, synchronous, WriterConnection)
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+    return conn
+
+
 def prepare_database(path: str) -> int:
     """Create or migrate the schema; refuse a database from a newer auditd. Returns the version."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from ...model.errors import Unavailable
 from . import tree
-from .database import WriterConnection, connect, savepoint, unavailable
+from .database import connect_writer, savepoint, unavailable
 
 log = logging.getLogger("auditd.store")
 
@@ -157,7 +157,7 @@ class Writer(BatchCore):
         return await self.loop.run_in_executor(self.thread, fn, *args)
 
     async def open(self):
-        self.conn = await self._in_thread(connect, self.path, self.synchronous, WriterConnection)
+        self.conn = await self._in_thread(connect_writer, self.path, self.synchronous)
         # A checkpoint leaves the WAL at most this long, so disk space comes back after a burst.
         await self._in_thread(self.conn.execute, f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         self.conn.frontier = await self._in_thread(tree.load, self.conn) \

@@ -15,7 +15,7 @@ import struct
 from ...model.errors import Unavailable
 from ...model.notes import ActionChanged
 from . import tree
-from .database import WriterConnection, connect
+from .database import connect_writer
 from .writer import MAX_BATCH, WAL_LIMIT, BatchCore
 
 SLICE = 500          # items of a long list pickled together
@@ -110,7 +110,7 @@ def serve(pipe, path: str, synchronous: str, transparency: bool, merge: bool):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        conn = connect(path, synchronous, WriterConnection)
+        conn = connect_writer(path, synchronous)
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         conn.frontier = tree.load(conn) if transparency else None
     except Exception as err:  # noqa: BLE001 - the server reports it
