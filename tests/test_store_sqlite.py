@@ -3,6 +3,8 @@ graph, group commit with savepoints and bulk inserts, exact counts kept by trigg
 These reach into the backend's jobs on purpose; everything a user sees is in the contract suite."""
 import asyncio
 import json
+import os
+import sqlite3
 
 import pytest
 
@@ -10,6 +12,7 @@ from auditd.model.actions import new_action
 from auditd.model.errors import Conflict
 from auditd.model.query import ListQuery
 from auditd.store.sqlite import SQLiteStore, check, jobs, lifecycle
+from auditd.store.sqlite.database import SCHEMA_FILE, SCHEMA_VERSION, WAL_CHECKPOINT_PAGES
 
 insert_actions = jobs.insert_actions
 
@@ -134,7 +137,6 @@ async def test_purge_takes_a_long_log_away_in_small_batches(tmp_path):
 
 
 async def test_a_body_is_stored_once_and_a_retry_does_not_copy_it_twice(tmp_path):
-    import sqlite3
     path = tmp_path / "body.db"
     body = "b" * 200_000
     async with SQLiteStore(path) as store:
@@ -215,7 +217,6 @@ async def test_an_append_of_much_text_runs_off_the_loop_in_leaves_of_bounded_siz
     """Few lines but much text (8 MB in 128 lines, say) is a big append too: it runs on the
     writer's thread, and enters the tree in leaves of about LEAF_TEXT characters, which the
     verifier replays into the same lines."""
-    import sqlite3
     import threading
     from auditd.store.sqlite import verify
     threads = []
@@ -244,8 +245,6 @@ async def test_an_append_of_much_text_runs_off_the_loop_in_leaves_of_bounded_siz
 def _old_layout(path: str):
     """A database as auditd created it before the uuid trigger: uuid UNIQUE (an index of its
     own beside actions_by_uuid)."""
-    import sqlite3
-    from auditd.store.sqlite.database import SCHEMA_FILE, SCHEMA_VERSION
     schema = SCHEMA_FILE.read_text()
     schema = schema.replace("uuid            TEXT    NOT NULL,", "uuid TEXT NOT NULL UNIQUE,")
     start = schema.index("CREATE TRIGGER actions_uuid_unique")
@@ -258,7 +257,6 @@ def _old_layout(path: str):
 @pytest.mark.parametrize("layout", ["new", "old"])
 async def test_a_uuid_is_recorded_once_in_one_batch_across_batches_and_on_either_layout(
         tmp_path, layout):
-    import sqlite3
     path = str(tmp_path / f"{layout}.db")
     if layout == "old":
         _old_layout(path)
@@ -284,8 +282,6 @@ async def test_a_uuid_is_recorded_once_in_one_batch_across_batches_and_on_either
 async def test_the_wal_is_checkpointed_and_stays_bounded_under_steady_writes(tmp_path):
     """The writer checkpoints every WAL_CHECKPOINT_PAGES pages: however long records flow, the
     WAL file stays about that size (it is reused from its start after each checkpoint)."""
-    import os
-    from auditd.store.sqlite.database import WAL_CHECKPOINT_PAGES
     path = tmp_path / "wal.db"
     largest = 0
     async with SQLiteStore(str(path)) as store:
