@@ -1,5 +1,6 @@
 """GET /api/audit/v1/action/: every filter, newest-first order, pagination (CONTRACT.md section 4)."""
 import asyncio
+import json
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl, urlsplit
 
@@ -459,3 +460,20 @@ async def test_extreme_but_valid_date_bounds(api, dated):
                   "start_date__gte=-62135596800&start_date__lte=253402300799",
                   "start_date__lte=Fri,%2031%20Dec%209999%2023:59:59%20%2B0000"):
         assert uuids(await api.list(query)) == everything, query
+
+
+async def test_links_stay_valid_json_with_quotes_and_non_ascii_in_a_filter(api):
+    """The links are written into the JSON by hand: a filter with a quote, a backslash and a
+    non-ASCII letter must come back escaped, and the link must still be followable."""
+    who = 'zoë "q" \\ x'
+    recorded = [(await api.record(user=who))["uuid"] for _ in range(3)][::-1]
+    seen, path = [], "/api/audit/v1/action/?user=zo%C3%AB%20%22q%22%20%5C%20x&limit=2"
+    while path:
+        resp = await api.get(path)
+        assert resp.status == 200, await resp.text()
+        page = json.loads(await resp.text())
+        seen += uuids(page)
+        path = page["meta"]["next"]
+        if path:
+            assert _query(path)["user"] == who
+    assert seen == recorded

@@ -1,6 +1,7 @@
 """The REST handlers of the Actions API and the producer API (CONTRACT.md sections 4 to 6).
 Thin: parse, ask the store, answer."""
 import json
+from json.encoder import encode_basestring_ascii
 
 from aiohttp import web
 from marshmallow import ValidationError
@@ -68,17 +69,18 @@ async def list_actions(request: web.Request) -> web.Response:
         return f"{path}?{kept}limit={limit}&offset={at}{extra}"
 
     has_next = offset + limit < page.total and page.size == limit
-    meta = {
-        "limit": limit,
-        # next carries the last row's position, so following it never rescans skipped rows
-        "next": link(offset + limit, page.last) if has_next else None,
-        "offset": offset,
-        "previous": link(max(0, offset - limit)) if offset > 0 else None,
-        "total_count": page.total,
-    }
-    body = b"".join((b'{"meta": ', json.dumps(meta).encode(), b', "objects": [',
-                     page.json_items(), b"]}"))
+    # next carries the last row's position, so following it never rescans skipped rows
+    next_link = _json_link(link(offset + limit, page.last) if has_next else None)
+    previous = _json_link(link(max(0, offset - limit)) if offset > 0 else None)
+    # what json.dumps(meta) writes, keys in the same order, without its encoder's set-up
+    meta = (f'{{"meta": {{"limit": {limit}, "next": {next_link}, "offset": {offset}, '
+            f'"previous": {previous}, "total_count": {page.total}}}, "objects": [')
+    body = b"".join((meta.encode(), page.json_items(), b"]}"))
     return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def _json_link(link: str | None) -> str:
+    return "null" if link is None else encode_basestring_ascii(link)
 
 
 async def get_action(request: web.Request) -> web.Response:
