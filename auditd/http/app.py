@@ -15,9 +15,8 @@ from ..tasks.demo import Demo
 from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
 from .appkeys import (BODY_PARSER, CHECKPOINTER, CONFIG, DEMO, FORWARDER, LIMITS, LOCATOR,
-                      METRICS, RETENTION, SHARE, STORE, STREAMS, TICKETS)
+                      METRICS, RETENTION, STORE, STREAMS, TICKETS)
 from .bodyparser import BodyParser
-from .fairness import WriteShare
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import request_middleware
@@ -114,7 +113,6 @@ def create_app(config: Config | None = None) -> web.Application:
     app[LOCATOR] = Locator(config.geoip_db or None)
     app[METRICS] = Metrics()
     app[LIMITS] = Limits(config)
-    app[SHARE] = WriteShare()
     app[BODY_PARSER] = BodyParser()
     app[DEMO] = Demo()
     app[TICKETS] = {}

@@ -11,7 +11,6 @@ from ..tasks.demo import Demo
 from ..tasks.forward import Forwarder
 from ..tasks.retention import Retention
 from .bodyparser import BodyParser
-from .fairness import WriteShare
 from .limits import Limits
 from .metrics import Metrics
 
@@ -21,7 +20,6 @@ LOCATOR = web.AppKey("locator", Locator)
 STREAMS = web.AppKey("streams", Streams)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITS = web.AppKey("limits", Limits)
-SHARE = web.AppKey("write_share", WriteShare)
 BODY_PARSER = web.AppKey("body_parser", BodyParser)
 DEMO = web.AppKey("demo", Demo)
 RETENTION = web.AppKey("retention", Retention)

@@ -8,8 +8,8 @@ from marshmallow import ValidationError
 
 from ..model.errors import AuditdError, InvalidRequest
 from ..schemas import describe_errors
-from . import actions, streams
-from .appkeys import CONFIG, CREDENTIALS, LIMITS, METRICS, PRINCIPAL, SHARE, STORE
+from . import streams
+from .appkeys import CONFIG, CREDENTIALS, LIMITS, METRICS, PRINCIPAL, STORE
 from .auth import check_credentials, credentials_of
 from .console.tickets import redeem
 from .openapi import PATH as OPENAPI_PATH
@@ -81,40 +81,27 @@ def check_headers(request: web.Request):
                                      "(or ASCII)") from None
 
 
-# What `WriteShare` (fairness.py) counts: reads are answered first, writes take their share.
-_READ, _WRITE = 1, 2
-_KINDS = {actions.list_actions: _READ, actions.get_action: _READ,
-          actions.record_action: _WRITE, actions.change_state: _WRITE,
-          actions.append_logs: _WRITE, actions.cancel_action: _WRITE,
-          actions.retry_action: _WRITE}
+async def _with_body_budget(request: web.Request, handler, size: int):
+    budget = request.app[LIMITS].bodies
+    budget.reserve(size)
+    try:
+        return await handler(request)
+    finally:
+        budget.release(size)
 
 
 @web.middleware
 async def request_middleware(request: web.Request, handler):
-    """Around every request: its turn (reads before writes: fairness.py), credentials, errors as
-    JSON, and the request counted and timed for /_auditd/metrics with the status the client
-    gets. One middleware rather than four, because every layer costs a coroutine and a call per
-    request."""
+    """Around every request: credentials, errors as JSON, and the request counted and timed for
+    /_auditd/metrics with the status the client gets. One middleware rather than three, because
+    every layer costs a coroutine and a call per request."""
     started = time.perf_counter()
-    kind = _KINDS.get(request.match_info.handler)
-    if kind is not None:
-        share = request.app[SHARE]
-        loop = asyncio.get_running_loop()
-        if kind is _READ:
-            share.read_started()
-        else:
-            await share.write_started(loop)   # raises only when the client went away
     try:
         await authenticate_request(request)
         check_headers(request)
         size = request.app[LIMITS].body_size(request)
         if size:
-            budget = request.app[LIMITS].bodies
-            budget.reserve(size)
-            try:
-                response = await handler(request)
-            finally:
-                budget.release(size)
+            response = await _with_body_budget(request, handler, size)
         else:
             response = await handler(request)
     except (asyncio.CancelledError, ConnectionResetError):
@@ -125,9 +112,6 @@ async def request_middleware(request: web.Request, handler):
         except web.HTTPException as redirect:
             request.app[METRICS].observe(request, redirect.status, time.perf_counter() - started)
             raise
-    finally:
-        if kind is _READ:
-            share.read_done(loop.time())
     # A WebSocket's duration is the life of the stream, not a latency: counted, not timed.
     streamed = isinstance(response, web.WebSocketResponse)
     request.app[METRICS].observe(request, response.status,

@@ -13,7 +13,7 @@ import time
 from aiohttp import web
 
 from .. import __version__
-from .appkeys import FORWARDER, METRICS, SHARE, STORE, STREAMS
+from .appkeys import FORWARDER, METRICS, STORE, STREAMS
 from .metrics import BUCKETS
 from .responses import json_response
 
@@ -90,13 +90,6 @@ async def metrics(request: web.Request) -> web.Response:
     out += ["# HELP auditd_open_streams WebSocket streams (logs and events) open now.",
             "# TYPE auditd_open_streams gauge",
             f"auditd_open_streams {len(app[STREAMS].sockets)}",
-            "# HELP auditd_writes_held_total Writes that waited for their share while reads "
-            "were being answered.",
-            "# TYPE auditd_writes_held_total counter",
-            f"auditd_writes_held_total {app[SHARE].held}",
-            "# HELP auditd_writes_waiting Writes waiting for their share now.",
-            "# TYPE auditd_writes_waiting gauge",
-            f"auditd_writes_waiting {len(app[SHARE].waiting)}",
             "# HELP auditd_commits_total Write transactions committed (one per group commit).",
             "# TYPE auditd_commits_total counter",
             f"auditd_commits_total {store.commits}"]
