@@ -246,32 +246,17 @@ def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | 
                 return (b if newest_first else a), offset
             offset -= n
             continue
-        rows = tallies.bucket_counts(conn, p.kind, p.keys, *buckets, p.column)
-        found = _pick(rows, offset, newest_first)
-        if found is None:
-            offset -= sum(n for _, n in rows)
-            continue
-        bucket, offset = found
-        while True:
+        bucket, offset = tallies.pick(conn, p.kind, p.keys, *buckets, p.column, offset,
+                                      newest_first)
+        while bucket is not None:
             level, a, b = _interval(bucket)
             if level == 0:     # one of the finest buckets: the rest is a short skip through rows
                 return (b if newest_first else a), offset
-            finer = level - 1
-            found = _pick(tallies.bucket_counts(conn, p.kind, p.keys, tally.bucket(finer, a),
-                                                tally.bucket(finer, b) - 1, p.column),
-                          offset, newest_first)
-            if found is None:
+            bucket, offset = tallies.pick(conn, p.kind, p.keys, tally.bucket(level - 1, a),
+                                          tally.bucket(level - 1, b) - 1, p.column, offset,
+                                          newest_first)
+            if bucket is None:
                 raise AssertionError("the tallies of a bucket and of its parts disagree")
-            bucket, offset = found
-    return None
-
-
-def _pick(rows: list, offset: int, newest_first: bool):
-    """(bucket, offset within it) of the bucket holding row `offset`, or None past the last."""
-    for bucket, n in (reversed(rows) if newest_first else rows):
-        if offset < n:
-            return bucket, offset
-        offset -= n
     return None
 
 

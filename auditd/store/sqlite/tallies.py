@@ -71,11 +71,27 @@ def sum_sql(keys: int, ranges: int, column: str | None) -> str:
     return "SELECT " + (" + ".join([one] * ranges) or "0")
 
 
-def bucket_counts(conn, kind: str, keys: list, first: int, last: int, column: str | None):
-    """[(bucket, count)] of the non-empty buckets between first and last, in bucket order."""
+def pick(conn, kind: str, keys: list, first: int, last: int, column: str | None, offset: int,
+         newest_first: bool) -> tuple[int | None, int]:
+    """Which bucket between first and last holds row `offset`, counting in the list's order:
+    (bucket, the row's offset within it), or (None, `offset` less every row of the range) when
+    the range ends first. Buckets are read in that order only until the row is found: one key's
+    buckets straight from the primary key, several keys' summed per bucket."""
     total = column or " + ".join(tally.STATE_COLUMNS)
-    key_test = f"key IN ({', '.join('?' * len(keys))})"
-    return conn.execute(
-        f"SELECT bucket, sum({total}) AS n FROM tallies WHERE kind = ? AND {key_test} "
-        "AND bucket BETWEEN ? AND ? GROUP BY bucket HAVING n > 0 ORDER BY bucket",
-        (kind, *keys, first, last)).fetchall()
+    order = "DESC" if newest_first else "ASC"
+    if len(keys) == 1:
+        sql = (f"SELECT bucket, {total} FROM tallies WHERE kind = ? AND key = ? "
+               f"AND bucket BETWEEN ? AND ? ORDER BY bucket {order}")
+    else:
+        sql = (f"SELECT bucket, sum({total}) FROM tallies WHERE kind = ? "
+               f"AND key IN ({', '.join('?' * len(keys))}) AND bucket BETWEEN ? AND ? "
+               f"GROUP BY bucket ORDER BY bucket {order}")
+    rows = conn.execute(sql, (kind, *keys, first, last))
+    try:
+        for bucket, n in rows:
+            if offset < n:
+                return bucket, offset
+            offset -= n
+        return None, offset
+    finally:
+        rows.close()     # found early: the statement is not left running
