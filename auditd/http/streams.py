@@ -95,6 +95,8 @@ class Stream:
         if self.ws.closed or transport is None or transport.is_closing():
             raise Gone()
         transport.write(data)
+        if not transport.get_write_buffer_size():
+            return      # all of it went to the socket: nothing to wait for (and no timer to set)
         try:
             async with asyncio.timeout(self.stall_seconds):
                 await self.writer.drain()
