@@ -145,6 +145,48 @@ async def test_long_edges_are_counted_off_the_loop_with_the_same_answers(tmp_pat
         assert off_loop      # those whose edges hold rows went to the worker thread
 
 
+async def test_a_deep_offset_that_would_skip_many_rows_is_read_off_the_loop(tmp_path,
+                                                                            monkeypatch):
+    """The tallies find the 68-minute bucket that holds a deep offset's row, but within it the
+    rows are skipped one by one, and a burst of records can put a million there (as can a deep
+    offset the tallies cannot walk, a uuid prefix's): past INLINE_SKIP rows the page is read on a
+    worker thread, not on the loop every request waits for; the same answers."""
+    from auditd.store.sqlite import SQLiteStore, planner, reads
+    async with SQLiteStore(str(tmp_path / "deep.db")) as sqlite_store:
+        actions = await _history(sqlite_store, 3000, 2)    # 10% in one second, 40% in two days
+        monkeypatch.setattr(planner, "INLINE_SKIP", 20)
+        monkeypatch.setattr(planner, "DIRECT_OFFSET", 50)   # deeper: walked down the tallies
+        monkeypatch.setattr(reads, "_PLANS", {})            # plans made with the old bounds
+        off_loop, in_snapshot = [], sqlite_store._in_snapshot
+
+        async def spy(fn, *args):
+            off_loop.append(fn)
+            return await in_snapshot(fn, *args)
+        sqlite_store._in_snapshot = spy
+        prefix, walked_off = actions[0]["uuid"][:1], 0
+        for filters in ({}, {"state": "Success"}, {"is_user_action": True},
+                        {"uuid__startswith": prefix}):
+            for newest_first in (True, False):
+                expected = _expected(actions, None, filters, newest_first)
+                for offset in (planner.DIRECT_OFFSET + 1, len(expected) // 2,
+                               len(expected) - 5):
+                    if offset <= planner.DIRECT_OFFSET:
+                        continue
+                    before = len(off_loop)
+                    page = await sqlite_store.list_actions(ListQuery(
+                        None, 7, offset=offset, newest_first=newest_first,
+                        filters=dict(filters)))
+                    where = (filters, newest_first, offset)
+                    assert page.total == len(expected), where
+                    assert [json.loads(d)["uuid"] for d in page.docs] == \
+                        expected[offset:offset + 7], where
+                    if "uuid__startswith" in filters:    # no walk: the whole offset is skipped
+                        assert len(off_loop) == before + 1, where
+                    else:
+                        walked_off += len(off_loop) - before
+        assert walked_off      # walks that ended in the busy second or days
+
+
 async def test_one_uuid_is_read_on_the_loop_whatever_else_filters_it(tmp_path):
     """A uuid matches at most one action: the loop's own connection answers it (the reader pool
     costs a thread hop, more than the statement), with any other filter beside it."""

@@ -27,6 +27,12 @@ PREFIX_INDEX = "actions_by_uuid_prefix"   # the uuid's first two digits, then th
 MAX_SPLIT_NAMESPACES = 64     # more namespaces than this: one index scan, not one per namespace
 DIRECT_OFFSET = 1000          # deeper offsets are found through the tallies
 INLINE_EDGE_ROWS = 20_000     # more rows than this in a range's edge buckets: off the loop
+INLINE_SKIP = 5_000           # a page that skips more rows than this: off the loop
+
+
+class TooDeep(Exception):
+    """`run` with `max_skip`: the page would skip more rows than that (a deep offset into a busy
+    hour, or one the tallies cannot walk): the caller runs it again off the loop."""
 
 
 @dataclass
@@ -260,9 +266,11 @@ def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | 
     return None
 
 
-def run(conn, p: Plan, query: ListQuery):
+def run(conn, p: Plan, query: ListQuery, max_skip: int | None = None):
     """(total_count, `page`'s row or None) of a tallied query, in the caller's one read
-    transaction."""
+    transaction. With `max_skip`, raises TooDeep rather than skip more rows than that: the
+    tallies find a deep offset's bucket, but within it (68 minutes, which a burst of records can
+    fill with a million rows) or without a walk the rows are skipped one by one."""
     total = count(conn, p)
     if p.rival is not None and total:
         # The page reads about 25 * (the index range's rows) / total entries: the range of the
@@ -275,5 +283,9 @@ def run(conn, p: Plan, query: ListQuery):
         return total, None
     if offset > DIRECT_OFFSET and p.walk:
         found = locate(conn, p, offset, query.newest_first)
+        if found is not None and max_skip is not None and found[1] > max_skip:
+            raise TooDeep()
         return total, None if found is None else page(conn, p, query, found[1], found[0])
+    if max_skip is not None and offset > max(max_skip, DIRECT_OFFSET):
+        raise TooDeep()
     return total, page(conn, p, query, offset)

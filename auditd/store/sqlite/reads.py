@@ -50,10 +50,13 @@ class ListReads:
             row = self._read_inline(*one)[0]
             return listing.joined_page(row[0], row[1:])
         if tallied is not None:
-            if not tallied.edges or \
-                    self._inline_snapshot(planner.edge_rows, tallied) <= planner.INLINE_EDGE_ROWS:
-                total, row = self._inline_snapshot(planner.run, tallied, query)
-            else:   # a date range's edge in a busy hour: counted on a worker thread
+            try:
+                if tallied.edges and self._inline_snapshot(planner.edge_rows, tallied) > \
+                        planner.INLINE_EDGE_ROWS:
+                    raise planner.TooDeep()   # a date range's edge in a busy hour
+                total, row = self._inline_snapshot(planner.run, tallied, query,
+                                                   planner.INLINE_SKIP)
+            except planner.TooDeep:       # counted or skipped on a worker thread
                 total, row = await self._in_snapshot(planner.run, tallied, query)
             return listing.joined_page(total, row)
         sql, params = listing.list_sql(query, object_ids)
