@@ -146,8 +146,8 @@ def p99(values):
 # ---------------------------------------------------------------------------- the log fan-out
 
 def _spawn(*args, stdin=subprocess.DEVNULL, nice: int = 0):
-    return subprocess.Popen([*(["nice", "-n", str(nice)] if nice else []), procs.PYTHON,
-                             str(HERE / "fanout.py"), *args], cwd=procs.REPO,
+    return subprocess.Popen([*wrk.niced(nice), procs.PYTHON, str(HERE / "fanout.py"), *args],
+                            cwd=procs.REPO,
                             stdin=stdin, stdout=subprocess.PIPE, text=True)
 
 

@@ -45,13 +45,18 @@ def _lua(method: str, headers: dict, body: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def niced(nice: int) -> list[str]:
+    """The command prefix that runs a load generator at niceness `nice` (none for 0)."""
+    return ["nice", "-n", str(nice)] if nice else []
+
+
 def run(url: str, connections: int, seconds: float, method: str = "GET", headers=None,
         body: str | None = None, threads: int = 2, nice: int = 0) -> Result:
     """`nice`: run wrk at this niceness (bench.mixed's --nice)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_lua(method, headers or {}, body))
     out = subprocess.run(
-        [*(["nice", "-n", str(nice)] if nice else []), find_wrk(), f"-t{min(threads, connections)}", f"-c{connections}",
+        [*niced(nice), find_wrk(), f"-t{min(threads, connections)}", f"-c{connections}",
          f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s", "-s", script.name, url],
         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

@@ -31,8 +31,9 @@ INLINE_SKIP = 5_000           # a page that skips more rows than this: off the l
 
 
 class TooDeep(Exception):
-    """`run` with `max_skip`: the page would skip more rows than that (a deep offset into a busy
-    hour, or one the tallies cannot walk): the caller runs it again off the loop."""
+    """`run(bounded=True)`: the query would read more rows than the loop should (a date range's
+    edge in a busy hour, a deep offset into one, or one the tallies cannot walk): the caller runs
+    it again off the loop."""
 
 
 @dataclass
@@ -266,11 +267,14 @@ def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | 
     return None
 
 
-def run(conn, p: Plan, query: ListQuery, max_skip: int | None = None):
+def run(conn, p: Plan, query: ListQuery, bounded: bool = False):
     """(total_count, `page`'s row or None) of a tallied query, in the caller's one read
-    transaction. With `max_skip`, raises TooDeep rather than skip more rows than that: the
-    tallies find a deep offset's bucket, but within it (68 minutes, which a burst of records can
-    fill with a million rows) or without a walk the rows are skipped one by one."""
+    transaction. `bounded` (on the loop): raises TooDeep rather than count more than
+    INLINE_EDGE_ROWS edge rows or skip more than INLINE_SKIP rows. The tallies find a deep
+    offset's bucket, but within it (68 minutes, which a burst of records can fill with a million
+    rows) or without a walk the rows are skipped one by one."""
+    if bounded and p.edges and edge_rows(conn, p) > INLINE_EDGE_ROWS:
+        raise TooDeep()
     total = count(conn, p)
     if p.rival is not None and total:
         # The page reads about 25 * (the index range's rows) / total entries: the range of the
@@ -283,9 +287,9 @@ def run(conn, p: Plan, query: ListQuery, max_skip: int | None = None):
         return total, None
     if offset > DIRECT_OFFSET and p.walk:
         found = locate(conn, p, offset, query.newest_first)
-        if found is not None and max_skip is not None and found[1] > max_skip:
+        if bounded and found is not None and found[1] > INLINE_SKIP:
             raise TooDeep()
         return total, None if found is None else page(conn, p, query, found[1], found[0])
-    if max_skip is not None and offset > max(max_skip, DIRECT_OFFSET):
+    if bounded and offset > max(INLINE_SKIP, DIRECT_OFFSET):
         raise TooDeep()
     return total, page(conn, p, query, offset)

@@ -1,6 +1,7 @@
 """The SQLite store's list reads (interface: `list_actions`): the planner's tallied shapes in one
-snapshot on the loop's own connection, or on a worker thread when their edges are long; the
-other shapes as one statement (listing.py), inline when bounded, else on the reader pool."""
+snapshot on the loop's own connection, or on a worker thread when their edges or deep offsets
+read many rows; the other shapes as one statement (listing.py), inline when bounded, else on the
+reader pool."""
 import logging
 import sqlite3
 
@@ -51,12 +52,8 @@ class ListReads:
             return listing.joined_page(row[0], row[1:])
         if tallied is not None:
             try:
-                if tallied.edges and self._inline_snapshot(planner.edge_rows, tallied) > \
-                        planner.INLINE_EDGE_ROWS:
-                    raise planner.TooDeep()   # a date range's edge in a busy hour
-                total, row = self._inline_snapshot(planner.run, tallied, query,
-                                                   planner.INLINE_SKIP)
-            except planner.TooDeep:       # counted or skipped on a worker thread
+                total, row = self._inline_snapshot(planner.run, tallied, query, True)
+            except planner.TooDeep:   # a long edge or skip: on a worker thread
                 total, row = await self._in_snapshot(planner.run, tallied, query)
             return listing.joined_page(total, row)
         sql, params = listing.list_sql(query, object_ids)
