@@ -2,6 +2,7 @@
 contract suite's: each page and its total_count against a brute-force pass over the same actions,
 after state changes, cancels and a purge, at shallow and deep offsets, newest and oldest first.
 Both backends run it (SQLite answers these shapes from its tallies, PostgreSQL by counting)."""
+import asyncio
 import json
 import random
 
@@ -185,6 +186,116 @@ async def test_a_deep_offset_that_would_skip_many_rows_is_read_off_the_loop(tmp_
                     else:
                         walked_off += len(off_loop) - before
         assert walked_off      # walks that ended in the busy second or days
+
+
+def _fine_tallies_against_rows(path: str):
+    """Every split bucket's finer tallies (levels -1 and -2) against a count of its rows, and
+    no finer tally outside a split bucket. Returns how many splits there are."""
+    import sqlite3
+    from auditd.model import tally
+    conn = sqlite3.connect(path)
+    try:
+        splits = conn.execute("SELECT bucket, kind, key FROM tally_splits").fetchall()
+        rows = conn.execute("SELECT namespace, action, user, is_user_action, state, start_ts "
+                            "FROM actions").fetchall()
+        expected = {}
+        for ns, action, user, flag, state, ts in rows:
+            one = {"namespace": ns, "action": action, "user": user, "is_user_action": flag}
+            for kind, key in tally.start_keys(one):
+                if (ts >> tally.SHIFTS[0], kind, key) in set(splits):
+                    for level in (-1, -2):
+                        at = (kind, key, tally.bucket(level, ts), state)
+                        expected[at] = expected.get(at, 0) + 1
+        found = {}
+        columns = dict(zip(tally.STATE_COLUMNS, tally.STATE_COLUMN))
+        for kind, key, bucket, *counts in conn.execute(
+                f"SELECT kind, key, bucket, {', '.join(tally.STATE_COLUMNS)} FROM tallies "
+                "WHERE bucket < 0"):
+            for column, n in zip(tally.STATE_COLUMNS, counts):
+                if n:
+                    found[(kind, key, bucket, columns[column])] = n
+        assert found == expected
+        return len(splits)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("writer_process", [False, True])
+async def test_a_burst_bucket_is_split_and_deep_offsets_then_read_one_second(tmp_path,
+                                                                            monkeypatch,
+                                                                            writer_process):
+    """A burst fills one 68-minute bucket, and a deep offset into it would skip its rows one by
+    one: the first such page asks the writer to split the bucket (tallies.split), and from then
+    on deep offsets into it walk down to one second's rows, on the loop. The split buckets stay
+    exact while actions are recorded into them, change state and are purged, and every page and
+    count is the brute-force one before and after."""
+    from auditd.store.sqlite import SQLiteStore, planner, reads
+    path = str(tmp_path / "split.db")
+    async with SQLiteStore(path, writer_process=writer_process) as sqlite_store:
+        actions = await _history(sqlite_store, 3000, 5)    # 40% in two days, 10% in one second
+        monkeypatch.setattr(planner, "INLINE_SKIP", 20)
+        monkeypatch.setattr(planner, "SPLIT_SKIP", 10)
+        monkeypatch.setattr(planner, "DIRECT_OFFSET", 50)
+        monkeypatch.setattr(reads, "_PLANS", {})
+        off_loop, in_snapshot = [], sqlite_store._in_snapshot
+
+        async def spy(fn, *args):
+            off_loop.append(fn)
+            return await in_snapshot(fn, *args)
+        sqlite_store._in_snapshot = spy
+
+        async def every_deep_page(actions):
+            """{page: (read off the loop?, rows before its first in the same second)}"""
+            seen = {}
+            for namespaces in (None, frozenset({"ns2"}), frozenset({"ns1", "ns3"})):
+                for filters in ({}, {"state": "Success"}, {"action": "Node Deploy"},
+                                {"user": "bob", "state": "Failed"}, {"is_user_action": True}):
+                    for newest_first in (True, False):
+                        expected = _expected(actions, namespaces, filters, newest_first)
+                        second = {a["uuid"]: a["start_ts"] for a in actions}
+                        for offset in range(planner.DIRECT_OFFSET + 1, len(expected),
+                                            max(1, len(expected) // 12)):
+                            before = len(off_loop)
+                            page = await sqlite_store.list_actions(ListQuery(
+                                namespaces, 7, offset=offset, newest_first=newest_first,
+                                filters=dict(filters)))
+                            where = (namespaces, tuple(filters.items()), newest_first, offset)
+                            assert page.total == len(expected), where
+                            assert [json.loads(d)["uuid"] for d in page.docs] == \
+                                expected[offset:offset + 7], where
+                            ts = second[expected[offset]]
+                            skip = sum(1 for u in expected[:offset] if second[u] == ts)
+                            seen[where] = (len(off_loop) > before, skip)
+            await asyncio.gather(*sqlite_store._splitting.values())
+            return seen
+
+        def on_the_loop_unless_one_second_is_crowded(seen):
+            for where, (off, skip) in seen.items():
+                assert off == (skip > planner.INLINE_SKIP), (where, skip)
+
+        assert _fine_tallies_against_rows(path) == 0
+        first = await every_deep_page(actions)
+        splits = _fine_tallies_against_rows(path)
+        assert splits
+        again = await every_deep_page(actions)      # the same pages, the buckets split now
+        on_the_loop_unless_one_second_is_crowded(again)
+        assert sum(off for off, _ in first.values()) > sum(off for off, _ in again.values())
+        # more into the busy days, some of them finishing, some purged: the splits follow
+        rng, made = random.Random(6), list(actions)
+        for _ in range(300):
+            start = BASE + YEAR + rng.randrange(0, 2 * 86400)
+            made.append(await sqlite_store.record_action(new_action(
+                action=rng.choice(ACTIONS), user=rng.choice(USERS),
+                namespace=rng.choice(NAMESPACES), state="In progress", start_date=start,
+                is_user_action=rng.random() < 0.7)))
+            if rng.random() < 0.5:
+                await sqlite_store.change_state(made[-1]["uuid"], "Success", None)
+        await sqlite_store.purge(BASE + YEAR + 86400)
+        _fine_tallies_against_rows(path)
+        actions = await survivors(sqlite_store, made)
+        await every_deep_page(actions)
+        assert _fine_tallies_against_rows(path) >= splits
+        on_the_loop_unless_one_second_is_crowded(await every_deep_page(actions))
 
 
 async def test_one_uuid_is_read_on_the_loop_whatever_else_filters_it(tmp_path):

@@ -10,6 +10,11 @@ digits, over all time. Buckets come in three widths (2**12 s ~ 68 min, 2**18 s ~
 of whole buckets of each width plus two partial edges shorter than 68 minutes, which are counted
 from the rows themselves through an index.
 
+A burst can put a million actions into one 68-minute bucket, and a deep offset into it would
+then skip rows one by one. Such a bucket is *split* for a start-time kind and key (the store
+keeps which): from then on it is also counted in two finer widths, 2**6 s and one second
+(levels -1 and -2), so the walk goes down to one second's rows.
+
 Pure rules, no I/O: what an action adds to the tallies, and how a range splits into buckets.
 """
 import functools
@@ -17,6 +22,9 @@ import functools
 from .actions import STATES
 
 SHIFTS = (12, 18, 24)                 # bucket widths, finest first: 2**shift seconds
+FINE_SHIFTS = (6, 0)                  # levels -1 and -2, kept in split buckets only
+FINEST = -len(FINE_SHIFTS)
+SPLIT_KINDS = ("", "n", "a", "na", "u", "nu", "i", "ni")   # the start-time kinds
 LEVEL_SPAN = 1 << 40                  # bucket = level * LEVEL_SPAN + (ts >> shift)
 ALL_TIME = len(SHIFTS) * LEVEL_SPAN   # the one bucket of the all-time kinds (uuid prefixes)
 STATE_COLUMNS = ("pending", "in_progress", "canceling", "canceled", "success", "failed")
@@ -27,8 +35,40 @@ PREFIX = 2                            # the uuid prefix the p/np kinds count by
 # kind -> the list filter it answers (None: none beyond namespace and state)
 
 
+def shift(level: int) -> int:
+    return SHIFTS[level] if level >= 0 else FINE_SHIFTS[-1 - level]
+
+
 def bucket(level: int, ts: int) -> int:
-    return level * LEVEL_SPAN + (ts >> SHIFTS[level])
+    return level * LEVEL_SPAN + (ts >> shift(level))
+
+
+def start_keys(action: dict) -> list[tuple[str, str]]:
+    """The (kind, key) pairs an action counts in by start time."""
+    ns = action["namespace"]
+    out = []
+    for kind, field in (("", None), ("a", "action"), ("u", "user"), ("i", "is_user_action")):
+        value = "" if field is None else _value(action, field)
+        out += [(kind, value), ("n" + kind, ns + SEP + value if kind else ns)]
+    return out
+
+
+def fine_delta(changes, split: set) -> dict:
+    """`delta`'s finer part: the changes of the (kind, key, level-0 bucket) in `split`, in
+    levels -1 and -2."""
+    total: dict[tuple, list] = {}
+    for before, after in changes:
+        for action, sign in ((before, -1), (after, 1)):
+            if action is None:
+                continue
+            ts = action["start_ts"]
+            b0, column = ts >> SHIFTS[0], STATES.index(action["state"])
+            for kind, key in start_keys(action):
+                if (kind, key, b0) in split:
+                    for level in range(-1, FINEST - 1, -1):
+                        row = total.setdefault((kind, key, bucket(level, ts)), [0] * len(STATES))
+                        row[column] += sign
+    return {k: v for k, v in total.items() if any(v)}
 
 
 def _value(action: dict, field: str) -> str:

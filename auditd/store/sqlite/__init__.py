@@ -95,6 +95,7 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         self._cache: dict = {}
         self._cache_version = None
         self._cache_checked = float("-inf")
+        self._splitting: dict = {}      # tallies buckets being split: their tasks (reads.py)
 
     # -- lifecycle
 

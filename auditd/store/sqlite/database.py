@@ -9,7 +9,7 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -28,6 +28,9 @@ MIGRATIONS: dict = {
     # 6: every action filed under its object's ancestors, for include_related (lineage.py);
     # an index for two-digit uuid prefixes in time order
     5: "ancestors",
+    # 7: the tallies' buckets a burst filled, split finer for deep offsets (tallies.py)
+    6: "CREATE TABLE IF NOT EXISTS tally_splits (bucket INTEGER NOT NULL, kind TEXT NOT NULL, "
+       "key TEXT NOT NULL, PRIMARY KEY (bucket, kind, key)) WITHOUT ROWID",
 }
 _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_time": "start_ts, id, uuid",

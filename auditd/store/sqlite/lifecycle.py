@@ -312,6 +312,7 @@ def reset(conn):
     conn.execute("DELETE FROM objects")
     conn.execute("DELETE FROM action_counts")
     conn.execute("DELETE FROM tallies")
+    conn.execute("DELETE FROM tally_splits")
     conn.execute("DELETE FROM action_ancestors")
     conn.execute("DELETE FROM ancestor_counts")
     tree.clear(conn)              # a stand-in reset: the history goes with every action

@@ -28,6 +28,7 @@ MAX_SPLIT_NAMESPACES = 64     # more namespaces than this: one index scan, not o
 DIRECT_OFFSET = 1000          # deeper offsets are found through the tallies
 INLINE_EDGE_ROWS = 20_000     # more rows than this in a range's edge buckets: off the loop
 INLINE_SKIP = 5_000           # a page that skips more rows than this: off the loop
+SPLIT_SKIP = 2_000            # a deep offset skipping more of a 68-minute bucket: split it
 
 
 class TooDeep(Exception):
@@ -229,7 +230,7 @@ def _keys_sql(p: Plan, query: ListQuery, offset: int, boundary: int | None = Non
 
 def _interval(bucket: int) -> tuple[int, int, int]:
     level = (bucket + tally.LEVEL_SPAN // 2) // tally.LEVEL_SPAN
-    i, shift = bucket - level * tally.LEVEL_SPAN, tally.SHIFTS[level]
+    i, shift = bucket - level * tally.LEVEL_SPAN, tally.shift(level)
     return level, i << shift, (i + 1) << shift
 
 
@@ -239,10 +240,12 @@ def _edge_count(conn, p: Plan, a: int, b: int) -> int:
                         [*p.params, a, b]).fetchone()[0]
 
 
-def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | None:
-    """Where the row at `offset` is: (boundary, rows to skip after it) for `page`, found by
-    walking the tallies from the coarsest buckets down to one of the finest; None when the
-    offset is past the last row. Reads a few hundred counters, never `offset` rows."""
+def locate(conn, p: Plan, offset: int, newest_first: bool):
+    """Where the row at `offset` is: (boundary, rows to skip after it, the 68-minute bucket to
+    split or None) for `page`, found by walking the tallies from the coarsest buckets down to
+    one of the finest; None when the offset is past the last row. Reads a few hundred counters,
+    never `offset` rows: in a split bucket down to one second's; in another, more than
+    SPLIT_SKIP rows of a 68-minute bucket to skip asks for it to be split."""
     pieces = [(a, b, None) for a, b in p.edges]
     pieces += [(_interval(first)[1], _interval(last)[2], (first, last)) for first, last in p.ranges]
     pieces.sort(reverse=newest_first)        # the pieces of the range do not overlap in time
@@ -250,15 +253,19 @@ def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | 
         if buckets is None:
             n = _edge_count(conn, p, a, b)
             if offset < n:
-                return (b if newest_first else a), offset
+                return (b if newest_first else a), offset, None
             offset -= n
             continue
         bucket, offset = tallies.pick(conn, p.kind, p.keys, *buckets, p.column, offset,
                                       newest_first)
         while bucket is not None:
             level, a, b = _interval(bucket)
-            if level == 0:     # one of the finest buckets: the rest is a short skip through rows
-                return (b if newest_first else a), offset
+            if level == tally.FINEST or (level == 0 and offset <= SPLIT_SKIP):
+                return (b if newest_first else a), offset, None
+            if level == 0 and not (p.kind in tally.SPLIT_KINDS
+                                   and tallies.is_split(conn, p.kind, p.keys, bucket)):
+                wish = bucket if p.kind in tally.SPLIT_KINDS else None
+                return (b if newest_first else a), offset, wish
             bucket, offset = tallies.pick(conn, p.kind, p.keys, tally.bucket(level - 1, a),
                                           tally.bucket(level - 1, b) - 1, p.column, offset,
                                           newest_first)
@@ -268,11 +275,13 @@ def locate(conn, p: Plan, offset: int, newest_first: bool) -> tuple[int, int] | 
 
 
 def run(conn, p: Plan, query: ListQuery, bounded: bool = False):
-    """(total_count, `page`'s row or None) of a tallied query, in the caller's one read
-    transaction. `bounded` (on the loop): raises TooDeep rather than count more than
-    INLINE_EDGE_ROWS edge rows or skip more than INLINE_SKIP rows. The tallies find a deep
-    offset's bucket, but within it (68 minutes, which a burst of records can fill with a million
-    rows) or without a walk the rows are skipped one by one."""
+    """(total_count, `page`'s row or None, a split wish or None) of a tallied query, in the
+    caller's one read transaction. `bounded` (on the loop): raises TooDeep rather than count
+    more than INLINE_EDGE_ROWS edge rows or skip more than INLINE_SKIP rows. The tallies find a
+    deep offset's bucket, but within a 68-minute one not split yet (which a burst of records can
+    fill with a million rows) or without a walk the rows are skipped one by one; the wish,
+    (kind, keys, bucket) for `tallies.split`, says which bucket to split so the next time they
+    are not."""
     if bounded and p.edges and edge_rows(conn, p) > INLINE_EDGE_ROWS:
         raise TooDeep()
     total = count(conn, p)
@@ -284,12 +293,16 @@ def run(conn, p: Plan, query: ListQuery, bounded: bool = False):
             p = replace(p, index=index)
     offset = 0 if query.cursor is not None else query.offset
     if offset >= total:
-        return total, None
+        return total, None, None
     if offset > DIRECT_OFFSET and p.walk:
         found = locate(conn, p, offset, query.newest_first)
-        if bounded and found is not None and found[1] > INLINE_SKIP:
+        if found is None:
+            return total, None, None
+        boundary, skip, split = found
+        wish = None if split is None else (p.kind, tuple(p.keys), split)
+        if bounded and skip > INLINE_SKIP:
             raise TooDeep()
-        return total, None if found is None else page(conn, p, query, found[1], found[0])
+        return total, page(conn, p, query, skip, boundary), wish
     if bounded and offset > max(INLINE_SKIP, DIRECT_OFFSET):
         raise TooDeep()
-    return total, page(conn, p, query, offset)
+    return total, page(conn, p, query, offset), None

@@ -2,12 +2,13 @@
 snapshot on the loop's own connection, or on a worker thread when their edges or deep offsets
 read many rows; the other shapes as one statement (listing.py), inline when bounded, else on the
 reader pool."""
+import asyncio
 import logging
 import sqlite3
 
 from ...model.query import ListQuery, Page
 from ...model.uris import normalize_object_uri
-from . import lineage, listing, planner
+from . import lineage, listing, planner, tallies
 from .database import in_snapshot, unavailable
 
 log = logging.getLogger("auditd.store")
@@ -32,8 +33,8 @@ def _planned(query: ListQuery):
 
 
 class ListReads:
-    """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cached` and
-    (TreeReads) `_in_snapshot`."""
+    """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cached`,
+    `_write`, `_writer`, `_splitting` (a dict) and (TreeReads) `_in_snapshot`."""
 
     async def list_actions(self, query: ListQuery) -> Page:
         """One page of Action JSON and the total count, read in one snapshot."""
@@ -52,9 +53,11 @@ class ListReads:
             return listing.joined_page(row[0], row[1:])
         if tallied is not None:
             try:
-                total, row = self._inline_snapshot(planner.run, tallied, query, True)
+                total, row, wish = self._inline_snapshot(planner.run, tallied, query, True)
             except planner.TooDeep:   # a long edge or skip: on a worker thread
-                total, row = await self._in_snapshot(planner.run, tallied, query)
+                total, row, wish = await self._in_snapshot(planner.run, tallied, query)
+            if wish is not None:
+                self._split(wish)
             return listing.joined_page(total, row)
         sql, params = listing.list_sql(query, object_ids)
         if listing.is_bounded(query, object_ids):
@@ -62,6 +65,23 @@ class ListReads:
         else:
             row = (await self._read(sql, params))[0]
         return listing.joined_page(row[0], row[1:])
+
+    def _split(self, wish: tuple):
+        """Have the writer split a tallies' bucket a deep offset skipped much of (tallies.split),
+        once at a time: the next deep offset into it reads one second's rows."""
+        splitting = self._splitting
+        if wish in splitting:
+            return
+
+        async def split():
+            try:
+                if self._writer is not None:   # else closing: the next start may split it
+                    await self._write(tallies.split, *wish)
+            except Exception as err:   # noqa: BLE001 - the reads go on the long way
+                log.warning("could not split a tallies bucket for deep offsets: %s", err)
+            finally:
+                del splitting[wish]
+        splitting[wish] = asyncio.get_running_loop().create_task(split())
 
     def _object_ids(self, uri: str, include_related: bool, alone: bool):
         """The object's id, with its ancestors' and descendants' when related ones are wanted;

@@ -135,6 +135,16 @@ CREATE TABLE tallies (
     PRIMARY KEY (kind, key, bucket)
 ) WITHOUT ROWID;
 
+-- The 68-minute buckets of the tallies that a burst filled, split for a start-time kind and key:
+-- counted in 64-second and one-second buckets too, so a deep offset into them reads one second's
+-- rows (auditd/model/tally.py). Split by the writer when a deep offset first finds one.
+CREATE TABLE tally_splits (
+    bucket  INTEGER NOT NULL,
+    kind    TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    PRIMARY KEY (bucket, kind, key)
+) WITHOUT ROWID;
+
 -- Every action under each ancestor of its object, by start time (lineage.py): the related
 -- actions of an object are one range of it. Kept by the writer with the actions and the graph.
 CREATE TABLE action_ancestors (

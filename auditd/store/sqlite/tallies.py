@@ -24,13 +24,74 @@ CREATE TABLE IF NOT EXISTS tallies (
     {', '.join(f'{c} INTEGER NOT NULL DEFAULT 0' for c in tally.STATE_COLUMNS)},
     PRIMARY KEY (kind, key, bucket)
 ) WITHOUT ROWID"""
+# The 68-minute buckets split into finer ones for a kind and key (auditd/model/tally.py).
+SPLITS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tally_splits (
+    bucket  INTEGER NOT NULL,
+    kind    TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    PRIMARY KEY (bucket, kind, key)
+) WITHOUT ROWID"""
 
 
 def apply(conn, changes):
-    """Count the (before, after) action pairs' change into the tallies (None: not there)."""
+    """Count the (before, after) action pairs' change into the tallies (None: not there), the
+    split buckets' finer levels too."""
     deltas = tally.delta(changes)
+    firsts = tuple({a["start_ts"] >> tally.SHIFTS[0] for pair in changes for a in pair
+                    if a is not None})
+    split = set(conn.execute("SELECT kind, key, bucket FROM tally_splits WHERE bucket IN "
+                             f"({', '.join('?' * len(firsts))})", firsts)) if firsts else ()
+    if split:
+        deltas.update(tally.fine_delta(changes, split))
     if deltas:
         conn.executemany(_UPSERT, [(*k, *v) for k, v in deltas.items()])
+
+
+# The columns of a start-time kind's key, in the key's order (split by tally.SEP).
+_KEY_COLUMNS = {"": (), "a": ("action",), "u": ("user",), "i": ("is_user_action",)}
+_KEY_COLUMNS.update({"n" + k: ("namespace", *v) for k, v in list(_KEY_COLUMNS.items())})
+
+
+def split(conn, kind: str, keys: tuple, first: int):
+    """Split the 68-minute bucket `first` of a start-time kind's keys: count its actions into
+    the finer levels, from the rows (through the index of each state and the key's columns),
+    and keep it so (`apply`). A writer job; a key split already is left as it is."""
+    done = {k for (k,) in conn.execute(
+        f"SELECT key FROM tally_splits WHERE bucket = ? AND kind = ? "
+        f"AND key IN ({', '.join('?' * len(keys))})", (first, kind, *keys))}
+    start, stop = first << tally.SHIFTS[0], (first + 1) << tally.SHIFTS[0]
+    columns = _KEY_COLUMNS[kind]
+    where = " AND ".join([f"{c} = ?" for c in columns] + ["state = ?", "start_ts >= ?",
+                                                           "start_ts < ?"])
+    sql = f"SELECT start_ts, count(*) FROM actions WHERE {where} GROUP BY start_ts"
+    for key in keys:
+        if key in done:
+            continue
+        values = key.split(tally.SEP) if columns else []
+        values = [int(v) if c == "is_user_action" else v for c, v in zip(columns, values)]
+        counts: dict[tuple, list] = {}
+        for column, state in enumerate(tally.STATE_COLUMN):
+            for ts, n in conn.execute(sql, (*values, state, start, stop)):
+                for level in range(-1, tally.FINEST - 1, -1):
+                    row = counts.setdefault((kind, key, tally.bucket(level, ts)),
+                                            [0] * len(STATES))
+                    row[column] += n
+        conn.executemany(_UPSERT, [(*k, *v) for k, v in counts.items()])
+        conn.execute("INSERT INTO tally_splits (bucket, kind, key) VALUES (?, ?, ?)",
+                     (first, kind, key))
+    return None, []
+
+
+split.heavy = True   # writer.heavy_job: it may read a million rows, off the event loop
+
+
+def is_split(conn, kind: str, keys: list, first: int) -> bool:
+    """Whether the 68-minute bucket `first` is split for every one of the keys."""
+    return conn.execute(
+        f"SELECT count(*) FROM tally_splits WHERE bucket = ? AND kind = ? "
+        f"AND key IN ({', '.join('?' * len(keys))})", (first, kind, *keys)).fetchone()[0] \
+        == len(set(keys))
 
 
 def tallied(row) -> dict:
