@@ -188,6 +188,31 @@ async def test_a_deep_offset_that_would_skip_many_rows_is_read_off_the_loop(tmp_
         assert walked_off      # walks that ended in the busy second or days
 
 
+def test_a_date_range_splits_into_whole_buckets_and_edges_each_in_one_finest_bucket():
+    """tally.split_range: the buckets and edges cover each second of the range once, and each
+    edge lies in one 68-minute bucket (its count may come from that bucket's finer tallies)."""
+    from auditd.model import tally
+    rng = random.Random(3)
+    for _ in range(20_000):
+        low = rng.randrange(0, 10**8)
+        high = low + rng.randrange(0, rng.choice([64, 5000, 10**6, 10**8]))
+        edges, ranges = tally.split_range(low, high)
+        for a, b in edges:
+            assert a < b and a >> tally.SHIFTS[0] == (b - 1) >> tally.SHIFTS[0], (low, high)
+        seconds = sum(b - a for a, b in edges)
+        for first, last in ranges:
+            level = (first + tally.LEVEL_SPAN // 2) // tally.LEVEL_SPAN
+            assert tally.bucket(level, 0) <= first <= last, (low, high)
+            seconds += (last - first + 1) << tally.shift(level)
+        covered = sorted([*edges, *(((f - tally.bucket(lv, 0)) << tally.shift(lv),
+                                     (l - tally.bucket(lv, 0) + 1) << tally.shift(lv))
+                                    for f, l in ranges
+                                    for lv in [(f + tally.LEVEL_SPAN // 2) // tally.LEVEL_SPAN])])
+        assert covered[0][0] == low and covered[-1][1] == high + 1, (low, high)
+        assert all(x[1] == y[0] for x, y in zip(covered, covered[1:])), (low, high)
+        assert seconds == high - low + 1, (low, high)
+
+
 def _fine_tallies_against_rows(path: str):
     """Every split bucket's finer tallies (levels -1 and -2) against a count of its rows, and
     no finer tally outside a split bucket. Returns how many splits there are."""
@@ -228,7 +253,8 @@ async def test_a_burst_bucket_is_split_and_deep_offsets_then_read_one_second(tmp
     one: the first such page asks the writer to split the bucket (tallies.split), and from then
     on deep offsets into it walk down to one second's rows, on the loop. The split buckets stay
     exact while actions are recorded into them, change state and are purged, and every page and
-    count is the brute-force one before and after."""
+    count is the brute-force one before and after. A date range's edges in such a bucket are
+    split too, and then counted from the finer tallies, on the loop."""
     from auditd.store.sqlite import SQLiteStore, planner, reads
     path = str(tmp_path / "split.db")
     async with SQLiteStore(path, writer_process=writer_process) as sqlite_store:
@@ -236,6 +262,7 @@ async def test_a_burst_bucket_is_split_and_deep_offsets_then_read_one_second(tmp
         monkeypatch.setattr(planner, "INLINE_SKIP", 20)
         monkeypatch.setattr(planner, "SPLIT_SKIP", 10)
         monkeypatch.setattr(planner, "DIRECT_OFFSET", 50)
+        monkeypatch.setattr(planner, "INLINE_EDGE_ROWS", 12)   # an edge bucket of 7 is crowded
         monkeypatch.setattr(reads, "_PLANS", {})
         off_loop, in_snapshot = [], sqlite_store._in_snapshot
 
@@ -243,18 +270,35 @@ async def test_a_burst_bucket_is_split_and_deep_offsets_then_read_one_second(tmp
             off_loop.append(fn)
             return await in_snapshot(fn, *args)
         sqlite_store._in_snapshot = spy
+        # date ranges whose edges lie in the busy days, each bound the second of an action the
+        # query matches (a second too many or too few at an edge changes the count)
+        def busy(i, **like):
+            found = sorted(a["start_ts"] for a in actions
+                           if BASE + YEAR < a["start_ts"] < BASE + YEAR + 2 * 86400
+                           and all(a[k] == v for k, v in like.items()))
+            return found[len(found) * i // 8]
+        busy_ranges = [{"start_date__gte": busy(1)},
+                       {"start_date__lte": busy(6)},
+                       {"start_date__gte": busy(2, state="Success"),
+                        "start_date__lte": busy(5, state="Success"), "state": "Success"},
+                       {"start_date__gte": busy(3), "start_date__lte": busy(3) + 600},
+                       {"start_date__lte": busy(7, action="Service Stop"),
+                        "action": "Service Stop"}]
 
         async def every_deep_page(actions):
             """{page: (read off the loop?, rows before its first in the same second)}"""
             seen = {}
             for namespaces in (None, frozenset({"ns2"}), frozenset({"ns1", "ns3"})):
                 for filters in ({}, {"state": "Success"}, {"action": "Node Deploy"},
-                                {"user": "bob", "state": "Failed"}, {"is_user_action": True}):
+                                {"user": "bob", "state": "Failed"}, {"is_user_action": True},
+                                *busy_ranges):
                     for newest_first in (True, False):
                         expected = _expected(actions, namespaces, filters, newest_first)
                         second = {a["uuid"]: a["start_ts"] for a in actions}
-                        for offset in range(planner.DIRECT_OFFSET + 1, len(expected),
-                                            max(1, len(expected) // 12)):
+                        for offset in [0, *range(planner.DIRECT_OFFSET + 1, len(expected),
+                                                 max(1, len(expected) // 12))]:
+                            if offset >= len(expected):
+                                continue
                             before = len(off_loop)
                             page = await sqlite_store.list_actions(ListQuery(
                                 namespaces, 7, offset=offset, newest_first=newest_first,

@@ -138,7 +138,7 @@ def delta(changes) -> dict:
 def split_range(low: int | None, high: int | None):
     """Split the seconds low..high (inclusive; None: unbounded) into whole buckets and edges.
     Returns (edges, ranges): edges are [start, stop) second ranges to count from rows (each
-    shorter than the finest bucket), ranges are (first bucket, last bucket) of one width."""
+    within one of the finest buckets), ranges are (first bucket, last bucket) of one width."""
     start = low
     stop = None if high is None else high + 1
     edges, ranges = [], []
@@ -163,8 +163,9 @@ def split_range(low: int | None, high: int | None):
         start, stop = a, b
     else:
         level = len(SHIFTS)
-    if level == 0:      # shorter than one finest bucket: all rows
-        return [(low, None if high is None else high + 1)], []
+    if level == 0:      # shorter than one finest bucket: all rows, one edge in each bucket
+        cut = (high + 1) >> SHIFTS[0] << SHIFTS[0]
+        return ([(low, cut), (cut, high + 1)] if low < cut <= high else [(low, high + 1)]), []
     top = level - 1
     first = top * LEVEL_SPAN - LEVEL_SPAN // 2 if start is None else bucket(top, start)
     last = top * LEVEL_SPAN + LEVEL_SPAN // 2 - 1 if stop is None else bucket(top, stop) - 1

@@ -143,8 +143,9 @@ def _sum(conn, kind: str, keys: list, column: str | None, ranges: list) -> int:
     return conn.execute(sql, [v for r in ranges for v in (kind, *keys, *r)]).fetchone()[0]
 
 
-def count(conn, p: Plan) -> int:
-    """The query's exact total: the tallies' whole buckets plus the edges' rows."""
+def count(conn, p: Plan, fine=frozenset()) -> int:
+    """The query's exact total: the tallies' whole buckets plus the edges', from the rows or,
+    in the 68-minute buckets `fine` (split for the plan's keys), from the finer tallies."""
     if p.kind is None:
         index, where, params = p.count_by or (p.index, p.where, p.params)
         source = f"actions INDEXED BY {index}" if index else "actions"
@@ -153,23 +154,63 @@ def count(conn, p: Plan) -> int:
     total = _sum(conn, p.kind, p.keys, p.column, p.ranges)
     edge_from = "actions INDEXED BY actions_by_end" if p.time == "end_ts" else _from(p)
     for a, b in p.edges:
+        if _fine_edge(fine, a, b):
+            total += _sum(conn, p.kind, p.keys, p.column, _fine_ranges(a, b))
+            continue
         where = [*p.where, f"{p.time} >= ?"] + ([f"{p.time} < ?"] if b is not None else [])
         total += conn.execute(f"SELECT count(*) FROM {edge_from} WHERE {' AND '.join(where)}",
                               [*p.params, a, *([b] if b is not None else [])]).fetchone()[0]
     return total
 
 
-def edge_rows(conn, p: Plan) -> int:
-    """At most how many rows counting the edges reads: the rows of the finest buckets they lie
-    in (an edge is shorter than one, but in a busy hour one holds many)."""
+def _fine_edge(fine, a, b) -> bool:
+    """Whether the edge [a, b) lies in one of the split 68-minute buckets `fine`."""
+    return b is not None and a >> tally.SHIFTS[0] == (b - 1) >> tally.SHIFTS[0] \
+        and tally.bucket(0, a) in fine
+
+
+def _fine_ranges(a: int, b: int) -> list:
+    """The seconds [a, b) of one split bucket as ranges of its 64-second and 1-second buckets."""
+    width = 1 << tally.shift(-1)
+    a1, b1 = -(-a // width) * width, b // width * width
+    if a1 >= b1:
+        return [(tally.bucket(-2, a), tally.bucket(-2, b - 1))]
+    out = [(tally.bucket(-1, a1), tally.bucket(-1, b1) - 1)]
+    if a < a1:
+        out.append((tally.bucket(-2, a), tally.bucket(-2, a1 - 1)))
+    if b1 < b:
+        out.append((tally.bucket(-2, b1), tally.bucket(-2, b - 1)))
+    return out
+
+
+def edge_rows(conn, p: Plan) -> dict:
+    """{68-minute bucket: its rows} of the buckets the edges lie in: at most that many rows are
+    read counting an edge there (an edge is shorter than one, but in a busy hour one holds many)."""
     if not p.edges or p.kind is None:
-        return 0
-    buckets = sorted({tally.bucket(0, t) for a, b in p.edges for t in (a, b - 1)})
+        return {}
+    buckets = sorted({tally.bucket(0, t) for a, b in p.edges if b is not None
+                      for t in (a, b - 1)})
     key_test = f"key IN ({', '.join('?' * len(p.keys))})"
-    return conn.execute(
-        f"SELECT coalesce(sum({' + '.join(tally.STATE_COLUMNS)}), 0) FROM tallies "
-        f"WHERE kind = ? AND {key_test} AND bucket IN ({', '.join('?' * len(buckets))})",
-        (p.kind, *p.keys, *buckets)).fetchone()[0]
+    return dict(conn.execute(
+        f"SELECT bucket, sum({' + '.join(tally.STATE_COLUMNS)}) FROM tallies "
+        f"WHERE kind = ? AND {key_test} AND bucket IN ({', '.join('?' * len(buckets))}) "
+        "GROUP BY bucket", (p.kind, *p.keys, *buckets)))
+
+
+def _edge_buckets(conn, p: Plan, bounded: bool):
+    """(the split edge buckets, a split wish or None) of a plan with date edges; raises TooDeep
+    when `bounded` and the edges would read more than INLINE_EDGE_ROWS rows. An edge bucket of
+    more than half that many rows asks to be split (a start-time kind's)."""
+    rows = edge_rows(conn, p)
+    crowded = [b for b, n in rows.items() if n > INLINE_EDGE_ROWS // 2]
+    fine, wish = set(), None
+    if crowded and p.kind in tally.SPLIT_KINDS:
+        fine = {b for b in crowded if tallies.is_split(conn, p.kind, p.keys, b)}
+        unsplit = tuple(b for b in crowded if b not in fine)
+        wish = (p.kind, tuple(p.keys), unsplit) if unsplit else None
+    if bounded and sum(n for b, n in rows.items() if b not in fine) > INLINE_EDGE_ROWS:
+        raise TooDeep()
+    return fine, wish
 
 
 # ---------------------------------------------------------------------------- the page
@@ -240,14 +281,20 @@ def _edge_count(conn, p: Plan, a: int, b: int) -> int:
                         [*p.params, a, b]).fetchone()[0]
 
 
-def locate(conn, p: Plan, offset: int, newest_first: bool):
+def locate(conn, p: Plan, offset: int, newest_first: bool, fine=frozenset()):
     """Where the row at `offset` is: (boundary, rows to skip after it, the 68-minute bucket to
     split or None) for `page`, found by walking the tallies from the coarsest buckets down to
     one of the finest; None when the offset is past the last row. Reads a few hundred counters,
     never `offset` rows: in a split bucket down to one second's; in another, more than
     SPLIT_SKIP rows of a 68-minute bucket to skip asks for it to be split."""
-    pieces = [(a, b, None) for a, b in p.edges]
-    pieces += [(_interval(first)[1], _interval(last)[2], (first, last)) for first, last in p.ranges]
+    ranges = list(p.ranges)
+    pieces = []
+    for a, b in p.edges:     # an edge in a split bucket is its finer buckets
+        if _fine_edge(fine, a, b):
+            ranges += _fine_ranges(a, b)
+        else:
+            pieces.append((a, b, None))
+    pieces += [(_interval(first)[1], _interval(last)[2], (first, last)) for first, last in ranges]
     pieces.sort(reverse=newest_first)        # the pieces of the range do not overlap in time
     for a, b, buckets in pieces:
         if buckets is None:
@@ -264,8 +311,8 @@ def locate(conn, p: Plan, offset: int, newest_first: bool):
                 return (b if newest_first else a), offset, None
             if level == 0 and not (p.kind in tally.SPLIT_KINDS
                                    and tallies.is_split(conn, p.kind, p.keys, bucket)):
-                wish = bucket if p.kind in tally.SPLIT_KINDS else None
-                return (b if newest_first else a), offset, wish
+                split = bucket if p.kind in tally.SPLIT_KINDS else None
+                return (b if newest_first else a), offset, split
             bucket, offset = tallies.pick(conn, p.kind, p.keys, tally.bucket(level - 1, a),
                                           tally.bucket(level - 1, b) - 1, p.column, offset,
                                           newest_first)
@@ -279,12 +326,11 @@ def run(conn, p: Plan, query: ListQuery, bounded: bool = False):
     caller's one read transaction. `bounded` (on the loop): raises TooDeep rather than count
     more than INLINE_EDGE_ROWS edge rows or skip more than INLINE_SKIP rows. The tallies find a
     deep offset's bucket, but within a 68-minute one not split yet (which a burst of records can
-    fill with a million rows) or without a walk the rows are skipped one by one; the wish,
-    (kind, keys, bucket) for `tallies.split`, says which bucket to split so the next time they
-    are not."""
-    if bounded and p.edges and edge_rows(conn, p) > INLINE_EDGE_ROWS:
-        raise TooDeep()
-    total = count(conn, p)
+    fill with a million rows) or without a walk the rows are skipped one by one, and a date
+    range's edges in such a bucket are counted from its rows; the wish, (kind, keys, buckets) for
+    `tallies.split`, says which buckets to split so that the next time they are not."""
+    fine, wish = _edge_buckets(conn, p, bounded) if p.edges else ((), None)
+    total = count(conn, p, fine)
     if p.rival is not None and total:
         # The page reads about 25 * (the index range's rows) / total entries: the range of the
         # equality's index, or the state's, whichever the tallies say is shorter.
@@ -293,16 +339,17 @@ def run(conn, p: Plan, query: ListQuery, bounded: bool = False):
             p = replace(p, index=index)
     offset = 0 if query.cursor is not None else query.offset
     if offset >= total:
-        return total, None, None
+        return total, None, wish
     if offset > DIRECT_OFFSET and p.walk:
-        found = locate(conn, p, offset, query.newest_first)
+        found = locate(conn, p, offset, query.newest_first, fine)
         if found is None:
-            return total, None, None
+            return total, None, wish
         boundary, skip, split = found
-        wish = None if split is None else (p.kind, tuple(p.keys), split)
+        if split is not None:
+            wish = (p.kind, tuple(p.keys), tuple(sorted({split, *(wish[2] if wish else ())})))
         if bounded and skip > INLINE_SKIP:
             raise TooDeep()
         return total, page(conn, p, query, skip, boundary), wish
     if bounded and offset > max(INLINE_SKIP, DIRECT_OFFSET):
         raise TooDeep()
-    return total, page(conn, p, query, offset), None
+    return total, page(conn, p, query, offset), wish

@@ -53,33 +53,34 @@ _KEY_COLUMNS = {"": (), "a": ("action",), "u": ("user",), "i": ("is_user_action"
 _KEY_COLUMNS.update({"n" + k: ("namespace", *v) for k, v in list(_KEY_COLUMNS.items())})
 
 
-def split(conn, kind: str, keys: tuple, first: int):
-    """Split the 68-minute bucket `first` of a start-time kind's keys: count its actions into
-    the finer levels, from the rows (through the index of each state and the key's columns),
-    and keep it so (`apply`). A writer job; a key split already is left as it is."""
-    done = {k for (k,) in conn.execute(
-        f"SELECT key FROM tally_splits WHERE bucket = ? AND kind = ? "
-        f"AND key IN ({', '.join('?' * len(keys))})", (first, kind, *keys))}
-    start, stop = first << tally.SHIFTS[0], (first + 1) << tally.SHIFTS[0]
+def split(conn, kind: str, keys: tuple, firsts: tuple):
+    """Split the 68-minute buckets `firsts` of a start-time kind's keys: count their actions
+    into the finer levels, from the rows (through the index of each state and the key's columns),
+    and keep them so (`apply`). A writer job; a bucket and key split already is left as it is."""
     columns = _KEY_COLUMNS[kind]
     where = " AND ".join([f"{c} = ?" for c in columns] + ["state = ?", "start_ts >= ?",
                                                            "start_ts < ?"])
     sql = f"SELECT start_ts, count(*) FROM actions WHERE {where} GROUP BY start_ts"
-    for key in keys:
-        if key in done:
-            continue
-        values = key.split(tally.SEP) if columns else []
-        values = [int(v) if c == "is_user_action" else v for c, v in zip(columns, values)]
-        counts: dict[tuple, list] = {}
-        for column, state in enumerate(tally.STATE_COLUMN):
-            for ts, n in conn.execute(sql, (*values, state, start, stop)):
-                for level in range(-1, tally.FINEST - 1, -1):
-                    row = counts.setdefault((kind, key, tally.bucket(level, ts)),
-                                            [0] * len(STATES))
-                    row[column] += n
-        conn.executemany(_UPSERT, [(*k, *v) for k, v in counts.items()])
-        conn.execute("INSERT INTO tally_splits (bucket, kind, key) VALUES (?, ?, ?)",
-                     (first, kind, key))
+    for first in firsts:
+        done = {k for (k,) in conn.execute(
+            f"SELECT key FROM tally_splits WHERE bucket = ? AND kind = ? "
+            f"AND key IN ({', '.join('?' * len(keys))})", (first, kind, *keys))}
+        start, stop = first << tally.SHIFTS[0], (first + 1) << tally.SHIFTS[0]
+        for key in keys:
+            if key in done:
+                continue
+            values = key.split(tally.SEP) if columns else []
+            values = [int(v) if c == "is_user_action" else v for c, v in zip(columns, values)]
+            counts: dict[tuple, list] = {}
+            for column, state in enumerate(tally.STATE_COLUMN):
+                for ts, n in conn.execute(sql, (*values, state, start, stop)):
+                    for level in range(-1, tally.FINEST - 1, -1):
+                        row = counts.setdefault((kind, key, tally.bucket(level, ts)),
+                                                [0] * len(STATES))
+                        row[column] += n
+            conn.executemany(_UPSERT, [(*k, *v) for k, v in counts.items()])
+            conn.execute("INSERT INTO tally_splits (bucket, kind, key) VALUES (?, ?, ?)",
+                         (first, kind, key))
     return None, []
 
 
