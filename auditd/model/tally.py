@@ -43,14 +43,22 @@ def bucket(level: int, ts: int) -> int:
     return level * LEVEL_SPAN + (ts >> shift(level))
 
 
-def start_keys(action: dict) -> list[tuple[str, str]]:
-    """The (kind, key) pairs an action counts in by start time."""
-    ns = action["namespace"]
+def _start_pairs(ns: str, action: str, user: str, flag: str) -> list[tuple[str, str]]:
     out = []
-    for kind, field in (("", None), ("a", "action"), ("u", "user"), ("i", "is_user_action")):
-        value = "" if field is None else _value(action, field)
+    for kind, value in (("", ""), ("a", action), ("u", user), ("i", flag)):
         out += [(kind, value), ("n" + kind, ns + SEP + value if kind else ns)]
     return out
+
+
+def start_keys(action: dict) -> list[tuple[str, str]]:
+    """The (kind, key) pairs an action counts in by start time (SPLIT_KINDS)."""
+    return _start_pairs(action["namespace"], action["action"], action["user"],
+                        _value(action, "is_user_action"))
+
+
+def fine_buckets(ts: int) -> list[int]:
+    """The buckets of levels -1 and -2 that the second `ts` counts in, in a split bucket."""
+    return [bucket(level, ts) for level in range(-1, FINEST - 1, -1)]
 
 
 def fine_delta(changes, split: set) -> dict:
@@ -65,8 +73,8 @@ def fine_delta(changes, split: set) -> dict:
             b0, column = ts >> SHIFTS[0], STATES.index(action["state"])
             for kind, key in start_keys(action):
                 if (kind, key, b0) in split:
-                    for level in range(-1, FINEST - 1, -1):
-                        row = total.setdefault((kind, key, bucket(level, ts)), [0] * len(STATES))
+                    for fine in fine_buckets(ts):
+                        row = total.setdefault((kind, key, fine), [0] * len(STATES))
                         row[column] += sign
     return {k: v for k, v in total.items() if any(v)}
 
@@ -87,13 +95,11 @@ def _signature(action: dict) -> tuple:
 @functools.lru_cache(maxsize=4096)
 def _signature_keys(signature: tuple) -> tuple:
     ns, action, user, flag, start, end = signature
-    values = {"": "", "a": action, "u": user, "i": flag}
     starts = [level * LEVEL_SPAN + (start >> (shift - SHIFTS[0]))
               for level, shift in enumerate(SHIFTS)]
     out = []
-    for kind, value in values.items():
-        out += [(kind, value, b) for b in starts]
-        out += [("n" + kind, ns + SEP + value if kind else ns, b) for b in starts]
+    for kind, key in _start_pairs(ns, action, user, flag):
+        out += [(kind, key, b) for b in starts]
     if end is not None:
         for level, shift in enumerate(SHIFTS):
             b = level * LEVEL_SPAN + (end >> (shift - SHIFTS[0]))

@@ -164,9 +164,9 @@ def count(conn, p: Plan, fine=frozenset()) -> int:
 
 
 def _fine_edge(fine, a, b) -> bool:
-    """Whether the edge [a, b) lies in one of the split 68-minute buckets `fine`."""
-    return b is not None and a >> tally.SHIFTS[0] == (b - 1) >> tally.SHIFTS[0] \
-        and tally.bucket(0, a) in fine
+    """Whether the edge [a, b) lies in one of the split 68-minute buckets `fine` (an edge lies
+    in one bucket: tally.split_range)."""
+    return tally.bucket(0, a) in fine
 
 
 def _fine_ranges(a: int, b: int) -> list:
@@ -309,10 +309,10 @@ def locate(conn, p: Plan, offset: int, newest_first: bool, fine=frozenset()):
             level, a, b = _interval(bucket)
             if level == tally.FINEST or (level == 0 and offset <= SPLIT_SKIP):
                 return (b if newest_first else a), offset, None
-            if level == 0 and not (p.kind in tally.SPLIT_KINDS
-                                   and tallies.is_split(conn, p.kind, p.keys, bucket)):
-                split = bucket if p.kind in tally.SPLIT_KINDS else None
-                return (b if newest_first else a), offset, split
+            if level == 0:    # the walk goes on only in a split bucket; else it wants one
+                splittable = p.kind in tally.SPLIT_KINDS
+                if not (splittable and tallies.is_split(conn, p.kind, p.keys, bucket)):
+                    return (b if newest_first else a), offset, bucket if splittable else None
             bucket, offset = tallies.pick(conn, p.kind, p.keys, tally.bucket(level - 1, a),
                                           tally.bucket(level - 1, b) - 1, p.column, offset,
                                           newest_first)

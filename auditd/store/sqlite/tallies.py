@@ -24,14 +24,6 @@ CREATE TABLE IF NOT EXISTS tallies (
     {', '.join(f'{c} INTEGER NOT NULL DEFAULT 0' for c in tally.STATE_COLUMNS)},
     PRIMARY KEY (kind, key, bucket)
 ) WITHOUT ROWID"""
-# The 68-minute buckets split into finer ones for a kind and key (auditd/model/tally.py).
-SPLITS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tally_splits (
-    bucket  INTEGER NOT NULL,
-    kind    TEXT    NOT NULL,
-    key     TEXT    NOT NULL,
-    PRIMARY KEY (bucket, kind, key)
-) WITHOUT ROWID"""
 
 
 def apply(conn, changes):
@@ -62,9 +54,7 @@ def split(conn, kind: str, keys: tuple, firsts: tuple):
                                                            "start_ts < ?"])
     sql = f"SELECT start_ts, count(*) FROM actions WHERE {where} GROUP BY start_ts"
     for first in firsts:
-        done = {k for (k,) in conn.execute(
-            f"SELECT key FROM tally_splits WHERE bucket = ? AND kind = ? "
-            f"AND key IN ({', '.join('?' * len(keys))})", (first, kind, *keys))}
+        done = _split_keys(conn, kind, keys, first)
         start, stop = first << tally.SHIFTS[0], (first + 1) << tally.SHIFTS[0]
         for key in keys:
             if key in done:
@@ -74,9 +64,8 @@ def split(conn, kind: str, keys: tuple, firsts: tuple):
             counts: dict[tuple, list] = {}
             for column, state in enumerate(tally.STATE_COLUMN):
                 for ts, n in conn.execute(sql, (*values, state, start, stop)):
-                    for level in range(-1, tally.FINEST - 1, -1):
-                        row = counts.setdefault((kind, key, tally.bucket(level, ts)),
-                                                [0] * len(STATES))
+                    for fine in tally.fine_buckets(ts):
+                        row = counts.setdefault((kind, key, fine), [0] * len(STATES))
                         row[column] += n
             conn.executemany(_UPSERT, [(*k, *v) for k, v in counts.items()])
             conn.execute("INSERT INTO tally_splits (bucket, kind, key) VALUES (?, ?, ?)",
@@ -87,12 +76,16 @@ def split(conn, kind: str, keys: tuple, firsts: tuple):
 split.heavy = True   # writer.heavy_job: it may read a million rows, off the event loop
 
 
+def _split_keys(conn, kind: str, keys, first: int) -> set:
+    """Which of the keys the 68-minute bucket `first` is split for."""
+    return {k for (k,) in conn.execute(
+        f"SELECT key FROM tally_splits WHERE bucket = ? AND kind = ? "
+        f"AND key IN ({', '.join('?' * len(keys))})", (first, kind, *keys))}
+
+
 def is_split(conn, kind: str, keys: list, first: int) -> bool:
     """Whether the 68-minute bucket `first` is split for every one of the keys."""
-    return conn.execute(
-        f"SELECT count(*) FROM tally_splits WHERE bucket = ? AND kind = ? "
-        f"AND key IN ({', '.join('?' * len(keys))})", (first, kind, *keys)).fetchone()[0] \
-        == len(set(keys))
+    return len(_split_keys(conn, kind, keys, first)) == len(set(keys))
 
 
 def tallied(row) -> dict:
