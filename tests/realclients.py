@@ -15,6 +15,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -116,10 +117,20 @@ def real_clients() -> Clients:
 
 # ---------------------------------------------------------------------------- a long-running client
 
+_DEFAULT_SIGINT_EXEC = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 class Running:
     """A client process whose stdout is read line by line as it arrives (for `logs -f`)."""
 
-    def __init__(self, argv, env):
+    def __init__(self, argv, env, interactive: bool = False):
+        """`interactive`: start it with SIGINT at its default action, as a terminal's shell
+        does, whatever this process inherited: a job started in the background (`cmd &` in a
+        script, nohup) ignores SIGINT, an ignored signal stays ignored across exec, and a test
+        that interrupts the client would then wait for an exit that never comes."""
+        if interactive:
+            argv = [sys.executable, "-c", _DEFAULT_SIGINT_EXEC, *argv]
         self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()

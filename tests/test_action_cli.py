@@ -293,7 +293,7 @@ def test_interrupting_logs_follow_is_quiet(srv):
         uuid = api.record(action="Service Redeploy")["uuid"]
         api.append_logs(uuid, ["working"])
     follower = Running([sys.executable, "-m", "auditd", "action", "logs", "-f", uuid],
-                       clean_env(srv.env))
+                       clean_env(srv.env), interactive=True)   # as Ctrl-C reaches it in a terminal
     try:
         assert follower.next_line() == "working"
         follower.proc.send_signal(signal.SIGINT)
