@@ -43,7 +43,8 @@ class Plan:
     keys: list                # their keys (one per namespace, or one)
     column: str | None        # a state's tally column, or None for all states
     ranges: list              # bucket ranges
-    edges: list               # [start, stop) second ranges counted from rows
+    edges: list               # [start, stop) second ranges counted from rows, each bounded
+                              # and inside one 68-minute bucket (tally.split_range)
     time: str                 # start_ts or end_ts: what the date range bounds
     index: str | None         # the index the page and edges read, or None: SQLite's choice
     where: list               # the conditions (SQL) but the date bounds
@@ -157,9 +158,9 @@ def count(conn, p: Plan, fine=frozenset()) -> int:
         if _fine_edge(fine, a, b):
             total += _sum(conn, p.kind, p.keys, p.column, _fine_ranges(a, b))
             continue
-        where = [*p.where, f"{p.time} >= ?"] + ([f"{p.time} < ?"] if b is not None else [])
+        where = [*p.where, f"{p.time} >= ?", f"{p.time} < ?"]
         total += conn.execute(f"SELECT count(*) FROM {edge_from} WHERE {' AND '.join(where)}",
-                              [*p.params, a, *([b] if b is not None else [])]).fetchone()[0]
+                              [*p.params, a, b]).fetchone()[0]
     return total
 
 
@@ -188,8 +189,7 @@ def edge_rows(conn, p: Plan) -> dict:
     read counting an edge there (an edge is shorter than one, but in a busy hour one holds many)."""
     if not p.edges or p.kind is None:
         return {}
-    buckets = sorted({tally.bucket(0, t) for a, b in p.edges if b is not None
-                      for t in (a, b - 1)})
+    buckets = sorted({tally.bucket(0, t) for a, b in p.edges for t in (a, b - 1)})
     key_test = f"key IN ({', '.join('?' * len(p.keys))})"
     return dict(conn.execute(
         f"SELECT bucket, sum({' + '.join(tally.STATE_COLUMNS)}) FROM tallies "
