@@ -4,6 +4,7 @@ page of 25 with its exact total_count, beside the newest-25 list of the same run
     .venv/bin/python -m bench.filters                     # 1M actions, 3 rounds of 5 s
     .venv/bin/python -m bench.filters --size 10000000     # the growth figure (cached, long build)
     .venv/bin/python -m bench.filters --size 50000 --seconds 2 --rounds 1   # a quick look
+    .venv/bin/python -m bench.filters --postgres          # the same on PostgreSQL (bench.pg's copy)
 
 One auditd server on the suite's database of SIZE actions (bench/build.py); wrk with 8
 connections per query, the queries interleaved round by round so the machine's phase hits them
@@ -23,7 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import build, grow, procs, wrk  # noqa: E402
+from bench import build, grow, pg, procs, wrk  # noqa: E402
 from bench.run import LIST_PATH, LIST_USER, check_page, load, machine, say, settle  # noqa: E402
 
 A = "/api/audit/v1/action/?limit=25"
@@ -78,7 +79,7 @@ def queries(size: int) -> list[tuple[str, str, str]]:
     ]
 
 
-def prepare(db: Path) -> dict:
+def prepare(db) -> dict:
     """Credentials: ns00 (one namespace), benchadmin, and benchorg, a member of ns01..ns03."""
     keys = {"list": procs.basic(LIST_USER, procs.ensure_user(db, LIST_USER, "user")),
             "admin": procs.basic("benchadmin", procs.ensure_user(db, "benchadmin", "admin")),
@@ -104,14 +105,28 @@ def main(argv=None):
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--json", metavar="FILE", help="write the figures here")
     parser.add_argument("--against", metavar="FILE", help="an earlier --json run (growth)")
+    parser.add_argument("--postgres", nargs="?", const=pg.PG, metavar="URL",
+                        help="the same queries on PostgreSQL: bench.pg's copy of the database "
+                             f"(URL_SIZE; default URL {pg.PG}), filled when missing")
+    parser.add_argument("--src", metavar="DIR",
+                        help="serve the auditd package in DIR (e.g. a `git archive` of a commit)")
     args = parser.parse_args(argv)
+    if args.src:
+        procs.REPO = Path(args.src).resolve()
     wrk.find_wrk()
     say(f"bench.filters: {args.size:,} actions, {args.rounds} rounds of {args.seconds:g} s, "
-        f"c{args.connections}; {machine()}; load {load()}")
-    db = grow.grow(args.size, say) if args.size > grow.SOURCE else \
-        build.ensure_database(args.size, say)
+        f"c{args.connections}{' on PostgreSQL' if args.postgres else ''}; {machine()}; "
+        f"load {load()}")
+    if args.postgres:
+        if args.size > grow.SOURCE:
+            raise SystemExit("--postgres: at most the 1M database (bench.pg copies it)")
+        db = pg.pg_url(args.postgres, args.size)
+        pg.ensure_postgres(args.size, db)
+    else:
+        db = grow.grow(args.size, say) if args.size > grow.SOURCE else \
+            build.ensure_database(args.size, say)
     keys = prepare(db)
-    server = procs.auditd_server(f"filters-{args.size}", db)
+    server = procs.auditd_server(f"filters-{args.size}{'-pg' if args.postgres else ''}", db)
     server.start()
     results: dict[str, list] = {}
     try:

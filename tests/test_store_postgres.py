@@ -17,7 +17,7 @@ from auditd.model.document import render_action
 from auditd.model.errors import NotFound
 from auditd.model.query import ListQuery
 from auditd.store import open_store
-from auditd.store.postgres import check
+from auditd.store.postgres import SCHEMA_VERSION, check
 from auditd.store.postgres.partitions import create_months, ensure_partitions, months_of
 
 
@@ -231,7 +231,7 @@ async def test_a_version_1_database_gets_its_log_lines_partitioned_like_their_ac
             made.append(action)
         await conn.close()
         async with open_store(Config(db=url)) as store:
-            assert store.schema_version == 2
+            assert store.schema_version == SCHEMA_VERSION
             for action, partition in zip(made, ("action_logs_2020_01", "action_logs_default")):
                 assert await store.read_logs(action["id"], 1, 10) == [
                     (2, 2, None, "line 2"), (3, 3, None, "line 3")]
@@ -243,8 +243,26 @@ async def test_a_version_1_database_gets_its_log_lines_partitioned_like_their_ac
                     action["id"])} == {partition}
                 await conn.close()
         assert check(url)["problems"] == []
+        # the migrated database has the indexes a new one gets (the filters need them)
+        fresh = pgtools.create_database("fresh")
+        try:
+            async with open_store(Config(db=fresh)):
+                pass
+            assert await _index_definitions(url) == await _index_definitions(fresh)
+        finally:
+            pgtools.drop_database(fresh)
     finally:
         pgtools.drop_database(url)
+
+
+async def _index_definitions(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return {r[0] for r in await conn.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename IN "
+            "('actions', 'action_keys', 'action_logs', 'action_counts')")}
+    finally:
+        await conn.close()
 
 
 async def test_pages_looked_for_in_the_newest_month_first_are_the_pages_of_the_whole_table(url):

@@ -11,7 +11,8 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+MIGRATION_TIMEOUT = 24 * 3600.0   # seconds; connect()'s command_timeout is 60
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict[int, str] = {
@@ -44,6 +45,13 @@ INSERT INTO action_logs (action_id, start_ts, seq, ts, stream_type, line)
     FROM action_logs_v1 l JOIN action_keys k ON k.id = l.action_id;
 DROP TABLE action_logs_v1;
 CREATE INDEX action_keys_by_start ON action_keys (start_ts);
+""",
+    # 3: indexes for the filters by action, user and is_user_action (issue 11).
+    2: """
+CREATE INDEX actions_by_action          ON actions (action, start_ts, id);
+CREATE INDEX actions_by_namespace_action ON actions (namespace, action, start_ts, id);
+CREATE INDEX actions_by_user            ON actions ("user", start_ts, id);
+CREATE INDEX actions_by_is_user_action  ON actions (is_user_action, start_ts, id);
 """,
 }
 
@@ -96,7 +104,8 @@ async def prepare_database(conn, url: str) -> int:
         while version < SCHEMA_VERSION:
             log.info("migrating %s from schema version %d to %d", redact(url), version,
                      version + 1)
-            await conn.execute(MIGRATIONS[version])
+            # a migration may rewrite or index every row: no statement time limit
+            await conn.execute(MIGRATIONS[version], timeout=MIGRATION_TIMEOUT)
             version += 1
             await conn.execute("UPDATE schema_version SET version = $1", version)
         return version

@@ -80,6 +80,12 @@ CREATE INDEX actions_by_state           ON actions (state, start_ts, id);
 CREATE INDEX actions_by_object          ON actions (object_id, namespace, start_ts, id);
 CREATE INDEX actions_by_end             ON actions (end_ts);
 CREATE INDEX actions_by_uuid            ON actions (uuid);
+-- The filters by action, user and is_user_action (issue 11): the page walks one of these in
+-- start_ts order and the count reads only its entries, instead of every partition's rows.
+CREATE INDEX actions_by_action          ON actions (action, start_ts, id);
+CREATE INDEX actions_by_namespace_action ON actions (namespace, action, start_ts, id);
+CREATE INDEX actions_by_user            ON actions ("user", start_ts, id);
+CREATE INDEX actions_by_is_user_action  ON actions (is_user_action, start_ts, id);
 
 CREATE TABLE action_keys (
     uuid        text COLLATE "C" PRIMARY KEY,
