@@ -136,16 +136,21 @@ def main(argv=None):
             path = A + f"&uuid={one}" if path == "{uuid}" else path
             check_page(server, path, keys[who], name)
             runs.append((name, path, {"headers": {"Authorization": keys[who]}}))
+        def quiet():
+            settle(server)
+            if args.postgres:     # and the database: its backends may still run given-up queries
+                pg.settle_database(db)
+
         for _, path, extra in runs:            # warm up
             wrk.run(server.url + path, args.connections, 1, **extra)
-        settle(server)
+        quiet()
         for round_no in range(1, args.rounds + 1):
             for name, path, extra in runs:
                 result = wrk.run(server.url + path, args.connections, args.seconds, **extra)
                 results.setdefault(name, []).append(result)
                 if result.errors:
                     say(f"  ERRORS in {name}: {result.errors}")
-                settle(server)
+                quiet()
             say(f"round {round_no} done; load {load()}")
     finally:
         server.stop()

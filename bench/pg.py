@@ -67,6 +67,25 @@ async def _count(url: str):
         await conn.close()
 
 
+def settle_database(url: str, limit: float = 120.0):
+    """Wait until no backend of `url`'s database runs a statement: the server keeps running a
+    query whose client gave up (it finishes it and drops the answer), and a slow query of one
+    run must not land in the next run's numbers."""
+    import asyncpg
+
+    async def wait():
+        conn = await asyncpg.connect(url)
+        try:
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline and await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state = 'active' AND pid <> pg_backend_pid()"):
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+    asyncio.run(wait())
+
+
 def ensure_postgres(size: int, url: str) -> dict:
     """The PostgreSQL copy of the SQLite database of `size` actions: made when missing, and
     completed by `auditd migrate` when it holds fewer actions. Returns what the fill took."""
