@@ -83,15 +83,8 @@ def grow(size: int, log=print) -> Path:
                  f"{factor}, canceling = canceling * {factor}, canceled = canceled * {factor}, "
                  f"success = success * {factor}, failed = failed * {factor} "
                  "WHERE kind NOT IN ('p', 'np')")
-    conn.execute("DELETE FROM tallies WHERE kind IN ('p', 'np')")
-    from auditd.model import tally
-    sums = ", ".join(f"sum(state = '{s}')" for s in tally.STATE_COLUMN)
-    cols6 = ", ".join(tally.STATE_COLUMNS)
-    conn.execute(f"INSERT INTO tallies (kind, key, bucket, {cols6}) SELECT 'p', "
-                 f"substr(uuid, 1, 2), {tally.ALL_TIME}, {sums} FROM actions GROUP BY 2")
-    conn.execute(f"INSERT INTO tallies (kind, key, bucket, {cols6}) SELECT 'np', "
-                 f"namespace || char(31) || substr(uuid, 1, 2), {tally.ALL_TIME}, {sums} "
-                 "FROM actions GROUP BY 2")
+    from auditd.store.sqlite.tallies import recount_prefixes
+    recount_prefixes(conn)
     for name, sql in indexes:
         log(f"  index {name}: {time.monotonic() - started:.0f} s")
         conn.execute(sql)

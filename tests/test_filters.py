@@ -82,6 +82,9 @@ def _queries(rng, actions):
              {"uuid__startswith": sample[0]["uuid"][:1]}, {"uuid__startswith": sample[1]["uuid"][:2]},
              {"uuid__startswith": sample[2]["uuid"][:3]}, {"uuid": sample[3]["uuid"]}]
     shapes = list(alone)
+    # the prefix tallies count three digits: fewer sum a range of them, more count index rows
+    shapes += [{"uuid__startswith": sample[2]["uuid"][:3], "state": "Success"},
+               {"uuid__startswith": sample[2]["uuid"][:4]}, {"uuid__startswith": "-"}]
     shapes += [dict(q, state=s) for q in alone[3:9] for s in ("Success", "Canceled")]
     shapes += ranges + ends + [dict(r, state="Failed") for r in ranges[:3] + ends]
     shapes += [dict(r, **q) for r in ranges for q in alone[3:7]]

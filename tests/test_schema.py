@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT
 from auditd.model.errors import SchemaVersionError
 from auditd.model.actions import new_action
+from auditd.model.tally import ALL_TIME
 from auditd.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from auditd.store.sqlite.database import prepare_database
 
@@ -119,6 +120,29 @@ async def test_a_version_4_database_gets_the_tallies_the_writer_would_have_kept(
     assert prepare_database(path) == SCHEMA_VERSION
     assert schema_of(path) == fresh_schema
     assert tallies_of(path) == fresh_tallies
+
+
+async def test_a_version_7_database_gets_its_uuid_prefixes_counted_by_three_digits(tmp_path):
+    path = str(tmp_path / "v7.db")
+    async with SQLiteStore(path) as store:
+        made = [await store.record_action(new_action(
+            action="Service Create", user=f"u{i % 3}", namespace=f"u{i % 3}",
+            state="In progress")) for i in range(300)]
+        for action in made[::4]:
+            await store.change_state(action["uuid"], "Success", None)
+    fresh = tallies_of(path)
+    prefixes = [row for row in fresh if row[0] == "p"]
+    assert {len(row[1]) for row in prefixes} == {3} and 200 < len(prefixes) <= 300
+    with sqlite3.connect(path) as conn:     # what version 7 kept: two digits
+        conn.execute("DELETE FROM tallies WHERE kind IN ('p', 'np')")
+        conn.execute("INSERT INTO tallies (kind, key, bucket, in_progress) "
+                     "SELECT 'p', substr(uuid, 1, 2), ?, count(*) FROM actions "
+                     "GROUP BY substr(uuid, 1, 2)", (ALL_TIME,))
+        conn.execute("PRAGMA user_version = 7")
+    assert tallies_of(path) != fresh
+
+    assert prepare_database(path) == SCHEMA_VERSION
+    assert tallies_of(path) == fresh
 
 
 def ancestors_of(path):

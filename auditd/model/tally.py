@@ -4,8 +4,9 @@
 A tally row is (kind, key, bucket) with one count per state. The kind names which filters the
 key holds: `a` an action name, `na` a namespace and an action name, `u`/`nu` a user, `i`/`ni`
 is_user_action, `` and `n` nothing but the namespace; they count by start time. `e` and `ne`
-count the actions that ended, by end time. `p` and `np` count by the uuid's first two hex
-digits, over all time. Buckets come in three widths (2**12 s ~ 68 min, 2**18 s ~ 3 days,
+count the actions that ended, by end time. `p` and `np` count by the uuid's first three hex
+digits (4,096 keys), over all time: a prefix of up to three digits is counted from 1 to 256 of
+them, a longer one is a range of the uuid index of a 16th of a three-digit prefix's rows. Buckets come in three widths (2**12 s ~ 68 min, 2**18 s ~ 3 days,
 2**24 s ~ 194 days): every action is counted once at each width, so any time range is a handful
 of whole buckets of each width plus two partial edges shorter than 68 minutes, which are counted
 from the rows themselves through an index.
@@ -30,7 +31,8 @@ ALL_TIME = len(SHIFTS) * LEVEL_SPAN   # the one bucket of the all-time kinds (uu
 STATE_COLUMNS = ("pending", "in_progress", "canceling", "canceled", "success", "failed")
 STATE_COLUMN = dict(zip(STATES, STATE_COLUMNS))
 SEP = "\x1f"                          # between a namespace and the value in a two-part key
-PREFIX = 2                            # the uuid prefix the p/np kinds count by
+PREFIX = 3                            # the uuid prefix the p/np kinds count by
+PREFIX_KINDS = ("p", "np")
 
 # kind -> the list filter it answers (None: none beyond namespace and state)
 

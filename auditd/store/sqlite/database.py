@@ -9,7 +9,7 @@ from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -31,6 +31,8 @@ MIGRATIONS: dict = {
     # 7: the tallies' buckets a burst filled, split finer for deep offsets (tallies.py)
     6: "CREATE TABLE IF NOT EXISTS tally_splits (bucket INTEGER NOT NULL, kind TEXT NOT NULL, "
        "key TEXT NOT NULL, PRIMARY KEY (bucket, kind, key)) WITHOUT ROWID",
+    # 8: the uuid-prefix tallies count three digits, not two (tallies.recount_prefixes)
+    7: "prefixes",
 }
 _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_time": "start_ts, id, uuid",
@@ -168,9 +170,12 @@ def prepare_database(path: str) -> int:
             return SCHEMA_VERSION
         while version < SCHEMA_VERSION:
             log.info("migrating %s from schema version %d to %d", path, version, version + 1)
-            if MIGRATIONS[version] in ("tree", "tallies", "ancestors"):   # steps in Python
+            if MIGRATIONS[version] in ("tree", "tallies", "ancestors", "prefixes"):   # Python
                 conn.execute("BEGIN IMMEDIATE")
-                if MIGRATIONS[version] == "tree":
+                if MIGRATIONS[version] == "prefixes":
+                    from .tallies import recount_prefixes
+                    recount_prefixes(conn)
+                elif MIGRATIONS[version] == "tree":
                     from .tree import migrate     # leaves for the actions there
                     migrate(conn)
                 elif MIGRATIONS[version] == "ancestors":

@@ -19,11 +19,11 @@ _INDEXES = {
     ("is_user_action", True): "actions_by_namespace",
 }
 _KIND = {None: "", "action": "a", "user": "u", "is_user_action": "i"}
-_HEX = "0123456789abcdef"
 _DATES = {"start_date__gte": "start_ts >= ?", "start_date__lte": "start_ts <= ?",
           "end_date__gte": "end_ts >= ?", "end_date__lte": "end_ts <= ?"}
 UUID_INDEX = "actions_by_uuid"   # uuid, then what a page and a namespace or state test need
 PREFIX_INDEX = "actions_by_uuid_prefix"   # the uuid's first two digits, then the time order
+INDEX_DIGITS = 2                          # the digits PREFIX_INDEX leads with
 MAX_SPLIT_NAMESPACES = 64     # more namespaces than this: one index scan, not one per namespace
 DIRECT_OFFSET = 1000          # deeper offsets are found through the tallies
 INLINE_EDGE_ROWS = 20_000     # more rows than this in a range's edge buckets: off the loop
@@ -83,24 +83,24 @@ def plan(query: ListQuery, object_ids) -> Plan | None:
         params.append(int(f[field]) if field == "is_user_action" else f[field])
     # All namespaces and two digits or more: the prefix index in time order (a longer prefix
     # tested in it, one row in 16 per digit more), so a page reads ~25 x 16**(digits - 2) rows.
-    by_prefix = prefix is not None and len(prefix) >= tally.PREFIX and names is None
+    digits = 0 if prefix is None else len(prefix)
+    by_prefix = digits >= INDEX_DIGITS and names is None
     cut = len(params)
     if by_prefix:
-        where.append(f"substr(uuid, 1, {tally.PREFIX}) = ?")
-        params.append(prefix[:tally.PREFIX].lower())
-    if prefix is not None and not (by_prefix and len(prefix) == tally.PREFIX):
+        where.append(f"substr(uuid, 1, {INDEX_DIGITS}) = ?")
+        params.append(prefix[:INDEX_DIGITS].lower())
+    if prefix is not None and not (by_prefix and digits == INDEX_DIGITS):
         where.append("uuid >= ? AND uuid < ?")
         params += _prefix_bounds(prefix)
-    if prefix is not None and len(prefix) > tally.PREFIX:
-        # a longer prefix is a short range of the uuid index: counted there (and its page
-        # sorted there too when namespaces narrow it)
+    if digits > tally.PREFIX:
+        # longer than the tallies count: a short range of the uuid index, counted there (and
+        # its page sorted there too when namespaces narrow it)
         counted = (UUID_INDEX, [w for w in where if not w.startswith("substr")],
                    params[:cut] + params[cut + by_prefix:])
         return Plan(None, [], None, [], [], "start_ts", PREFIX_INDEX if by_prefix else UUID_INDEX,
                     where, params, [], False, count_by=counted)
     if prefix is not None:
-        values = [prefix.lower()] if len(prefix) == tally.PREFIX else [
-            prefix.lower() + c for c in _HEX]
+        values = [prefix.lower()]    # the prefix of the tallies' keys: _sum_sql
         kind = "p"
         edges, ranges = [], [(tally.ALL_TIME, tally.ALL_TIME)]
     else:
@@ -117,8 +117,10 @@ def plan(query: ListQuery, object_ids) -> Plan | None:
         index = None
     elif by_prefix:
         index = PREFIX_INDEX
+    elif digits > INDEX_DIGITS:   # and namespaces: a short range of the uuid index, sorted
+        index = UUID_INDEX
     elif prefix is not None:   # a short prefix: newest first, its uuid tested in the index
-        index = None if len(prefix) > tally.PREFIX else _INDEXES[(None, names is not None, False)]
+        index = _INDEXES[(None, names is not None, False)]
     elif field is None:
         index = _INDEXES[(None, names is not None, "state" in f)]
     else:
@@ -139,9 +141,19 @@ def _from(p: Plan) -> str:
     return f"actions INDEXED BY {p.index}" if p.index else "actions"
 
 
+def _sum_sql(kind: str, keys: list, column: str | None, ranges: list) -> tuple[str, list]:
+    """(SQL, parameters) of the total of the tallies of a kind's keys over the bucket ranges;
+    a uuid prefix kind's keys are prefixes of its tallies' keys (all time, one range each)."""
+    if kind in tally.PREFIX_KINDS:
+        return (tallies.prefix_sum_sql(len(keys), column),
+                [v for key in keys for v in (kind, *_prefix_bounds(key))])
+    return (tallies.sum_sql(len(keys), len(ranges), column),
+            [v for r in ranges for v in (kind, *keys, *r)])
+
+
 def _sum(conn, kind: str, keys: list, column: str | None, ranges: list) -> int:
-    sql = tallies.sum_sql(len(keys), len(ranges), column)
-    return conn.execute(sql, [v for r in ranges for v in (kind, *keys, *r)]).fetchone()[0]
+    sql, params = _sum_sql(kind, keys, column, ranges)
+    return conn.execute(sql, params).fetchone()[0]
 
 
 def count(conn, p: Plan, fine=frozenset()) -> int:
@@ -233,9 +245,8 @@ def single(p: Plan, query: ListQuery):
     if p.kind is None or p.edges or p.rival is not None or offset > DIRECT_OFFSET:
         return None
     keys_sql, key_params = _keys_sql(p, query, offset)
-    head = f"({tallies.sum_sql(len(p.keys), len(p.ranges), p.column)}), "
-    return (page_sql(keys_sql, query.newest_first, head),
-            [*key_params, *(v for r in p.ranges for v in (p.kind, *p.keys, *r))])
+    sum_sql, sum_params = _sum_sql(p.kind, p.keys, p.column, p.ranges)
+    return page_sql(keys_sql, query.newest_first, f"({sum_sql}), "), [*key_params, *sum_params]
 
 
 def _keys_sql(p: Plan, query: ListQuery, offset: int, boundary: int | None = None):

@@ -112,6 +112,20 @@ def rebuild(conn, chunk: int = 50_000):
     log.info("tallies counted for %d actions", done)
 
 
+def recount_prefixes(conn):
+    """Count every action by its uuid's first `tally.PREFIX` digits again: the migration to
+    schema 8, whose p/np tallies count three digits where schema 7's counted two. Two grouped
+    scans of the uuid index, not a pass through `apply`."""
+    conn.execute("DELETE FROM tallies WHERE kind IN ('p', 'np')")
+    sums = ", ".join("sum(state = ?)" for _ in STATES)
+    digits = f"substr(uuid, 1, {tally.PREFIX})"
+    for kind, key, group in (("p", digits, digits),
+                             ("np", f"namespace || char({ord(tally.SEP)}) || {digits}",
+                              f"namespace, {digits}")):
+        conn.execute(f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) SELECT ?, {key}, ?, "
+                     f"{sums} FROM actions GROUP BY {group}", (kind, tally.ALL_TIME, *STATES))
+
+
 # ---------------------------------------------------------------------------- reading
 
 def sum_sql(keys: int, ranges: int, column: str | None) -> str:
@@ -124,6 +138,16 @@ def sum_sql(keys: int, ranges: int, column: str | None) -> str:
     one = (f"(SELECT coalesce(sum({total}), 0) FROM tallies WHERE kind = ? AND {key_test} "
            "AND bucket BETWEEN ? AND ?)")
     return "SELECT " + (" + ".join([one] * ranges) or "0")
+
+
+def prefix_sum_sql(keys: int, column: str | None) -> str:
+    """The total of a uuid-prefix kind's tallies (tally.PREFIX_KINDS) whose key starts with one
+    of `keys` key prefixes: a uuid prefix shorter than the tallies' is one range of the primary
+    key (16 keys a digit fewer). Parameters: (kind, low, high) per key prefix."""
+    total = column or " + ".join(tally.STATE_COLUMNS)
+    one = (f"(SELECT coalesce(sum({total}), 0) FROM tallies WHERE kind = ? AND key >= ? "
+           f"AND key < ? AND bucket = {tally.ALL_TIME})")
+    return "SELECT " + (" + ".join([one] * keys) or "0")
 
 
 def pick(conn, kind: str, keys: list, first: int, last: int, column: str | None, offset: int,
