@@ -122,8 +122,9 @@ async def test_a_version_4_database_gets_the_tallies_the_writer_would_have_kept(
     assert tallies_of(path) == fresh_tallies
 
 
-async def test_a_version_7_database_gets_its_uuid_prefixes_counted_by_three_digits(tmp_path):
-    path = str(tmp_path / "v7.db")
+async def version_7(path):
+    """A database as schema 7 kept it (uuid prefixes counted by two digits), and the tallies
+    schema 8 counts for it."""
     async with SQLiteStore(path) as store:
         made = [await store.record_action(new_action(
             action="Service Create", user=f"u{i % 3}", namespace=f"u{i % 3}",
@@ -140,9 +141,32 @@ async def test_a_version_7_database_gets_its_uuid_prefixes_counted_by_three_digi
                      "GROUP BY substr(uuid, 1, 2)", (ALL_TIME,))
         conn.execute("PRAGMA user_version = 7")
     assert tallies_of(path) != fresh
+    return fresh
 
+
+async def test_a_version_7_database_gets_its_uuid_prefixes_counted_by_three_digits(tmp_path):
+    path = str(tmp_path / "v7.db")
+    fresh = await version_7(path)
     assert prepare_database(path) == SCHEMA_VERSION
     assert tallies_of(path) == fresh
+
+
+async def test_a_command_on_an_older_database_says_what_its_migration_does(tmp_path):
+    # counting the prefixes of ten million actions takes a minute: a command that waits for it
+    # says so on stderr, and its output on stdout stays data
+    path = str(tmp_path / "v7.db")
+    fresh = await version_7(path)
+    done = subprocess.run([sys.executable, "-m", "auditd", "user", "list", "--db", path],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["NAME\tROLE\tORGANIZATIONS"]
+    assert f"migrating {path} from schema version 7 to 8" in done.stderr
+    assert "counting the uuid prefixes of 300 actions by 3 digits" in done.stderr
+    assert "uuid prefixes counted" in done.stderr
+    assert tallies_of(path) == fresh
+    again = subprocess.run([sys.executable, "-m", "auditd", "user", "list", "--db", path],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert again.returncode == 0 and "migrating" not in again.stderr
 
 
 def ancestors_of(path):

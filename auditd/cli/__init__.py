@@ -16,7 +16,7 @@ from .. import __version__
 from ..config import unknown_environment
 from ..model.errors import AuditdError
 from . import accounts, action, data, forward, migrate, run, serve, verify
-from .common import database_problem, say
+from .common import database_problem, say, show_migrations
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     warning = unknown_environment()
     if warning and args.command not in ("action", "run"):   # those two read no settings
         say(f"auditd: warning: {warning}")
+    if args.command != "serve":
+        show_migrations()
     try:
         return args.func(args)
     except AuditdError as err:

@@ -1,6 +1,7 @@
 """What the commands share: the --db/--config options and every setting's flag, the effective
 configuration, messages on stderr, and dates on the command line."""
 import argparse
+import logging
 import os
 import sqlite3
 import sys
@@ -15,6 +16,20 @@ from ..store import backend_for
 def say(message: str):
     """A message for the person at the terminal: stderr, so stdout stays data."""
     print(message, file=sys.stderr, flush=True)
+
+
+def show_migrations():
+    """Print what a schema migration does while a command waits for it (counting ten million
+    actions again takes a minute): the store's `auditd.store.migrate` messages, on stderr.
+    `serve` shows them through its own logging instead."""
+    migrations = logging.getLogger("auditd.store.migrate")
+    if any(getattr(h, "auditd_cli", False) for h in migrations.handlers):
+        return     # main() called again in one process (the tests)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("auditd: %(message)s"))
+    handler.auditd_cli = True
+    migrations.addHandler(handler)
+    migrations.setLevel(logging.INFO)
 
 
 def date_arg(text: str) -> int:

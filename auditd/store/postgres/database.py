@@ -10,6 +10,9 @@ import asyncpg
 from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
+# What a schema migration is doing, shown by every command that opens an older database
+# (cli/common.py show_migrations): some take a minute on ten million actions.
+progress = logging.getLogger("auditd.store.migrate")
 
 SCHEMA_VERSION = 3
 MIGRATION_TIMEOUT = 24 * 3600.0   # seconds; connect()'s command_timeout is 60
@@ -102,7 +105,7 @@ async def prepare_database(conn, url: str) -> int:
                 f"{redact(url)} has schema version {version}, but this auditd knows versions up "
                 f"to {SCHEMA_VERSION}: run a newer auditd")
         while version < SCHEMA_VERSION:
-            log.info("migrating %s from schema version %d to %d", redact(url), version,
+            progress.info("migrating %s from schema version %d to %d", redact(url), version,
                      version + 1)
             # a migration may rewrite or index every row: no statement time limit
             await conn.execute(MIGRATIONS[version], timeout=MIGRATION_TIMEOUT)

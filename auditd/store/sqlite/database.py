@@ -8,6 +8,9 @@ from pathlib import Path
 from ...model.errors import SchemaVersionError, Unavailable
 
 log = logging.getLogger("auditd.store")
+# What a schema migration is doing, shown by every command that opens an older database
+# (cli/common.py show_migrations): some take a minute on ten million actions.
+progress = logging.getLogger("auditd.store.migrate")
 
 SCHEMA_VERSION = 8
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
@@ -169,7 +172,7 @@ def prepare_database(path: str) -> int:
                                + f"; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
             return SCHEMA_VERSION
         while version < SCHEMA_VERSION:
-            log.info("migrating %s from schema version %d to %d", path, version, version + 1)
+            progress.info("migrating %s from schema version %d to %d", path, version, version + 1)
             if MIGRATIONS[version] in ("tree", "tallies", "ancestors", "prefixes"):   # Python
                 conn.execute("BEGIN IMMEDIATE")
                 if MIGRATIONS[version] == "prefixes":

@@ -15,6 +15,7 @@ import time
 from .listing import page_sql
 
 log = logging.getLogger("auditd.store")
+progress = logging.getLogger("auditd.store.migrate")   # database.py
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS action_ancestors (
@@ -126,7 +127,7 @@ def rebuild(conn):
     conn.execute("INSERT INTO ancestor_counts (ancestor_id, namespace, n) SELECT ancestor_id, "
                  "namespace, count(*) FROM action_ancestors GROUP BY ancestor_id, namespace")
     rows = conn.execute("SELECT count(*) FROM action_ancestors").fetchone()[0]
-    log.info("filed actions under their objects' ancestors: %d rows (%.0f s)", rows,
+    progress.info("filed actions under their objects' ancestors: %d rows (%.0f s)", rows,
              time.monotonic() - started)
 
 

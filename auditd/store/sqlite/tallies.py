@@ -7,6 +7,7 @@ from ...model import tally
 from ...model.actions import STATES
 
 log = logging.getLogger("auditd.store")
+progress = logging.getLogger("auditd.store.migrate")   # database.py
 
 _COLUMNS = ", ".join(tally.STATE_COLUMNS)
 _UPSERT = (f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) VALUES (?, ?, ?, "
@@ -107,15 +108,19 @@ def rebuild(conn, chunk: int = 50_000):
         last_id, done = rows[-1][0], done + len(rows)
         if time.monotonic() - said >= 5:
             said = time.monotonic()
-            log.info("counting actions into tallies: %d of %d (%.0f s)", done, total,
+            progress.info("counting actions into tallies: %d of %d (%.0f s)", done, total,
                      said - started)
-    log.info("tallies counted for %d actions", done)
+    progress.info("tallies counted for %d actions", done)
 
 
 def recount_prefixes(conn):
     """Count every action by its uuid's first `tally.PREFIX` digits again: the migration to
     schema 8, whose p/np tallies count three digits where schema 7's counted two. Two grouped
     scans of the uuid index, not a pass through `apply`."""
+    total = conn.execute("SELECT coalesce(sum(n), 0) FROM action_counts").fetchone()[0]
+    progress.info("counting the uuid prefixes of %d actions by %d digits (one pass of the uuid "
+                  "index per kind: about a minute for ten million)", total, tally.PREFIX)
+    started = time.monotonic()
     conn.execute("DELETE FROM tallies WHERE kind IN ('p', 'np')")
     sums = ", ".join("sum(state = ?)" for _ in STATES)
     digits = f"substr(uuid, 1, {tally.PREFIX})"
@@ -124,6 +129,7 @@ def recount_prefixes(conn):
                               f"namespace, {digits}")):
         conn.execute(f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) SELECT ?, {key}, ?, "
                      f"{sums} FROM actions GROUP BY {group}", (kind, tally.ALL_TIME, *STATES))
+    progress.info("uuid prefixes counted (%.0f s)", time.monotonic() - started)
 
 
 # ---------------------------------------------------------------------------- reading

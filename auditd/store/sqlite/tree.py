@@ -22,6 +22,7 @@ from ...merkle import (CompactRange, consistency_path, inclusion_path, keep_node
                        node_source, root_at)
 
 log = logging.getLogger("auditd.store")
+progress = logging.getLogger("auditd.store.migrate")   # database.py
 
 STRIDE = 4
 
@@ -185,4 +186,4 @@ def migrate(conn, chunk: int = 5000):
         after = rows[-1][0]
         done += len(rows)
         seal(conn, frontier)
-        log.info("tamper-evident log: %d actions entered", done)
+        progress.info("tamper-evident log: %d actions entered", done)
