@@ -26,8 +26,11 @@ DEFAULT_CONFIG_FILE = "/etc/auditd/auditd.toml"
 ENV_PREFIX = "AUDITD_"
 CONFIG_ENV = "AUDITD_CONFIG"      # names the file; not a setting itself
 # AUDITD_* variables that are not settings but belong to this project (the real clients' cache
-# for the tests and tests/tools/real-clients.sh): never warned about.
-OTHER_KNOWN_ENV = frozenset({CONFIG_ENV, "AUDITD_REAL_CLIENTS_DIR"})
+# for the tests and tests/tools/real-clients.sh, the test suite's backend, the benchmarks'
+# folder and PostgreSQL databases, which reach the auditd commands they run): never warned about.
+OTHER_KNOWN_ENV = frozenset({CONFIG_ENV, "AUDITD_REAL_CLIENTS_DIR", "AUDITD_TEST_BACKEND",
+                             "AUDITD_BENCH_DATA", "AUDITD_BENCH_PG", "AUDITD_BENCH_PG_SIZE",
+                             "AUDITD_BENCH_PG_SMALL"})
 # An admin key given by the operator: at least 128 bits' worth of the characters a generated key
 # uses, never starting with '-' (a command line would take it for an option).
 ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{15,255}")
