@@ -106,7 +106,7 @@ async def prepare_database(conn, url: str) -> int:
                 f"to {SCHEMA_VERSION}: run a newer auditd")
         while version < SCHEMA_VERSION:
             progress.info("migrating %s from schema version %d to %d", redact(url), version,
-                     version + 1)
+                          version + 1)
             # a migration may rewrite or index every row: no statement time limit
             await conn.execute(MIGRATIONS[version], timeout=MIGRATION_TIMEOUT)
             version += 1

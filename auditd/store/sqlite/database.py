@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ...model.errors import SchemaVersionError, Unavailable
 
-log = logging.getLogger("auditd.store")
 # What a schema migration is doing, shown by every command that opens an older database
 # (cli/common.py show_migrations): some take a minute on ten million actions.
 progress = logging.getLogger("auditd.store.migrate")

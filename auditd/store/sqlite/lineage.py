@@ -14,8 +14,7 @@ import time
 
 from .listing import page_sql
 
-log = logging.getLogger("auditd.store")
-progress = logging.getLogger("auditd.store.migrate")   # database.py
+progress = logging.getLogger("auditd.store.migrate")   # shown by the CLI: database.py
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS action_ancestors (
@@ -128,7 +127,7 @@ def rebuild(conn):
                  "namespace, count(*) FROM action_ancestors GROUP BY ancestor_id, namespace")
     rows = conn.execute("SELECT count(*) FROM action_ancestors").fetchone()[0]
     progress.info("filed actions under their objects' ancestors: %d rows (%.0f s)", rows,
-             time.monotonic() - started)
+                  time.monotonic() - started)
 
 
 # ---------------------------------------------------------------------------- reading

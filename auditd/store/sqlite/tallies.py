@@ -6,8 +6,7 @@ import time
 from ...model import tally
 from ...model.actions import STATES
 
-log = logging.getLogger("auditd.store")
-progress = logging.getLogger("auditd.store.migrate")   # database.py
+progress = logging.getLogger("auditd.store.migrate")   # shown by the CLI: database.py
 
 _COLUMNS = ", ".join(tally.STATE_COLUMNS)
 _UPSERT = (f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) VALUES (?, ?, ?, "

@@ -21,8 +21,7 @@ from ... import leaves
 from ...merkle import (CompactRange, consistency_path, inclusion_path, keep_node, leaf_hash,
                        node_source, root_at)
 
-log = logging.getLogger("auditd.store")
-progress = logging.getLogger("auditd.store.migrate")   # database.py
+progress = logging.getLogger("auditd.store.migrate")   # shown by the CLI: database.py
 
 STRIDE = 4
 
