@@ -23,11 +23,10 @@ def show_migrations():
     actions again takes a minute): the store's `auditd.store.migrate` messages, on stderr.
     `serve` shows them through its own logging instead."""
     migrations = logging.getLogger("auditd.store.migrate")
-    if any(getattr(h, "auditd_cli", False) for h in migrations.handlers):
+    if migrations.handlers:
         return     # main() called again in one process (the tests)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("auditd: %(message)s"))
-    handler.auditd_cli = True
     migrations.addHandler(handler)
     migrations.setLevel(logging.INFO)
 

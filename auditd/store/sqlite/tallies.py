@@ -108,7 +108,7 @@ def rebuild(conn, chunk: int = 50_000):
         if time.monotonic() - said >= 5:
             said = time.monotonic()
             progress.info("counting actions into tallies: %d of %d (%.0f s)", done, total,
-                     said - started)
+                          said - started)
     progress.info("tallies counted for %d actions", done)
 
 
