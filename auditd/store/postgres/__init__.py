@@ -8,7 +8,8 @@ several auditd instances on one database.
   same action take turns; a deadlock between them reruns the losing batch. The jobs are in
   `jobs.py`; the rules they apply are `auditd.model`'s.
 - Reads use a small asyncpg pool; a list page and its total_count are one statement, so one
-  snapshot (`listing.py`). Actions are partitioned by month of start_ts (`database.py`);
+  snapshot (`listing.py`, `reads.py`); the tallies (`tallies.py`) count the filters' totals
+  and find deep offsets. Actions are partitioned by month of start_ts (`database.py`);
   `action_counts`, kept by triggers in the writing transaction, makes total_count exact without
   scanning.
 - Each commit writes a `changes` row (pointers only) and NOTIFYs; every instance turns other
@@ -30,13 +31,12 @@ from ...model.access import (Principal, check_name, check_role, check_visible, h
                              key_matches, new_key, principal_for)
 from ...model.actions import STATES
 from ...model.errors import Unavailable
-from ...model.query import ListQuery, Page
-from ...model.uris import normalize_object_uri
 from ..interface import Store
-from . import jobs, lifecycle, listing
+from . import jobs, lifecycle
 from .changes import ChangeFeed
 from .database import DB_ERRORS, SCHEMA_VERSION, connect, prepare_database, redact
 from .files import backup, check, describe, exists
+from .reads import ListReads
 from .partitions import create_months, ensure_partitions, months_of
 from .writer import Writer
 
@@ -50,14 +50,13 @@ POOL_SIZE = 4                  # read connections: more only add contention (BEN
 # Reads are prepared statements. With a few years of monthly partitions, planning a list page
 # costs more than running it (2 ms against 0.5 ms at 1M actions in 18 partitions), and left to
 # itself the planner makes a fresh custom plan every time; a generic plan is made once per
-# connection and prunes partitions when it runs.
-READ_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+# connection and prunes partitions when it runs. A generic plan's cost is a guess for every
+# partition, which often passes jit_above_cost: compiling it took 150-180 ms of a page that runs
+# in 5 ms (an object's related actions at 1M), so no JIT; nor parallel workers, whose start
+# costs more than the few hundred rows a list reads.
+READ_SETTINGS = {"plan_cache_mode": "force_generic_plan", "jit": "off",
+                 "max_parallel_workers_per_gather": "0"}
 PARTITION_UPKEEP = 6 * 3600    # seconds between two looks at the monthly partitions
-
-
-def _flat(statement: tuple[str, list]) -> list:
-    sql, params = statement
-    return [sql, *params]
 
 
 async def _nothing_to_reset(conn):
@@ -71,7 +70,7 @@ def create(config, serving: bool = False) -> "PostgresStore":
     return PostgresStore(config.db, group_commit=config.group_commit)
 
 
-class PostgresStore(Store):
+class PostgresStore(ListReads, Store):
     def __init__(self, url: str, group_commit: bool = True, pool_size: int = POOL_SIZE):
         self.url = url
         self.group_commit = group_commit
@@ -140,8 +139,12 @@ class PostgresStore(Store):
         try:
             return await self._pool.fetch(sql, *params)
         except DB_ERRORS as err:
-            log.error("read failed: %s", err)
-            raise Unavailable(f"the database could not be read ({err}); retry shortly") from None
+            raise self._unavailable(err) from None
+
+    @staticmethod
+    def _unavailable(err) -> Unavailable:
+        log.error("read failed: %s", err)
+        return Unavailable(f"the database could not be read ({err}); retry shortly")
 
     async def _fetchrow(self, sql: str, *params):
         rows = await self._fetch(sql, *params)
@@ -265,40 +268,6 @@ class PostgresStore(Store):
         row = await self._fetchrow(jobs.SELECT_STORED + jobs.BY_UUID, uuid.lower())
         check_visible(uuid, row["namespace"] if row else None, namespaces)
         return jobs.row_dict(row)
-
-    async def list_actions(self, query: ListQuery) -> Page:
-        object_ids = None
-        if "object" in query.filters:
-            object_ids = await self._object_ids(query.filters["object"],
-                                                query.filters.get("include_related", False))
-            if not object_ids:
-                return Page(0, [], None)
-        key = listing.window_key(query)
-        since = listing.window_for(query, self._windows.get(key))
-        rows = None
-        if since is not None:
-            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, since)))
-            if sum(r[1] is not None for r in rows) < query.limit:
-                rows = None      # the window holds less than a page: the whole table then
-        if rows is None:
-            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids)))
-        total = rows[0][0]
-        page = [r for r in rows if r[1] is not None]
-        if len(page) == query.limit and query.newest_first and query.cursor is None \
-                and listing.counted(query):
-            if len(self._windows) >= CACHE_ENTRIES:
-                self._windows.clear()
-            self._windows[key] = min(r[2] for r in page)
-        page.sort(key=lambda r: (r[2], r[3]), reverse=query.newest_first)
-        return Page(total, [r[1].encode() for r in page], (page[-1][2], page[-1][3]) if page
-                    else None)
-
-    async def _object_ids(self, uri: str, include_related: bool) -> list[int]:
-        found = await self._fetchval("SELECT id FROM objects WHERE uri = $1",
-                                     normalize_object_uri(uri))
-        if found is None or not include_related:
-            return [found] if found is not None else []
-        return [r[0] for r in await self._fetch(listing.RELATED_SQL, found)]
 
     async def read_logs(self, action_id: int, after_seq: int, limit: int) -> list[tuple]:
         return [tuple(r) for r in await self._fetch(

@@ -6,6 +6,7 @@ import threading
 
 from ...model.actions import STATES
 from ...model.errors import AuditdError, Unavailable
+from . import tallies
 from .database import DB_ERRORS, SCHEMA_VERSION, connect, redact
 
 
@@ -95,6 +96,12 @@ async def _mismatches(conn, summary) -> list[str]:
             "  SELECT namespace, state, n AS kept, 0 AS real FROM action_counts UNION ALL "
             "  SELECT namespace, state, 0, count(*) FROM actions GROUP BY namespace, state) c "
             "GROUP BY namespace, state HAVING sum(kept) != sum(real)")]
+    wrong = await conn.fetch(tallies.mismatch_sql())
+    if wrong:
+        kind, key, bucket, state, kept, real = wrong[0]
+        problems.append(f"{len(wrong)} tallies differ from the actions they count (the first: "
+                        f"kind '{kind}', key {key!r}, bucket {bucket}, {state}: {kept}, there "
+                        f"are {real})")
     rows = await conn.fetchval("SELECT count(*) FROM actions")
     if rows != summary["counts"]["actions"]:
         problems.append(f"{rows} action rows but {summary['counts']['actions']} uuid keys")

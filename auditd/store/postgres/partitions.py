@@ -20,6 +20,7 @@ import time
 import asyncpg
 
 from ...model.actions import FINAL_STATES, STATES
+from . import tallies
 from .database import DB_ERRORS, SCHEMA_LOCK
 
 log = logging.getLogger("auditd.store")
@@ -152,14 +153,15 @@ async def drop_month(conn, name: str, low: int, high: int, cut: int | None):
             if int(keys.rsplit(" ", 1)[1]) != actions - kept:
                 raise _Inconsistent(f"{keys} for {actions - kept} actions")
             # Readers of the month wait from here to the commit, a moment.
+            await conn.execute(tallies.subtract_month(name))   # no trigger sees a drop
             await conn.execute(f"TRUNCATE {name}, {logs}" if kept else f"DROP TABLE {name}, {logs}")
             if groups:
                 await conn.execute(
                     "UPDATE action_counts c SET n = c.n - g.n FROM unnest($1::text[], "
                     "$2::text[], $3::bigint[]) AS g(namespace, state, n) "
                     "WHERE c.namespace = g.namespace AND c.state = g.state", *zip(*groups))
-            if kept:    # back, counted again by the trigger
-                await conn.execute(f"INSERT INTO {name} SELECT * FROM auditd_kept_actions; "
+            if kept:    # back through the parent, counted again by the triggers
+                await conn.execute("INSERT INTO actions SELECT * FROM auditd_kept_actions; "
                                    f"INSERT INTO {logs} SELECT * FROM auditd_kept_logs")
     except _Inconsistent as err:
         log.error("month %s not removed at once: its keys do not match its actions (%s); "

@@ -4,7 +4,7 @@ query's most selective equality, and a deep `offset` walked down the tallies' bu
 skipped row by row. Shapes the tallies do not cover go to listing.list_sql."""
 from dataclasses import dataclass, replace
 
-from ...model import tally
+from ...model import tally, tallyplan
 from ...model.query import ListQuery
 from . import tallies
 from .listing import _prefix_bounds, page_sql
@@ -18,7 +18,6 @@ _INDEXES = {
     ("is_user_action", False): "actions_by_is_user_action",
     ("is_user_action", True): "actions_by_namespace",
 }
-_KIND = {None: "", "action": "a", "user": "u", "is_user_action": "i"}
 _DATES = {"start_date__gte": "start_ts >= ?", "start_date__lte": "start_ts <= ?",
           "end_date__gte": "end_ts >= ?", "end_date__lte": "end_ts <= ?"}
 UUID_INDEX = "actions_by_uuid"   # uuid, then what a page and a namespace or state test need
@@ -57,20 +56,10 @@ class Plan:
 
 def plan(query: ListQuery, object_ids) -> Plan | None:
     """The tallied plan of a query, or None when the tallies cannot count its shape."""
-    f = query.filters
-    if object_ids is not None or "uuid" in f:
+    s = tallyplan.shape(query) if object_ids is None else None
+    if s is None:
         return None
-    equal = [name for name in ("action", "user", "is_user_action") if name in f]
-    start = (f.get("start_date__gte"), f.get("start_date__lte"))
-    end = (f.get("end_date__gte"), f.get("end_date__lte"))
-    has_start, has_end = start != (None, None), end != (None, None)
-    prefix = f.get("uuid__startswith")
-    if len(equal) > 1 or (has_end and (equal or has_start)):
-        return None
-    if prefix is not None and (equal or has_start or has_end):
-        return None
-    names = sorted(query.namespaces) if query.namespaces is not None else None
-    field = equal[0] if equal else None
+    f, names, field, prefix = query.filters, s.names, s.field, s.prefix
     where, params = [], []
     if names is not None:
         where.append(f"namespace IN ({', '.join('?' * len(names))})")
@@ -92,27 +81,13 @@ def plan(query: ListQuery, object_ids) -> Plan | None:
     if prefix is not None and not (by_prefix and digits == INDEX_DIGITS):
         where.append("uuid >= ? AND uuid < ?")
         params += _prefix_bounds(prefix)
-    if digits > tally.PREFIX:
+    if s.kind is None:
         # longer than the tallies count: a short range of the uuid index, counted there (and
         # its page sorted there too when namespaces narrow it)
         counted = (UUID_INDEX, [w for w in where if not w.startswith("substr")],
                    params[:cut] + params[cut + by_prefix:])
         return Plan(None, [], None, [], [], "start_ts", PREFIX_INDEX if by_prefix else UUID_INDEX,
                     where, params, [], False, count_by=counted)
-    if prefix is not None:
-        values = [prefix.lower()]    # the prefix of the tallies' keys: _sum_sql
-        kind = "p"
-        edges, ranges = [], [(tally.ALL_TIME, tally.ALL_TIME)]
-    else:
-        values = [""] if field is None else [tally._value(f, field)]
-        kind = "e" if has_end else _KIND[field]
-        edges, ranges = tally.split_range(*(end if has_end else start))
-    if names is not None:
-        kind = "n" + kind
-        keys = [ns if kind in ("n", "ne") else ns + tally.SEP + v
-                for ns in names for v in values]
-    else:
-        keys = values
     if names is not None and len(names) > MAX_SPLIT_NAMESPACES:
         index = None
     elif by_prefix:
@@ -126,15 +101,14 @@ def plan(query: ListQuery, object_ids) -> Plan | None:
     else:
         index = _INDEXES[(field, names is not None)]
     dates = [(sql, f[name]) for name, sql in _DATES.items() if f.get(name) is not None]
-    if has_end and end[1] is not None:     # an action ends after it starts
-        dates.append(("start_ts <= ?", end[1]))
+    if s.time == "end_ts" and f.get("end_date__lte") is not None:  # an action ends after it starts
+        dates.append(("start_ts <= ?", f["end_date__lte"]))
     rival = None
     if field is not None and "state" in f and (names is None or len(names) == 1):
         rival = (_INDEXES[(None, names is not None, True)], "n" if names else "",
                  names or [""])
-    return Plan(kind, keys, tally.STATE_COLUMN.get(f.get("state")), ranges, edges,
-                "end_ts" if has_end else "start_ts", index, where, params, dates,
-                walk=prefix is None and not has_end, rival=rival)
+    return Plan(s.kind, s.keys, s.column, s.ranges, s.edges, s.time, index, where, params, dates,
+                walk=s.walk, rival=rival)
 
 
 def _from(p: Plan) -> str:
@@ -167,33 +141,13 @@ def count(conn, p: Plan, fine=frozenset()) -> int:
     total = _sum(conn, p.kind, p.keys, p.column, p.ranges)
     edge_from = "actions INDEXED BY actions_by_end" if p.time == "end_ts" else _from(p)
     for a, b in p.edges:
-        if _fine_edge(fine, a, b):
-            total += _sum(conn, p.kind, p.keys, p.column, _fine_ranges(a, b))
+        if tallyplan.fine_edge(fine, a, b):
+            total += _sum(conn, p.kind, p.keys, p.column, tallyplan.fine_ranges(a, b))
             continue
         where = [*p.where, f"{p.time} >= ?", f"{p.time} < ?"]
         total += conn.execute(f"SELECT count(*) FROM {edge_from} WHERE {' AND '.join(where)}",
                               [*p.params, a, b]).fetchone()[0]
     return total
-
-
-def _fine_edge(fine, a, b) -> bool:
-    """Whether the edge [a, b) lies in one of the split 68-minute buckets `fine` (an edge lies
-    in one bucket: tally.split_range)."""
-    return tally.bucket(0, a) in fine
-
-
-def _fine_ranges(a: int, b: int) -> list:
-    """The seconds [a, b) of one split bucket as ranges of its 64-second and 1-second buckets."""
-    width = 1 << tally.shift(-1)
-    a1, b1 = -(-a // width) * width, b // width * width
-    if a1 >= b1:
-        return [(tally.bucket(-2, a), tally.bucket(-2, b - 1))]
-    out = [(tally.bucket(-1, a1), tally.bucket(-1, b1) - 1)]
-    if a < a1:
-        out.append((tally.bucket(-2, a), tally.bucket(-2, a1 - 1)))
-    if b1 < b:
-        out.append((tally.bucket(-2, b1), tally.bucket(-2, b - 1)))
-    return out
 
 
 def edge_rows(conn, p: Plan) -> dict:
@@ -280,12 +234,6 @@ def _keys_sql(p: Plan, query: ListQuery, offset: int, boundary: int | None = Non
 
 # ---------------------------------------------------------------------------- deep offsets
 
-def _interval(bucket: int) -> tuple[int, int, int]:
-    level = (bucket + tally.LEVEL_SPAN // 2) // tally.LEVEL_SPAN
-    i, shift = bucket - level * tally.LEVEL_SPAN, tally.shift(level)
-    return level, i << shift, (i + 1) << shift
-
-
 def _edge_count(conn, p: Plan, a: int, b: int) -> int:
     where = [*p.where, "start_ts >= ?", "start_ts < ?"]
     return conn.execute(f"SELECT count(*) FROM {_from(p)} WHERE {' AND '.join(where)}",
@@ -293,43 +241,15 @@ def _edge_count(conn, p: Plan, a: int, b: int) -> int:
 
 
 def locate(conn, p: Plan, offset: int, newest_first: bool, fine=frozenset()):
-    """Where the row at `offset` is: (boundary, rows to skip after it, the 68-minute bucket to
-    split or None) for `page`, found by walking the tallies from the coarsest buckets down to
-    one of the finest; None when the offset is past the last row. Reads a few hundred counters,
-    never `offset` rows: in a split bucket down to one second's; in another, more than
-    SPLIT_SKIP rows of a 68-minute bucket to skip asks for it to be split."""
-    ranges = list(p.ranges)
-    pieces = []
-    for a, b in p.edges:     # an edge in a split bucket is its finer buckets
-        if _fine_edge(fine, a, b):
-            ranges += _fine_ranges(a, b)
-        else:
-            pieces.append((a, b, None))
-    pieces += [(_interval(first)[1], _interval(last)[2], (first, last)) for first, last in ranges]
-    pieces.sort(reverse=newest_first)        # the pieces of the range do not overlap in time
-    for a, b, buckets in pieces:
-        if buckets is None:
-            n = _edge_count(conn, p, a, b)
-            if offset < n:
-                return (b if newest_first else a), offset, None
-            offset -= n
-            continue
-        bucket, offset = tallies.pick(conn, p.kind, p.keys, *buckets, p.column, offset,
-                                      newest_first)
-        while bucket is not None:
-            level, a, b = _interval(bucket)
-            if level == tally.FINEST or (level == 0 and offset <= SPLIT_SKIP):
-                return (b if newest_first else a), offset, None
-            if level == 0:    # the walk goes on only in a split bucket; else it wants one
-                splittable = p.kind in tally.SPLIT_KINDS
-                if not (splittable and tallies.is_split(conn, p.kind, p.keys, bucket)):
-                    return (b if newest_first else a), offset, bucket if splittable else None
-            bucket, offset = tallies.pick(conn, p.kind, p.keys, tally.bucket(level - 1, a),
-                                          tally.bucket(level - 1, b) - 1, p.column, offset,
-                                          newest_first)
-            if bucket is None:
-                raise AssertionError("the tallies of a bucket and of its parts disagree")
-    return None
+    """tallyplan.locate's walk, answered from this connection: (boundary, rows to skip after
+    it, the 68-minute bucket to split or None) for `page`, or None past the last row."""
+    return tallyplan.drive(
+        tallyplan.locate(p.ranges, p.edges, fine, offset, newest_first,
+                         p.kind in tally.SPLIT_KINDS, SPLIT_SKIP),
+        {"rows": lambda a, b: _edge_count(conn, p, a, b),
+         "pick": lambda first, last, skip: tallies.pick(conn, p.kind, p.keys, first, last,
+                                                        p.column, skip, newest_first),
+         "split": lambda bucket: tallies.is_split(conn, p.kind, p.keys, bucket)})
 
 
 def run(conn, p: Plan, query: ListQuery, bounded: bool = False):

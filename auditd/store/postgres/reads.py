@@ -1,0 +1,127 @@
+"""The PostgreSQL store's list reads (interface: `list_actions`): one statement for a page and
+its exact total (listing.py), the total from the tallies when they count the query's shape;
+a deep offset found by walking the tallies (tallyplan.locate) in one snapshot, so that it never
+skips more than one 68-minute bucket's rows."""
+import dataclasses
+
+from ...model import tallyplan
+from ...model.query import ListQuery, Page
+from ...model.uris import normalize_object_uri
+from . import listing, tallies
+from .database import DB_ERRORS
+
+DIRECT_OFFSET = 1000     # deeper offsets are found through the tallies
+WINDOWS = 4096           # the windows remembered (listing.window_for)
+
+
+class ListReads:
+    """Mixed into PostgresStore, which provides `_pool`, `_fetch`, `_fetchval`, `_windows`
+    (a dict) and `_unavailable`."""
+
+    async def list_actions(self, query: ListQuery) -> Page:
+        object_ids = None
+        if "object" in query.filters:
+            object_ids = await self._object_ids(query.filters["object"],
+                                                query.filters.get("include_related", False))
+            if not object_ids:
+                return Page(0, [], None)
+        shape = tallyplan.shape(query) if object_ids is None else None
+        if shape is not None and shape.kind is None:
+            shape = None     # a long uuid prefix: a short range of the uuid index, counted there
+        offset = 0 if query.cursor is not None else query.offset
+        if shape is not None and shape.walk and offset > DIRECT_OFFSET:
+            return await self._deep_page(query, shape)
+        if listing.counted(query):
+            shape = None     # action_counts answers: fewer rows than the tallies
+        key = listing.window_key(query)
+        since = listing.window_for(query, self._windows.get(key))
+        rows = None
+        if since is not None:
+            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, since)))
+            if sum(r[1] is not None for r in rows) < query.limit:
+                rows = None      # the window holds less than a page: the whole table then
+        window = listing.end_window(query)
+        if rows is None and window is not None:
+            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, shape=shape,
+                                                             window=window)))
+            if sum(r[1] is not None for r in rows) < query.limit:
+                rows = None      # fewer than a page started since: the whole table then
+        if rows is None:
+            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, shape=shape)))
+        page = [r for r in rows if r[1] is not None]
+        if len(page) == query.limit and query.newest_first and query.cursor is None \
+                and listing.counted(query):
+            if len(self._windows) >= WINDOWS:
+                self._windows.clear()
+            self._windows[key] = min(r[2] for r in page)
+        return _page(rows[0][0], page, query.newest_first)
+
+    async def _deep_page(self, query: ListQuery, shape) -> Page:
+        """A page at a deep offset: the total, then the walk down the tallies to the 68-minute
+        bucket (or date edge) that holds the offset's row, then the page from that bucket's
+        start, skipping only the rows before the row in it. One snapshot for all of it."""
+        counting = None if listing.counted(query) else shape
+        try:
+            async with self._pool.acquire() as conn, \
+                    conn.transaction(isolation="repeatable_read", readonly=True):
+                head = dataclasses.replace(query, limit=0, offset=0)
+                total = (await conn.fetchrow(*_flat(listing.list_sql(head, shape=counting))))[0]
+                if query.offset >= total:
+                    return Page(total, [], None)
+                found = await _locate(conn, shape, query)
+                if found is None:
+                    return Page(total, [], None)
+                boundary, skip, _ = found
+                at = dataclasses.replace(query, offset=skip)
+                rows = await conn.fetch(*_flat(listing.list_sql(at, boundary=boundary,
+                                                                count=False)))
+        except DB_ERRORS as err:
+            raise self._unavailable(err) from None
+        return _page(total, [r for r in rows if r[1] is not None], query.newest_first)
+
+    async def _object_ids(self, uri: str, include_related: bool) -> list[int]:
+        found = await self._fetchval("SELECT id FROM objects WHERE uri = $1",
+                                     normalize_object_uri(uri))
+        if found is None or not include_related:
+            return [found] if found is not None else []
+        return [r[0] for r in await self._fetch(listing.RELATED_SQL, found)]
+
+
+async def _locate(conn, shape, query: ListQuery):
+    """tallyplan.locate's walk, answered on this connection (no split buckets here)."""
+    walk = tallyplan.locate(shape.ranges, shape.edges, (), query.offset, query.newest_first,
+                            False, 0)
+    pick = tallies.pick_sql(shape.column, query.newest_first)
+    answer = None
+    try:
+        while True:
+            request = walk.send(answer)
+            if request[0] == "pick":
+                first, last, offset = request[1:]
+                answer = None, offset
+                for bucket, n in await conn.fetch(pick, shape.kind, shape.keys, first, last):
+                    if offset < n:
+                        answer = bucket, offset
+                        break
+                    offset -= n
+                answer = answer if answer[0] is not None else (None, offset)
+            else:     # "rows": a date edge's rows, counted
+                a, b = request[1:]
+                f = dict(query.filters, start_date__gte=max(a, query.filters.get(
+                    "start_date__gte", a)), start_date__lte=min(b - 1, query.filters.get(
+                        "start_date__lte", b - 1)))
+                edge = dataclasses.replace(query, filters=f, limit=0, offset=0, cursor=None)
+                answer = (await conn.fetchrow(*_flat(listing.list_sql(edge))))[0]
+    except StopIteration as done:
+        return done.value
+
+
+def _page(total: int, rows: list, newest_first: bool) -> Page:
+    rows.sort(key=lambda r: (r[2], r[3]), reverse=newest_first)
+    return Page(total, [r[1].encode() for r in rows], (rows[-1][2], rows[-1][3]) if rows
+                else None)
+
+
+def _flat(statement: tuple[str, list]) -> list:
+    sql, params = statement
+    return [sql, *params]
