@@ -135,6 +135,26 @@ def locate(ranges: list, edges: list, fine, offset: int, newest_first: bool, spl
     return None
 
 
+def pick(counts, offset: int) -> tuple[int | None, int]:
+    """A "pick" request's answer from (bucket, rows) in the list's order, read only until the
+    bucket that holds row `offset` (`counts` may be a cursor)."""
+    for bucket, n in counts:
+        if offset < n:
+            return bucket, offset
+        offset -= n
+    return None, offset
+
+
+async def drive_async(walk, answer: dict):
+    """`drive` with answers that are coroutines."""
+    try:
+        request = next(walk)
+        while True:
+            request = walk.send(await answer[request[0]](*request[1:]))
+    except StopIteration as done:
+        return done.value
+
+
 def drive(walk, answer: dict):
     """Run a walk with synchronous answers: `answer[request]` is called with its arguments."""
     try:

@@ -89,31 +89,20 @@ class ListReads:
 
 async def _locate(conn, shape, query: ListQuery):
     """tallyplan.locate's walk, answered on this connection (no split buckets here)."""
-    walk = tallyplan.locate(shape.ranges, shape.edges, (), query.offset, query.newest_first,
-                            False, 0)
-    pick = tallies.pick_sql(shape.column, query.newest_first)
-    answer = None
-    try:
-        while True:
-            request = walk.send(answer)
-            if request[0] == "pick":
-                first, last, offset = request[1:]
-                answer = None, offset
-                for bucket, n in await conn.fetch(pick, shape.kind, shape.keys, first, last):
-                    if offset < n:
-                        answer = bucket, offset
-                        break
-                    offset -= n
-                answer = answer if answer[0] is not None else (None, offset)
-            else:     # "rows": a date edge's rows, counted
-                a, b = request[1:]
-                f = dict(query.filters, start_date__gte=max(a, query.filters.get(
-                    "start_date__gte", a)), start_date__lte=min(b - 1, query.filters.get(
-                        "start_date__lte", b - 1)))
-                edge = dataclasses.replace(query, filters=f, limit=0, offset=0, cursor=None)
-                answer = (await conn.fetchrow(*_flat(listing.list_sql(edge))))[0]
-    except StopIteration as done:
-        return done.value
+    sql = tallies.pick_sql(shape.column, query.newest_first)
+
+    async def pick(first, last, offset):
+        return tallyplan.pick(await conn.fetch(sql, shape.kind, shape.keys, first, last), offset)
+
+    async def rows(a, b):     # a date edge's rows, counted
+        f = query.filters
+        edge = dict(f, start_date__gte=max(a, f.get("start_date__gte", a)),
+                    start_date__lte=min(b - 1, f.get("start_date__lte", b - 1)))
+        counting = dataclasses.replace(query, filters=edge, limit=0, offset=0, cursor=None)
+        return (await conn.fetchrow(*_flat(listing.list_sql(counting))))[0]
+    return await tallyplan.drive_async(
+        tallyplan.locate(shape.ranges, shape.edges, (), query.offset, query.newest_first,
+                         False, 0), {"pick": pick, "rows": rows})
 
 
 def _page(total: int, rows: list, newest_first: bool) -> Page:

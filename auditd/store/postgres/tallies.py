@@ -11,7 +11,7 @@ the transaction that changes the actions, read by list queries for exact counts 
   hour); a count sums the shards. Upserts go in key order, so two writers on one shard take the
   rows in the same order and never deadlock on them.
 - Retention's month drop and `reset`'s TRUNCATE fire no row trigger: partitions.py subtracts the
-  month's tallies itself (`SUBTRACT_MONTH`), reset truncates them with the actions.
+  month's tallies itself (`subtract_month`), reset truncates them with the actions.
 - Split buckets (tally.FINE_SHIFTS) are SQLite's only: here a deep offset inside one 68-minute
   bucket skips that bucket's rows.
 """

@@ -3,7 +3,7 @@ transaction that changes the actions, read by list queries for exact counts and 
 import logging
 import time
 
-from ...model import tally
+from ...model import tally, tallyplan
 from ...model.actions import STATES
 
 progress = logging.getLogger("auditd.store.migrate")   # shown by the CLI: database.py
@@ -172,10 +172,6 @@ def pick(conn, kind: str, keys: list, first: int, last: int, column: str | None,
                f"GROUP BY bucket ORDER BY bucket {order}")
     rows = conn.execute(sql, (kind, *keys, first, last))
     try:
-        for bucket, n in rows:
-            if offset < n:
-                return bucket, offset
-            offset -= n
-        return None, offset
+        return tallyplan.pick(rows, offset)
     finally:
         rows.close()     # found early: the statement is not left running
