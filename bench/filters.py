@@ -5,6 +5,7 @@ page of 25 with its exact total_count, beside the newest-25 list of the same run
     .venv/bin/python -m bench.filters --size 10000000     # the growth figure (cached, long build)
     .venv/bin/python -m bench.filters --size 50000 --seconds 2 --rounds 1   # a quick look
     .venv/bin/python -m bench.filters --postgres          # the same on PostgreSQL (bench.pg's copy)
+    .venv/bin/python -m bench.filters --only offset       # some of them, beside the reference
 
 One auditd server on the suite's database of SIZE actions (bench/build.py); wrk with 8
 connections per query, the queries interleaved round by round so the machine's phase hits them
@@ -108,6 +109,9 @@ def main(argv=None):
     parser.add_argument("--postgres", nargs="?", const=pg.PG, metavar="URL",
                         help="the same queries on PostgreSQL: bench.pg's copy of the database "
                              f"(URL_SIZE; default URL {pg.PG}), filled when missing")
+    parser.add_argument("--only", metavar="TEXT", action="append",
+                        help="only the queries whose name holds TEXT (repeatable), beside the "
+                             "reference")
     parser.add_argument("--src", metavar="DIR",
                         help="serve the auditd package in DIR (e.g. a `git archive` of a commit)")
     args = parser.parse_args(argv)
@@ -132,7 +136,9 @@ def main(argv=None):
     try:
         one = json.loads(_get(server, A, keys["admin"]))["objects"][0]["uuid"]
         runs = []
-        for name, who, path in queries(args.size):
+        for i, (name, who, path) in enumerate(queries(args.size)):
+            if i and args.only and not any(text in name for text in args.only):
+                continue
             path = A + f"&uuid={one}" if path == "{uuid}" else path
             check_page(server, path, keys[who], name)
             runs.append((name, path, {"headers": {"Authorization": keys[who]}}))

@@ -131,6 +131,45 @@ async def test_two_stores_writing_at_once_keep_the_tallies_exact_and_check_sees_
     assert len(problems) == 1 and "tallies differ" in problems[0] and "one Create" in problems[0]
 
 
+async def test_an_objects_actions_come_from_the_key_rows_and_check_sees_one_misfiled(url):
+    """An object's actions (and include_related's) are read from action_keys' object index,
+    which every write path fills: one record, a batch, across months; pages by offset and by
+    the next link's cursor agree; a key row naming another object is a problem for check."""
+    stack, service = "/api/app/v1/stack/s1/", "/api/app/v1/service/v1/"
+    async with open_store(Config(db=url)) as store:
+        made = await asyncio.gather(*(store.record_action(new_action(
+            action="Service Create", user="u", namespace=f"ns{i % 2}",
+            object=service if i % 3 else stack, parents=[stack] if i % 3 else [],
+            start_date=_ts(2020, 1 + i % 5, 1 + i))) for i in range(30)))
+        made.append(await store.record_action(new_action(action="Other", user="u",
+                                                         object="/api/app/v1/stack/s2/")))
+        made.sort(key=lambda a: (a["start_ts"], a["id"]), reverse=True)
+        for namespaces in (None, frozenset({"ns1"})):
+            for uri, related in ((stack, True), (stack, False), (service, False)):
+                want = [a["uuid"] for a in made if (namespaces is None or a["namespace"] in
+                        namespaces) and (a["object"] == uri or related and "/v1/service/v1/"
+                                         in a["object"])]
+                filters = {"object": uri, "include_related": related}
+                by_offset = await store.list_actions(ListQuery(namespaces, 100, offset=2,
+                                                               filters=dict(filters)))
+                assert by_offset.total == len(want) and [
+                    json.loads(d)["uuid"] for d in by_offset.docs] == want[2:], filters
+                first = await store.list_actions(ListQuery(namespaces, 3, filters=filters))
+                rest = await store.list_actions(ListQuery(namespaces, 100, cursor=first.last,
+                                                          filters=dict(filters)))
+                assert rest.total == len(want)
+                assert [json.loads(d)["uuid"] for d in first.docs + rest.docs] == want
+    assert check(url)["problems"] == []
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE action_keys SET object_id = object_id + 1 WHERE uuid = $1",
+                           made[0]["uuid"])
+    finally:
+        await conn.close()
+    problems = check(url)["problems"]
+    assert len(problems) == 1 and "1 action_keys rows name another object" in problems[0]
+
+
 async def _relations(url, pattern: str) -> set[str]:
     """Partitions of actions and action_logs (pg_inherits) and tables (pg_class) like pattern."""
     conn = await asyncpg.connect(url)
@@ -240,10 +279,12 @@ async def test_a_version_1_database_gets_its_log_lines_partitioned_like_their_ac
         await conn.execute(f"CREATE TABLE {name} PARTITION OF actions FOR VALUES FROM ({low}) "
                            f"TO ({high})")
         made = []
+        stack = await conn.fetchval("INSERT INTO objects (uri) VALUES ('/api/app/v1/stack/s/') "
+                                    "RETURNING id")
         for n, start in enumerate((_ts(2020, 1, 5), 100)):     # a month's, and the default's
             action = dict(new_action(action=f"A{n}", user="u", start_date=start), id=n + 1,
-                          object_id=None, log_count=3, is_user_action=1, cancelable=1,
-                          retriable=1)
+                          object_id=None if n else stack, log_count=3, is_user_action=1,
+                          cancelable=1, retriable=1)
             del action["parents"]
             action["doc"] = render_action(action)
             columns = [c for c in action]
@@ -260,6 +301,10 @@ async def test_a_version_1_database_gets_its_log_lines_partitioned_like_their_ac
         await conn.close()
         async with open_store(Config(db=url)) as store:
             assert store.schema_version == SCHEMA_VERSION
+            # the object's actions are found through action_keys, filled by the migration
+            assert [json.loads(d)["uuid"] for d in (await store.list_actions(ListQuery(
+                None, 10, filters={"object": "/api/app/v1/stack/s/"}))).docs] == \
+                [made[0]["uuid"]]
             for action, partition in zip(made, ("action_logs_2020_01", "action_logs_default")):
                 assert await store.read_logs(action["id"], 1, 10) == [
                     (2, 2, None, "line 2"), (3, 3, None, "line 3")]
@@ -337,14 +382,16 @@ async def _pages_are_right(store, made):
 
 async def test_a_deep_offset_walks_the_tallies_and_skips_one_hours_rows_at_most(url,
                                                                                monkeypatch):
-    from auditd.store.postgres import listing, reads
-    offsets = []
-    real = listing.list_sql
+    from auditd.store.postgres import PostgresStore
+    skips = []
+    real = PostgresStore._fetch
 
-    def spy(query, *args, **kwargs):
-        offsets.append(0 if query.cursor is not None else query.offset)
-        return real(query, *args, **kwargs)
-    monkeypatch.setattr(reads.listing, "list_sql", spy)
+    async def spy(self, sql, *params):
+        rows = await real(self, sql, *params)
+        if "walk_found" in sql:     # the deep page's statement: its fifth column is the skip
+            skips.append(rows[0][4])
+        return rows
+    monkeypatch.setattr(PostgresStore, "_fetch", spy)
     base = _ts(2020, 1, 1)
     async with open_store(Config(db=url)) as store:
         made = await asyncio.gather(*(store.record_action(new_action(
@@ -358,11 +405,16 @@ async def test_a_deep_offset_walks_the_tallies_and_skips_one_hours_rows_at_most(
             for newest_first in (True, False):
                 want = expected[::-1] if newest_first else expected
                 for offset in (1500, len(want) - 10, len(want) + 5):
-                    offsets.clear()
+                    skips.clear()
                     page = await store.list_actions(ListQuery(
                         None, 25, offset=offset, newest_first=newest_first, filters=filters))
                     assert page.total == len(want)
                     assert [json.loads(d)["uuid"] for d in page.docs] == \
                         [a["uuid"] for a in want[offset:offset + 25]]
-                    # seven actions start in a 68-minute bucket: the page skips fewer than that
-                    assert max(offsets) < 7, (filters, newest_first, offset, offsets)
+                    # one statement walked; seven actions start in a 68-minute bucket: the page
+                    # skips fewer than that (none found past the end)
+                    assert len(skips) == 1, (filters, newest_first, offset)
+                    if offset < len(want):
+                        assert skips[0] < 7, (filters, newest_first, offset, skips)
+                    else:
+                        assert skips[0] is None

@@ -2,8 +2,8 @@
 shape, and the walk down their buckets that finds a deep offset's row without skipping the rows
 before it. Each backend turns these into its own SQL; nothing here reads anything.
 
-The walk is a generator that yields what it needs to know and is sent the answers (`drive` and
-the backends' async drivers answer it):
+The walk is a generator that yields what it needs to know and is sent the answers (`drive`
+answers it; PostgreSQL's store runs the same walk in SQL, postgres/tallies.walk_sql):
 - ("rows", a, b): how many of the query's rows start in the seconds [a, b) (a date edge);
 - ("pick", first, last, offset): which bucket between first and last holds row `offset`, in
   the list's order: (bucket, offset within it) or (None, offset less the range's rows);
@@ -143,16 +143,6 @@ def pick(counts, offset: int) -> tuple[int | None, int]:
             return bucket, offset
         offset -= n
     return None, offset
-
-
-async def drive_async(walk, answer: dict):
-    """`drive` with answers that are coroutines."""
-    try:
-        request = next(walk)
-        while True:
-            request = walk.send(await answer[request[0]](*request[1:]))
-    except StopIteration as done:
-        return done.value
 
 
 def drive(walk, answer: dict):

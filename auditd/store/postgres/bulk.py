@@ -12,7 +12,7 @@ meets its own error.
 """
 from ...model.document import render_action
 from ...model.uris import normalize_object_uri
-from .jobs import _INSERTED, LOG_COLUMNS, OBJECT_CACHE_ENTRIES
+from .jobs import _INSERTED, KEY_COLUMNS, LOG_COLUMNS, OBJECT_CACHE_ENTRIES, key_row
 
 
 class NotBulk(Exception):
@@ -106,12 +106,11 @@ async def _insert_new(ctx, new: list) -> dict:
             seqs.setdefault(seq, (new_id, action["start_ts"], seq, ts, stream_type, line))
         action["log_count"] = max(seqs) if seqs else 0
         action["doc"] = render_action(action)
-        keys.append((action["uuid"], new_id, action["start_ts"]))
+        keys.append(key_row(action))
         rows.append((new_id, *(action[c] for c in _INSERTED)))
         lines += seqs.values()
         results[at] = (lineno, "imported", len(seqs), None)
-    await conn.copy_records_to_table("action_keys", columns=("uuid", "id", "start_ts"),
-                                     records=keys)
+    await conn.copy_records_to_table("action_keys", columns=KEY_COLUMNS, records=keys)
     await conn.copy_records_to_table("actions", columns=("id", *_INSERTED), records=rows)
     if lines:
         await conn.copy_records_to_table("action_logs", columns=LOG_COLUMNS, records=lines)

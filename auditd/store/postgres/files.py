@@ -105,11 +105,16 @@ async def _mismatches(conn, summary) -> list[str]:
     rows = await conn.fetchval("SELECT count(*) FROM actions")
     if rows != summary["counts"]["actions"]:
         problems.append(f"{rows} action rows but {summary['counts']['actions']} uuid keys")
-    unkeyed = await conn.fetchval(
-        "SELECT count(*) FROM actions a LEFT JOIN action_keys k "
-        "ON k.id = a.id AND k.start_ts = a.start_ts AND k.uuid = a.uuid WHERE k.id IS NULL")
+    unkeyed, misfiled = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE k.id IS NULL), count(*) FILTER (WHERE k.id IS NOT NULL "
+        "AND (k.object_id IS DISTINCT FROM a.object_id OR k.namespace IS DISTINCT FROM "
+        "CASE WHEN a.object_id IS NOT NULL THEN a.namespace END)) FROM actions a "
+        "LEFT JOIN action_keys k ON k.id = a.id AND k.start_ts = a.start_ts AND k.uuid = a.uuid")
     if unkeyed:
         problems.append(f"{unkeyed} actions have no matching action_keys row")
+    if misfiled:
+        problems.append(f"{misfiled} action_keys rows name another object or namespace than "
+                        "their action's")
     beyond = await conn.fetchval(
         "SELECT count(*) FROM action_logs l JOIN actions a ON a.id = l.action_id "
         "AND a.start_ts = l.start_ts WHERE l.seq > a.log_count")

@@ -165,11 +165,23 @@ async def _changed(ctx, kind: str, action: dict) -> list:
 
 _INSERTED = [c for c in ACTION_COLUMNS if c != "id"] + ["doc"]
 _INSERT_ACTION = (
-    "WITH k AS (INSERT INTO action_keys (uuid, id, start_ts) "
-    f"VALUES ($1, nextval('actions_id_seq'), ${_INSERTED.index('start_ts') + 1}) RETURNING id) "
+    "WITH k AS (INSERT INTO action_keys (uuid, id, start_ts, object_id, namespace) "
+    f"VALUES ($1, nextval('actions_id_seq'), ${_INSERTED.index('start_ts') + 1}, "
+    f"${_INSERTED.index('object_id') + 1}, CASE WHEN ${_INSERTED.index('object_id') + 1}::bigint "
+    f"IS NULL THEN NULL ELSE ${_INSERTED.index('namespace') + 1} END) RETURNING id) "
     f"INSERT INTO actions (id, {', '.join(chr(34) + c + chr(34) for c in _INSERTED)}) "
     f"VALUES ((SELECT id FROM k), {', '.join(f'${i + 1}' for i in range(len(_INSERTED)))}) "
     "RETURNING id")
+
+
+KEY_COLUMNS = ("uuid", "id", "start_ts", "object_id", "namespace")
+
+
+def key_row(action: dict) -> tuple:
+    """The action's action_keys row (KEY_COLUMNS): the object's namespace only with an object."""
+    oid = action["object_id"]
+    return (action["uuid"], action["id"], action["start_ts"], oid,
+            None if oid is None else action["namespace"])
 
 
 async def _prepared_action(ctx, record: dict) -> dict:
@@ -209,8 +221,7 @@ async def insert_actions(ctx, jobs: list[tuple]) -> list:
     for action, (new_id,) in zip(actions, ids):
         action["id"] = new_id
     await ctx.conn.copy_records_to_table(
-        "action_keys", columns=("uuid", "id", "start_ts"),
-        records=[(a["uuid"], a["id"], a["start_ts"]) for a in actions])
+        "action_keys", columns=KEY_COLUMNS, records=[key_row(a) for a in actions])
     await ctx.conn.copy_records_to_table(
         "actions", columns=("id", *_INSERTED),
         records=[(a["id"], *(a[c] for c in _INSERTED)) for a in actions])

@@ -22,15 +22,25 @@ import time
 
 from ...model import tally
 from ...model.query import ListQuery
+from ...model.uris import normalize_object_uri
 from . import tallies
 
-# The object itself, all its ancestors and all its descendants (never its siblings).
-RELATED_SQL = (
-    "WITH RECURSIVE up(id) AS (SELECT $1::bigint UNION "
-    "  SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id), "
-    "down(id) AS (SELECT $1::bigint UNION "
-    "  SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id) "
-    "SELECT id FROM up UNION SELECT id FROM down")
+# An object, its ancestors and its descendants (never its siblings), for include_related; the
+# object comes twice (an `= ANY` does not mind). The recursion's duplicate check allocates a hash
+# for the rows the planner guesses, up to work_mem: at the default 4 MB that took 6 ms of a 7 ms
+# answer; the table grows past its first size when it must. Created with the schema (5).
+RELATED_FUNCTION = """
+CREATE FUNCTION related_objects(root bigint) RETURNS SETOF bigint LANGUAGE plpgsql STABLE
+SET work_mem = '64kB' AS $$
+BEGIN
+    RETURN QUERY WITH RECURSIVE up(id) AS (SELECT root UNION
+        SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id),
+    down(id) AS (SELECT root UNION
+        SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id)
+    SELECT up.id FROM up UNION ALL SELECT down.id FROM down;
+END $$;
+"""
+RELATED_SQL = "SELECT DISTINCT r FROM related_objects($1::bigint) AS r"
 
 _COLUMN_FILTERS = {
     "uuid": "uuid = {}", "state": "state = {}", "action": "action = {}", "user": '"user" = {}',
@@ -83,13 +93,16 @@ def window_for(query: ListQuery, remembered: int | None) -> int | None:
 
 def list_sql(query: ListQuery, object_ids=None, since: int | None = None, shape=None,
              boundary: int | None = None, count: bool = True,
-             window: int | None = None) -> tuple[str, list]:
+             window: int | None = None, walk=None) -> tuple[str, list]:
     """The statement and its parameters. Rows: (total, doc, start_ts, id); one row with a NULL
     doc when the page is empty. `object_ids`: the objects whose actions are wanted; `since`: the
     window (`window_for`); `shape`: the query's tallyplan.Shape, whose tallies then count it;
     `boundary`: where a deep offset's walk found its row (newest first: start_ts < boundary;
     oldest first: start_ts >= boundary); `count` False: a NULL total, the page alone; `window`:
-    the page looked for among the rows that start from then on (`end_window`)."""
+    the page looked for among the rows that start from then on (`end_window`); `walk`: a
+    deep offset's Shape (its `walk` true), whose tallies find the offset's row in the statement
+    itself (tallies.walk_sql), which then has a fifth column, the rows of the page's bucket it
+    skipped."""
     f = query.filters
     filters = tuple(name for name in _COLUMN_FILTERS if name in f)
     names = sorted(query.namespaces) if query.namespaces is not None else None
@@ -101,13 +114,16 @@ def list_sql(query: ListQuery, object_ids=None, since: int | None = None, shape=
         tallied = (shape.kind in tally.PREFIX_KINDS, len(shape.keys), len(shape.ranges),
                    shape.column, len(shape.edges), shape.time)
     how = tallied if tallied else "counters" if counted(query) else "rows" if count else None
+    if walk is not None:
+        how, boundary = ("walk", walk.column, len(walk.edges)), None
     prefix = f.get("uuid__startswith")
     # All namespaces and two digits or more: the prefix index, in time order (tallies.py)
     by_prefix = prefix is not None and len(prefix) >= PREFIX_DIGITS and names is None
     prefix_test = None if prefix is None else "index" if by_prefix else "range"
     sql = _list_statement(where, filters, prefix_test, object_ids is not None,
                           how, query.newest_first, query.cursor is not None,
-                          None if since is None else int(since), boundary is not None,
+                          None if since is None else int(since),
+                          "walk" if walk is not None else boundary is not None,
                           window is not None,
                           _masked(f, names) if object_ids is None else ("namespace",))
     params = [] if names is None else [names[0]] if len(names) == 1 else [names]
@@ -128,6 +144,9 @@ def list_sql(query: ListQuery, object_ids=None, since: int | None = None, shape=
     params += [query.limit, offset]
     if tallied:
         params += _tally_params(shape)
+    if walk is not None:
+        params += [walk.kind, list(walk.keys), [r[0] for r in walk.ranges],
+                   [r[1] for r in walk.ranges], *(v for edge in walk.edges for v in edge)]
     return sql, params
 
 
@@ -240,7 +259,8 @@ def _list_statement(namespaces: str | None, filters: tuple, prefix: str | None, 
     order = "DESC" if newest_first else "ASC"
     page_where = [_mask(condition, mask) for condition in where]
     if boundary:
-        page_where.append(f"start_ts {'<' if newest_first else '>='} {param('bigint')}")
+        page_where.append(f"start_ts {'<' if newest_first else '>='} " + (
+            "(SELECT boundary FROM walk_found)" if boundary == "walk" else param("bigint")))
     if window:
         page_where.append(f"start_ts >= {param('bigint')}")
     if since is not None:     # a constant, so that the planner prunes the older partitions
@@ -252,17 +272,18 @@ def _list_statement(namespaces: str | None, filters: tuple, prefix: str | None, 
     # planner would walk a namespace's every row looking for them)
     tail = f"ORDER BY start_ts{' + 0' if by_object else ''} {order}, id {order}"
     limit, offset = param("bigint"), param("bigint")
+    skip = "(SELECT skip FROM walk_found)" if boundary == "walk" else offset
     if namespaces == "many" and not by_object:
         # one index range per namespace, each read no further than the page needs, then merged
         page_where[0] = _mask("namespace = ns.name", mask)
         page = (f"SELECT doc, start_ts, id FROM unnest($1::text[]) AS ns(name) CROSS JOIN "
                 f"LATERAL (SELECT doc, start_ts, id FROM actions WHERE "
-                f"{' AND '.join(page_where)} {tail} LIMIT {limit} + {offset}) AS n "
-                f"{tail} LIMIT {limit} OFFSET {offset}")
+                f"{' AND '.join(page_where)} {tail} LIMIT {limit} + {skip}) AS n "
+                f"{tail} LIMIT {limit} OFFSET {skip}")
     else:
         page_clause = (" WHERE " + " AND ".join(page_where)) if page_where else ""
         page = f"SELECT doc, start_ts, id FROM actions{page_clause} {tail} LIMIT {limit} " \
-               f"OFFSET {offset}"
+               f"OFFSET {skip}"
     if how is None:
         count_sql = "NULL::bigint"
     elif how == "counters":
@@ -271,7 +292,70 @@ def _list_statement(namespaces: str | None, filters: tuple, prefix: str | None, 
     elif how == "rows":
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         count_sql = f"SELECT count(*) FROM actions{clause}"
+    elif how[0] == "walk":
+        return _walk_statement(how, where, param, offset, newest_first, page)
     else:
         count_sql = "SELECT " + _tally_total(how, where, param)
     return (f"SELECT ({count_sql}) AS total, p.doc, p.start_ts, p.id FROM (SELECT 1) AS one "
             f"LEFT JOIN LATERAL ({page}) AS p ON true")
+
+
+def _walk_statement(how: tuple, where: list, param, offset: str, newest_first: bool,
+                    page: str) -> str:
+    """A deep page's statement: the walk's CTEs (tallies.walk_sql), then the total, the page
+    from the walk's boundary and the rows it skipped there."""
+    _, column, edge_count = how
+    first = int(param()[1:])
+    for _ in range(3):
+        param()
+    edges = []
+    for _ in range(edge_count):
+        start, stop = param("bigint"), param("bigint")
+        test = " AND ".join([*where, f"start_ts >= {start}", f"start_ts < {stop}"])
+        edges.append((f"SELECT count(*) FROM actions WHERE {test}", start, stop))
+    walk = tallies.walk_sql(column, newest_first, first, edges, offset)
+    return (f"WITH RECURSIVE {walk} SELECT (SELECT total FROM walk_total) AS total, p.doc, "
+            f"p.start_ts, p.id, (SELECT skip FROM walk_found) AS skip FROM (SELECT 1) AS one "
+            f"LEFT JOIN LATERAL ({page}) AS p ON true")
+
+
+def object_sql(query: ListQuery) -> tuple[str, list]:
+    """The statement for the actions on an object (with include_related, on its related
+    objects) with nothing but paging and the caller's namespaces to filter them: the objects,
+    a page and its total (rows as `list_sql`'s) from action_keys' object index, one range per
+    object (the actions' own index has one per month: 18 index searches per object at a year
+    and a half), then the page's documents, one row each. One round trip in all."""
+    f = query.filters
+    names = sorted(query.namespaces) if query.namespaces is not None else None
+    params = [normalize_object_uri(f["object"])] + ([names] if names is not None else [])
+    if query.cursor is not None:
+        params.extend(query.cursor)
+    params += [query.limit, 0 if query.cursor is not None else query.offset]
+    return _object_statement(bool(f.get("include_related")), names is not None,
+                             query.newest_first, query.cursor is not None), params
+
+
+@functools.lru_cache(maxsize=16)
+def _object_statement(related: bool, namespaced: bool, newest_first: bool,
+                      with_cursor: bool) -> str:
+    objects = ("SELECT array_agg(r) AS ids FROM objects AS o CROSS JOIN LATERAL "
+               "related_objects(o.id) AS r WHERE o.uri = $1::text" if related else
+               "SELECT array_agg(id) AS ids FROM objects WHERE uri = $1::text")
+    where = "object_id = ANY((SELECT ids FROM objs)::bigint[])" + (
+        " AND namespace = ANY($2::text[])" if namespaced else "")
+    n = 2 if namespaced else 1
+    order = "DESC" if newest_first else "ASC"
+    page_where = ""
+    if with_cursor:
+        page_where = (f"WHERE (start_ts, id) {'<' if newest_first else '>'} "
+                      f"(${n + 1}::bigint, ${n + 2}::bigint) ")
+        n += 2
+    # the object index is read once, for the total and the page
+    return (f"WITH objs AS MATERIALIZED ({objects}), keys AS MATERIALIZED (SELECT id, start_ts "
+            f"FROM action_keys WHERE {where}) "
+            f"SELECT (SELECT count(*) FROM keys) AS total, p.doc, p.start_ts, p.id FROM "
+            f"(SELECT 1) AS one LEFT JOIN LATERAL (SELECT a.doc, a.start_ts, a.id FROM (SELECT "
+            f"id, start_ts FROM keys {page_where}ORDER BY start_ts {order}, id {order} "
+            f"LIMIT ${n + 1}::bigint OFFSET ${n + 2}::bigint) AS k CROSS JOIN LATERAL (SELECT "
+            f"doc, start_ts, id FROM actions WHERE id = k.id AND start_ts = k.start_ts) AS a) "
+            f"AS p ON true")

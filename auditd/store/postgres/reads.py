@@ -1,14 +1,11 @@
 """The PostgreSQL store's list reads (interface: `list_actions`): one statement for a page and
 its exact total (listing.py), the total from the tallies when they count the query's shape;
-a deep offset found by walking the tallies (tallyplan.locate) in one snapshot, so that it never
-skips more than one 68-minute bucket's rows."""
-import dataclasses
-
+a deep offset found by walking the tallies in the same statement (tallies.walk_sql), so that
+it never skips more than one 68-minute bucket's rows."""
 from ...model import tallyplan
 from ...model.query import ListQuery, Page
 from ...model.uris import normalize_object_uri
-from . import listing, tallies
-from .database import DB_ERRORS
+from . import listing
 
 DIRECT_OFFSET = 1000     # deeper offsets are found through the tallies
 WINDOWS = 4096           # the windows remembered (listing.window_for)
@@ -19,8 +16,11 @@ class ListReads:
     (a dict) and `_unavailable`."""
 
     async def list_actions(self, query: ListQuery) -> Page:
-        object_ids = None
-        if "object" in query.filters:
+        object_ids, f = None, query.filters
+        if "object" in f and set(f) <= {"object", "include_related"}:    # nothing but paging
+            rows = await self._fetch(*_flat(listing.object_sql(query)))
+            return _page(rows[0][0], [r for r in rows if r[1] is not None], query.newest_first)
+        if "object" in f:
             object_ids = await self._object_ids(query.filters["object"],
                                                 query.filters.get("include_related", False))
             if not object_ids:
@@ -57,52 +57,18 @@ class ListReads:
         return _page(rows[0][0], page, query.newest_first)
 
     async def _deep_page(self, query: ListQuery, shape) -> Page:
-        """A page at a deep offset: the total, then the walk down the tallies to the 68-minute
-        bucket (or date edge) that holds the offset's row, then the page from that bucket's
-        start, skipping only the rows before the row in it. One snapshot for all of it."""
-        counting = None if listing.counted(query) else shape
-        try:
-            async with self._pool.acquire() as conn, \
-                    conn.transaction(isolation="repeatable_read", readonly=True):
-                head = dataclasses.replace(query, limit=0, offset=0)
-                total = (await conn.fetchrow(*_flat(listing.list_sql(head, shape=counting))))[0]
-                if query.offset >= total:
-                    return Page(total, [], None)
-                found = await _locate(conn, shape, query)
-                if found is None:
-                    return Page(total, [], None)
-                boundary, skip, _ = found
-                at = dataclasses.replace(query, offset=skip)
-                rows = await conn.fetch(*_flat(listing.list_sql(at, boundary=boundary,
-                                                                count=False)))
-        except DB_ERRORS as err:
-            raise self._unavailable(err) from None
-        return _page(total, [r for r in rows if r[1] is not None], query.newest_first)
+        """A page at a deep offset, in one statement: the total, the walk down the tallies to
+        the 68-minute bucket (or date edge) that holds the offset's row, then the page from that
+        bucket's start, skipping only the rows before the row in it (tallies.walk_sql)."""
+        rows = await self._fetch(*_flat(listing.list_sql(query, walk=shape)))
+        return _page(rows[0][0], [r for r in rows if r[1] is not None], query.newest_first)
 
     async def _object_ids(self, uri: str, include_related: bool) -> list[int]:
         found = await self._fetchval("SELECT id FROM objects WHERE uri = $1",
                                      normalize_object_uri(uri))
         if found is None or not include_related:
             return [found] if found is not None else []
-        return [r[0] for r in await self._fetch(listing.RELATED_SQL, found)]
-
-
-async def _locate(conn, shape, query: ListQuery):
-    """tallyplan.locate's walk, answered on this connection (no split buckets here)."""
-    sql = tallies.pick_sql(shape.column, query.newest_first)
-
-    async def pick(first, last, offset):
-        return tallyplan.pick(await conn.fetch(sql, shape.kind, shape.keys, first, last), offset)
-
-    async def rows(a, b):     # a date edge's rows, counted
-        f = query.filters
-        edge = dict(f, start_date__gte=max(a, f.get("start_date__gte", a)),
-                    start_date__lte=min(b - 1, f.get("start_date__lte", b - 1)))
-        counting = dataclasses.replace(query, filters=edge, limit=0, offset=0, cursor=None)
-        return (await conn.fetchrow(*_flat(listing.list_sql(counting))))[0]
-    return await tallyplan.drive_async(
-        tallyplan.locate(shape.ranges, shape.edges, (), query.offset, query.newest_first,
-                         False, 0), {"pick": pick, "rows": rows})
+        return sorted(r[0] for r in await self._fetch(listing.RELATED_SQL, found))
 
 
 def _page(total: int, rows: list, newest_first: bool) -> Page:

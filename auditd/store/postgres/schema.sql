@@ -90,9 +90,13 @@ CREATE INDEX actions_by_is_user_action  ON actions (is_user_action, start_ts, id
 CREATE TABLE action_keys (
     uuid        text COLLATE "C" PRIMARY KEY,
     id          bigint NOT NULL UNIQUE,
-    start_ts    bigint NOT NULL
-);
+    start_ts    bigint NOT NULL,
+    object_id   bigint,                -- the action's object and namespace (NULL: no object),
+    namespace   text COLLATE "C"       -- so that an object's actions are one index, not one
+);                                     -- per month (schema 5)
 CREATE INDEX action_keys_by_start ON action_keys (start_ts);   -- a month's keys, for retention
+CREATE INDEX action_keys_by_object ON action_keys (object_id, namespace, start_ts, id)
+    WHERE object_id IS NOT NULL;
 
 -- Log lines, partitioned like their actions (by the action's start_ts, in the same months), so
 -- that retention drops a month's lines with its actions. Every line is written after its action

@@ -165,11 +165,47 @@ def prefix_sum_sql(keys: int, column: str | None, first: int) -> str:
         f"AND bucket = {tally.ALL_TIME})" for i in range(keys))
 
 
-def pick_sql(column: str | None, newest_first: bool) -> str:
-    """The buckets of one kind's keys between two buckets, summed over keys and shards, in the
-    list's order. Parameters: kind, keys (an array), first, last."""
+def _shift(level: str) -> str:
+    """A level's bucket width (its shift) in SQL."""
+    cases = " ".join(f"WHEN {n} THEN {s}" for n, s in enumerate(tally.SHIFTS))
+    return f"(CASE {level} {cases} END)"
+
+
+def walk_sql(column: str | None, newest_first: bool, first: int, edges: list,
+             offset: str) -> str:
+    """The deep-offset walk (tallyplan.locate's, without split buckets) as CTEs of one statement,
+    so that the total, the walk and the page share a snapshot and a round trip: `walk_total`
+    (total) sums the range's top buckets and date edges; `walk_found` (boundary, skip) is where
+    the row at `offset` lies, found by picking the piece that holds it in the list's order, then
+    going down a level at a time (64 buckets each) to a 68-minute bucket: newest first the rows
+    before `boundary`, else from it, skipping `skip` of them. No row when the offset is past the
+    end. Parameters from `$first`: the kind, the keys (an array), the ranges' first and last
+    buckets (two arrays); `edges` are (count SQL, start, stop) of the date edges."""
     total = column or " + ".join(tally.STATE_COLUMNS)
     order = "DESC" if newest_first else "ASC"
-    return (f"SELECT bucket, sum({total})::bigint FROM tallies WHERE kind = $1::text "
-            "AND key = ANY($2::text[]) AND bucket BETWEEN $3::bigint AND $4::bigint "
-            f"GROUP BY bucket ORDER BY bucket {order}")
+    span, kind, keys = tally.LEVEL_SPAN, f"${first}::text", f"${first + 1}::text[]"
+    cum = f"sum(n) OVER (ORDER BY a {order} ROWS UNBOUNDED PRECEDING)"
+    tallied = (f"SELECT bucket, sum({total})::bigint AS n FROM tallies WHERE kind = {kind} "
+               f"AND key = ANY({keys}) AND bucket BETWEEN {{}} AND {{}} GROUP BY bucket")
+    top = (f"SELECT lvl, bucket, (bucket - lvl * {span}) << {_shift('lvl')} AS a, "
+           f"(bucket - lvl * {span} + 1) << {_shift('lvl')} AS b, n FROM (SELECT t.*, "
+           f"(t.bucket + {span // 2}) / {span} AS lvl FROM unnest(${first + 2}::bigint[], "
+           f"${first + 3}::bigint[]) AS r(lo, hi) CROSS JOIN LATERAL ("
+           f"{tallied.format('r.lo', 'r.hi')}) AS t) AS x")
+    for count, start, stop in edges:
+        top += f" UNION ALL SELECT -1, NULL::bigint, {start}, {stop}, ({count})"
+    down, shift = "w.lvl - 1", _shift("w.lvl - 1")
+    children = tallied.format(f"({down}) * {span} + (w.a >> {shift})",
+                              f"({down}) * {span} + (w.b >> {shift}) - 1")
+    return (
+        f"walk_top AS ({top}), "
+        f"walk_total AS (SELECT coalesce(sum(n), 0)::bigint AS total FROM walk_top), "
+        f"walk(lvl, bucket, a, b, skip) AS ((SELECT lvl, bucket, a, b, {offset} - (c - n) "
+        f"FROM (SELECT *, {cum} AS c FROM walk_top) AS s WHERE c > {offset} "
+        f"ORDER BY a {order} LIMIT 1) "
+        f"UNION ALL SELECT {down}, p.bucket, p.a, p.a + (1::bigint << {shift}), w.skip - (p.c - p.n) "
+        f"FROM walk AS w CROSS JOIN LATERAL (SELECT * FROM (SELECT *, {cum} AS c FROM ("
+        f"SELECT t.*, (t.bucket - ({down}) * {span}) << {shift} AS a FROM ({children}) AS t) "
+        f"AS u) AS v WHERE c > w.skip ORDER BY a {order} LIMIT 1) AS p WHERE w.lvl > 0), "
+        f"walk_found AS (SELECT {'b' if newest_first else 'a'} AS boundary, skip FROM walk "
+        f"ORDER BY lvl LIMIT 1)")
