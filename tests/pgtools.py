@@ -94,6 +94,7 @@ _EMPTY = """
 DELETE FROM action_logs; DELETE FROM actions; DELETE FROM action_keys; DELETE FROM object_parents;
 DELETE FROM objects; DELETE FROM org_members; DELETE FROM users; DELETE FROM orgs;
 DELETE FROM action_counts; DELETE FROM changes; DELETE FROM tallies;
+DELETE FROM action_ancestors;
 SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S';
 """
 

@@ -132,9 +132,11 @@ async def test_two_stores_writing_at_once_keep_the_tallies_exact_and_check_sees_
 
 
 async def test_an_objects_actions_come_from_the_key_rows_and_check_sees_one_misfiled(url):
-    """An object's actions (and include_related's) are read from action_keys' object index,
-    which every write path fills: one record, a batch, across months; pages by offset and by
-    the next link's cursor agree; a key row naming another object is a problem for check."""
+    """An object's actions (and include_related's) are read from action_keys' object index and
+    the actions filed under the object (lineage.py), which every write path fills: one record,
+    a batch, across months, an edge added later, a cycle; pages by offset and by the next
+    link's cursor agree; a key row naming another object, or a filed row missing, is a problem
+    for check."""
     stack, service = "/api/app/v1/stack/s1/", "/api/app/v1/service/v1/"
     async with open_store(Config(db=url)) as store:
         made = await asyncio.gather(*(store.record_action(new_action(
@@ -159,15 +161,32 @@ async def test_an_objects_actions_come_from_the_key_rows_and_check_sees_one_misf
                                                           filters=dict(filters)))
                 assert rest.total == len(want)
                 assert [json.loads(d)["uuid"] for d in first.docs + rest.docs] == want
+        # an edge above actions already there files them under the new ancestor; an edge that
+        # closes a cycle (root under the service) counts no action twice
+        root = "/api/app/v1/stack/root/"
+        made.append(await store.record_action(new_action(action="Stack Move", user="u",
+                                                         object=stack, parents=[root])))
+        made.append(await store.record_action(new_action(action="Odd", user="u",
+                                                         object=root, parents=[service])))
+        for uri in (root, stack, service):
+            page = await store.list_actions(ListQuery(None, 100, filters={
+                "object": uri, "include_related": True}))
+            assert sorted(json.loads(d)["uuid"] for d in page.docs) == sorted(
+                a["uuid"] for a in made if a["action"] != "Other") and page.total == len(made) - 1, uri
     assert check(url)["problems"] == []
     conn = await asyncpg.connect(url)
     try:
+        await conn.execute("DELETE FROM action_ancestors WHERE ctid = (SELECT ctid FROM "
+                           "action_ancestors LIMIT 1)")
+        problems = check(url)["problems"]
+        assert len(problems) == 1 and "include_related" in problems[0] and \
+            "1 missing, 0 that should not be there" in problems[0]
         await conn.execute("UPDATE action_keys SET object_id = object_id + 1 WHERE uuid = $1",
                            made[0]["uuid"])
     finally:
         await conn.close()
     problems = check(url)["problems"]
-    assert len(problems) == 1 and "1 action_keys rows name another object" in problems[0]
+    assert "1 action_keys rows name another object or namespace than their action's" in problems
 
 
 async def _relations(url, pattern: str) -> set[str]:
@@ -188,6 +207,9 @@ def _ts(year, month, day, hour=0) -> int:
     return calendar.timegm((year, month, day, hour, 0, 0))
 
 
+STACK = "/api/app/v1/stack/s/"
+
+
 async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_it_cuts(
         url, caplog):
     caplog.set_level(logging.INFO, logger="auditd.store")
@@ -197,9 +219,11 @@ async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_i
         await create_months(conn, months_of([_ts(2019, 12, 1)]
                                             + [_ts(2020, m, 1) for m in months]))
         # December: one action stuck in Pending among many that retention removes
+        # (each on a service of one stack: filed under it for include_related)
         december = [await store.record_action(new_action(
             action="Old", user="u", namespace="acme", state=state, start_date=_ts(2019, 12, day),
-            end_date=_ts(2019, 12, day, 1))) for day, state in
+            end_date=_ts(2019, 12, day, 1), object=f"/api/app/v1/service/d{day}/",
+            parents=[STACK])) for day, state in
             enumerate(["Success"] * 6 + ["Pending"] + ["Failed"] * 3, start=1)]
         stuck = december[6]
         for action in december[5:8]:
@@ -209,7 +233,8 @@ async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_i
                 made.append(await store.record_action(new_action(
                     action=f"M{month}D{day}", user="u", namespace=("acme", "bob")[day % 2],
                     state=("Success", "Failed", "Canceled")[day % 3],
-                    start_date=_ts(2020, month, day), end_date=_ts(2020, month, day, 5))))
+                    start_date=_ts(2020, month, day), end_date=_ts(2020, month, day, 5),
+                    object=f"/api/app/v1/service/m{month}/", parents=[STACK])))
         running = await store.record_action(new_action(action="Still", user="u",
                                                        start_date=_ts(2020, 3, 20)))
         for action in months[1][:4] + months[2][:4]:
@@ -250,6 +275,10 @@ async def test_retention_drops_whole_months_and_deletes_rows_only_in_the_month_i
         for namespace in ("acme", "bob"):
             ns_page = await store.list_actions(ListQuery(frozenset({namespace}), 100))
             assert ns_page.total == sum(a["namespace"] == namespace for a in kept)
+        related = await store.list_actions(ListQuery(None, 100, filters={
+            "object": STACK, "include_related": True}))
+        assert sorted(json.loads(d)["uuid"] for d in related.docs) == \
+            sorted(a["uuid"] for a in kept) and related.total == len(kept)
         for action in gone:
             with pytest.raises(NotFound):
                 await store.get_action(action["uuid"], None)

@@ -8,14 +8,14 @@ from pathlib import Path
 import asyncpg
 
 from ...model.errors import SchemaVersionError, Unavailable
-from . import listing, tallies
+from . import lineage, tallies
 
 log = logging.getLogger("auditd.store")
 # What a schema migration is doing, shown by every command that opens an older database
 # (cli/common.py show_migrations): some take a minute on ten million actions.
 progress = logging.getLogger("auditd.store.migrate")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATION_TIMEOUT = 24 * 3600.0   # seconds; connect()'s command_timeout is 60
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
@@ -62,8 +62,18 @@ CREATE INDEX actions_by_is_user_action  ON actions (is_user_action, start_ts, id
     3: tallies.MIGRATION,
     # 5: action_keys carry the action's object and namespace, indexed, so that an object's
     # actions (and an include_related list's) are found in one index instead of one per month
-    # (20 s for a million on the benchmark VM); include_related's objects by a function.
-    4: listing.RELATED_FUNCTION + """
+    # (20 s for a million on the benchmark VM); include_related's objects by a function
+    # (schema 6 replaces it with lineage.py's).
+    4: """
+CREATE FUNCTION related_objects(root bigint) RETURNS SETOF bigint LANGUAGE plpgsql STABLE
+SET work_mem = '64kB' AS $$
+BEGIN
+    RETURN QUERY WITH RECURSIVE up(id) AS (SELECT root UNION
+        SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id),
+    down(id) AS (SELECT root UNION
+        SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id)
+    SELECT up.id FROM up UNION ALL SELECT down.id FROM down;
+END $$;
 ALTER TABLE action_keys ADD COLUMN object_id bigint, ADD COLUMN namespace text COLLATE "C";
 UPDATE action_keys k SET object_id = a.object_id, namespace = a.namespace FROM actions a
     WHERE a.id = k.id AND a.start_ts = k.start_ts AND a.object_id IS NOT NULL;
@@ -71,6 +81,11 @@ CREATE INDEX action_keys_by_object ON action_keys (object_id, namespace, start_t
     WHERE object_id IS NOT NULL;
 ANALYZE action_keys;
 """,
+    # 6: every action filed under its object's ancestors, so that include_related reads one
+    # index range for the descendants' actions (lineage.py; 20 s for a million). Lists by
+    # object read action_keys' object index: the actions' own is no longer used.
+    5: "DROP FUNCTION related_objects(bigint);\nDROP INDEX actions_by_object;\n"
+       + lineage.MIGRATION,
 }
 
 # Advisory lock keys ("audi" and "audc"): schema work and partition upkeep; the change log.
@@ -111,7 +126,7 @@ async def prepare_database(conn, url: str) -> int:
                 raise SchemaVersionError(
                     f"{redact(url)} has tables but is not auditd's (no schema_version table): "
                     "point --db at a new database (createdb auditd)")
-            await conn.execute(SCHEMA_FILE.read_text() + tallies.SCHEMA + listing.RELATED_FUNCTION)
+            await conn.execute(SCHEMA_FILE.read_text() + tallies.SCHEMA + lineage.SCHEMA)
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
             return SCHEMA_VERSION
         version = await conn.fetchval("SELECT version FROM schema_version")

@@ -6,7 +6,7 @@ import threading
 
 from ...model.actions import STATES
 from ...model.errors import AuditdError, Unavailable
-from . import tallies
+from . import lineage, tallies
 from .database import DB_ERRORS, SCHEMA_VERSION, connect, redact
 
 
@@ -115,6 +115,10 @@ async def _mismatches(conn, summary) -> list[str]:
     if misfiled:
         problems.append(f"{misfiled} action_keys rows name another object or namespace than "
                         "their action's")
+    missing, extra = await conn.fetchrow(lineage.MISMATCH_SQL)
+    if missing or extra:
+        problems.append(f"actions filed under their objects' ancestors (include_related): "
+                        f"{missing} missing, {extra} that should not be there")
     beyond = await conn.fetchval(
         "SELECT count(*) FROM action_logs l JOIN actions a ON a.id = l.action_id "
         "AND a.start_ts = l.start_ts WHERE l.seq > a.log_count")

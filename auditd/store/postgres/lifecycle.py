@@ -267,7 +267,7 @@ async def reset(ctx):
               "log_lines": await conn.fetchval("SELECT count(*) FROM action_logs"),
               "objects": await conn.fetchval("SELECT count(*) FROM objects")}
     await conn.execute("TRUNCATE action_logs, action_keys, actions, object_parents, objects, "
-                       "action_counts, tallies")
+                       "action_counts, tallies, action_ancestors")
     ctx.forget()   # the objects it knew are gone
     return counts, [ActionsRemoved()]
 

@@ -25,23 +25,6 @@ from ...model.query import ListQuery
 from ...model.uris import normalize_object_uri
 from . import tallies
 
-# An object, its ancestors and its descendants (never its siblings), for include_related; the
-# object comes twice (an `= ANY` does not mind). The recursion's duplicate check allocates a hash
-# for the rows the planner guesses, up to work_mem: at the default 4 MB that took 6 ms of a 7 ms
-# answer; the table grows past its first size when it must. Created with the schema (5).
-RELATED_FUNCTION = """
-CREATE FUNCTION related_objects(root bigint) RETURNS SETOF bigint LANGUAGE plpgsql STABLE
-SET work_mem = '64kB' AS $$
-BEGIN
-    RETURN QUERY WITH RECURSIVE up(id) AS (SELECT root UNION
-        SELECT p.parent_id FROM object_parents p JOIN up ON p.child_id = up.id),
-    down(id) AS (SELECT root UNION
-        SELECT p.child_id FROM object_parents p JOIN down ON p.parent_id = down.id)
-    SELECT up.id FROM up UNION ALL SELECT down.id FROM down;
-END $$;
-"""
-RELATED_SQL = "SELECT DISTINCT r FROM related_objects($1::bigint) AS r"
-
 _COLUMN_FILTERS = {
     "uuid": "uuid = {}", "state": "state = {}", "action": "action = {}", "user": '"user" = {}',
     "is_user_action": "is_user_action = {}",
@@ -91,12 +74,12 @@ def window_for(query: ListQuery, remembered: int | None) -> int | None:
     return None if remembered is None else month_start(remembered)
 
 
-def list_sql(query: ListQuery, object_ids=None, since: int | None = None, shape=None,
+def list_sql(query: ListQuery, since: int | None = None, shape=None,
              boundary: int | None = None, count: bool = True,
              window: int | None = None, walk=None) -> tuple[str, list]:
     """The statement and its parameters. Rows: (total, doc, start_ts, id); one row with a NULL
-    doc when the page is empty. `object_ids`: the objects whose actions are wanted; `since`: the
-    window (`window_for`); `shape`: the query's tallyplan.Shape, whose tallies then count it;
+    doc when the page is empty (an object filter: `object_sql`). `since`: the window
+    (`window_for`); `shape`: the query's tallyplan.Shape, whose tallies then count it;
     `boundary`: where a deep offset's walk found its row (newest first: start_ts < boundary;
     oldest first: start_ts >= boundary); `count` False: a NULL total, the page alone; `window`:
     the page looked for among the rows that start from then on (`end_window`); `walk`: a
@@ -120,20 +103,18 @@ def list_sql(query: ListQuery, object_ids=None, since: int | None = None, shape=
     # All namespaces and two digits or more: the prefix index, in time order (tallies.py)
     by_prefix = prefix is not None and len(prefix) >= PREFIX_DIGITS and names is None
     prefix_test = None if prefix is None else "index" if by_prefix else "range"
-    sql = _list_statement(where, filters, prefix_test, object_ids is not None,
+    sql = _list_statement(where, filters, prefix_test,
                           how, query.newest_first, query.cursor is not None,
                           None if since is None else int(since),
                           "walk" if walk is not None else boundary is not None,
                           window is not None,
-                          _masked(f, names) if object_ids is None else ("namespace",))
+                          _masked(f, names))
     params = [] if names is None else [names[0]] if len(names) == 1 else [names]
     params += [_filter_value(name, f[name]) for name in filters]
     if by_prefix:
         params.append(prefix[:PREFIX_DIGITS].lower())
     if prefix is not None:
         params.extend(_prefix_bounds(prefix))
-    if object_ids is not None:
-        params.append(list(object_ids))
     if boundary is not None:
         params.append(boundary)
     if window is not None:
@@ -227,7 +208,7 @@ def _tally_total(how: tuple, where: list, param) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _list_statement(namespaces: str | None, filters: tuple, prefix: str | None, by_object: bool,
+def _list_statement(namespaces: str | None, filters: tuple, prefix: str | None,
                     how, newest_first: bool, with_cursor: bool, since: int | None,
                     boundary: bool, window: bool = False, mask: tuple = ()) -> str:
     n = 0
@@ -254,8 +235,6 @@ def _list_statement(namespaces: str | None, filters: tuple, prefix: str | None, 
         where.append(f"substr(uuid, 1, {PREFIX_DIGITS}) = {param('text')}")
     if prefix:
         where.append(f"uuid >= {param('text')} AND uuid < {param('text')}")
-    if by_object:
-        where.append(f"object_id = ANY({param('bigint[]')})")
     order = "DESC" if newest_first else "ASC"
     page_where = [_mask(condition, mask) for condition in where]
     if boundary:
@@ -268,12 +247,10 @@ def _list_statement(namespaces: str | None, filters: tuple, prefix: str | None, 
     if with_cursor:
         page_where.append(f"(start_ts, id) {'<' if newest_first else '>'} "
                           f"({param('bigint')}, {param('bigint')})")
-    # By object: its index finds the few rows, then they are sorted (in time order the
-    # planner would walk a namespace's every row looking for them)
-    tail = f"ORDER BY start_ts{' + 0' if by_object else ''} {order}, id {order}"
+    tail = f"ORDER BY start_ts {order}, id {order}"
     limit, offset = param("bigint"), param("bigint")
     skip = "(SELECT skip FROM walk_found)" if boundary == "walk" else offset
-    if namespaces == "many" and not by_object:
+    if namespaces == "many":
         # one index range per namespace, each read no further than the page needs, then merged
         page_where[0] = _mask("namespace = ns.name", mask)
         page = (f"SELECT doc, start_ts, id FROM unnest($1::text[]) AS ns(name) CROSS JOIN "
@@ -321,41 +298,63 @@ def _walk_statement(how: tuple, where: list, param, offset: str, newest_first: b
 
 def object_sql(query: ListQuery) -> tuple[str, list]:
     """The statement for the actions on an object (with include_related, on its related
-    objects) with nothing but paging and the caller's namespaces to filter them: the objects,
-    a page and its total (rows as `list_sql`'s) from action_keys' object index, one range per
-    object (the actions' own index has one per month: 18 index searches per object at a year
-    and a half), then the page's documents, one row each. One round trip in all."""
+    objects): a page and its total (rows as `list_sql`'s) from the actions on the object and,
+    with include_related, on its ancestors, through action_keys' object index (one range per
+    object; the actions' own rows are partitioned by month), and the actions filed under it
+    (lineage.py: its descendants', one range); the other filters, if any, tested on those
+    actions' rows; then the page's documents, one row each. One round trip in all."""
     f = query.filters
     names = sorted(query.namespaces) if query.namespaces is not None else None
+    filters = tuple(name for name in _COLUMN_FILTERS if name in f)
+    prefix = f.get("uuid__startswith")
     params = [normalize_object_uri(f["object"])] + ([names] if names is not None else [])
+    params += [_filter_value(name, f[name]) for name in filters]
+    if prefix is not None:
+        params.extend(_prefix_bounds(prefix))
     if query.cursor is not None:
         params.extend(query.cursor)
     params += [query.limit, 0 if query.cursor is not None else query.offset]
-    return _object_statement(bool(f.get("include_related")), names is not None,
-                             query.newest_first, query.cursor is not None), params
+    return _object_statement(bool(f.get("include_related")), names is not None, filters,
+                             prefix is not None, query.newest_first,
+                             query.cursor is not None), params
 
 
-@functools.lru_cache(maxsize=16)
-def _object_statement(related: bool, namespaced: bool, newest_first: bool,
-                      with_cursor: bool) -> str:
-    objects = ("SELECT array_agg(r) AS ids FROM objects AS o CROSS JOIN LATERAL "
-               "related_objects(o.id) AS r WHERE o.uri = $1::text" if related else
-               "SELECT array_agg(id) AS ids FROM objects WHERE uri = $1::text")
-    where = "object_id = ANY((SELECT ids FROM objs)::bigint[])" + (
-        " AND namespace = ANY($2::text[])" if namespaced else "")
+@functools.lru_cache(maxsize=256)
+def _object_statement(related: bool, namespaced: bool, filters: tuple, prefix: bool,
+                      newest_first: bool, with_cursor: bool) -> str:
+    ups = "array_prepend(id, ARRAY(SELECT object_ancestors(id)))" if related else "ARRAY[id]"
+    namespace = " AND namespace = ANY($2::text[])" if namespaced else ""
+    ups_array = "(SELECT ups FROM objs)::bigint[]"
+    keys = f"SELECT start_ts, id FROM action_keys WHERE object_id = ANY({ups_array}){namespace}"
+    if related:     # not on X or an ancestor: a cycle's rows come from action_keys (lineage.py)
+        keys += (f" UNION ALL SELECT start_ts, id FROM action_ancestors WHERE ancestor_id = "
+                 f"(SELECT root FROM objs){namespace} AND object_id <> ALL({ups_array})")
     n = 2 if namespaced else 1
+    tests = []
+    for name in filters:
+        n += 1
+        tests.append(_COLUMN_FILTERS[name].format(f"${n}::{_TYPES.get(name, 'bigint')}"))
+    if prefix:
+        tests.append(f"uuid >= ${n + 1}::text AND uuid < ${n + 2}::text")
+        n += 2
+    found = "keys"
+    if tests:       # each of the objects' actions tested in its month: a subquery per key
+        found = "hits"  # (as an EXISTS the planner may join every action that passes instead)
+        keys = (f"{keys}), hits AS MATERIALIZED (SELECT k.start_ts, k.id FROM keys AS k WHERE "
+                f"(SELECT true FROM actions WHERE actions.id = k.id AND actions.start_ts = "
+                f"k.start_ts AND {' AND '.join(tests)} LIMIT 1)")
     order = "DESC" if newest_first else "ASC"
     page_where = ""
     if with_cursor:
         page_where = (f"WHERE (start_ts, id) {'<' if newest_first else '>'} "
                       f"(${n + 1}::bigint, ${n + 2}::bigint) ")
         n += 2
-    # the object index is read once, for the total and the page
-    return (f"WITH objs AS MATERIALIZED ({objects}), keys AS MATERIALIZED (SELECT id, start_ts "
-            f"FROM action_keys WHERE {where}) "
-            f"SELECT (SELECT count(*) FROM keys) AS total, p.doc, p.start_ts, p.id FROM "
+    # the objects' rows are read once, for the total and the page
+    return (f"WITH objs AS MATERIALIZED (SELECT id AS root, {ups} AS ups FROM objects WHERE "
+            f"uri = $1::text), keys AS MATERIALIZED ({keys}) "
+            f"SELECT (SELECT count(*) FROM {found}) AS total, p.doc, p.start_ts, p.id FROM "
             f"(SELECT 1) AS one LEFT JOIN LATERAL (SELECT a.doc, a.start_ts, a.id FROM (SELECT "
-            f"id, start_ts FROM keys {page_where}ORDER BY start_ts {order}, id {order} "
+            f"id, start_ts FROM {found} {page_where}ORDER BY start_ts {order}, id {order} "
             f"LIMIT ${n + 1}::bigint OFFSET ${n + 2}::bigint) AS k CROSS JOIN LATERAL (SELECT "
             f"doc, start_ts, id FROM actions WHERE id = k.id AND start_ts = k.start_ts) AS a) "
             f"AS p ON true")

@@ -20,7 +20,7 @@ import time
 import asyncpg
 
 from ...model.actions import FINAL_STATES, STATES
-from . import tallies
+from . import lineage, tallies
 from .database import DB_ERRORS, SCHEMA_LOCK
 
 log = logging.getLogger("auditd.store")
@@ -142,6 +142,7 @@ async def drop_month(conn, name: str, low: int, high: int, cut: int | None):
             if kept > actions * KEEP_AT_MOST or (actions and kept == actions):
                 return None
             lines = await conn.fetchval(f"SELECT count(*) FROM {logs}")
+            await conn.execute(lineage.FORGET_MONTH, low, high)   # kept ones: filed again
             if kept:
                 lines -= await _set_aside(conn, name, logs, cut)
                 keys = await conn.execute(

@@ -4,7 +4,6 @@ a deep offset found by walking the tallies in the same statement (tallies.walk_s
 it never skips more than one 68-minute bucket's rows."""
 from ...model import tallyplan
 from ...model.query import ListQuery, Page
-from ...model.uris import normalize_object_uri
 from . import listing
 
 DIRECT_OFFSET = 1000     # deeper offsets are found through the tallies
@@ -16,16 +15,10 @@ class ListReads:
     (a dict) and `_unavailable`."""
 
     async def list_actions(self, query: ListQuery) -> Page:
-        object_ids, f = None, query.filters
-        if "object" in f and set(f) <= {"object", "include_related"}:    # nothing but paging
+        if "object" in query.filters:   # one index range per object, whatever the months
             rows = await self._fetch(*_flat(listing.object_sql(query)))
             return _page(rows[0][0], [r for r in rows if r[1] is not None], query.newest_first)
-        if "object" in f:
-            object_ids = await self._object_ids(query.filters["object"],
-                                                query.filters.get("include_related", False))
-            if not object_ids:
-                return Page(0, [], None)
-        shape = tallyplan.shape(query) if object_ids is None else None
+        shape = tallyplan.shape(query)
         if shape is not None and shape.kind is None:
             shape = None     # a long uuid prefix: a short range of the uuid index, counted there
         offset = 0 if query.cursor is not None else query.offset
@@ -37,17 +30,16 @@ class ListReads:
         since = listing.window_for(query, self._windows.get(key))
         rows = None
         if since is not None:
-            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, since)))
+            rows = await self._fetch(*_flat(listing.list_sql(query, since)))
             if sum(r[1] is not None for r in rows) < query.limit:
                 rows = None      # the window holds less than a page: the whole table then
         window = listing.end_window(query)
         if rows is None and window is not None:
-            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, shape=shape,
-                                                             window=window)))
+            rows = await self._fetch(*_flat(listing.list_sql(query, shape=shape, window=window)))
             if sum(r[1] is not None for r in rows) < query.limit:
                 rows = None      # fewer than a page started since: the whole table then
         if rows is None:
-            rows = await self._fetch(*_flat(listing.list_sql(query, object_ids, shape=shape)))
+            rows = await self._fetch(*_flat(listing.list_sql(query, shape=shape)))
         page = [r for r in rows if r[1] is not None]
         if len(page) == query.limit and query.newest_first and query.cursor is None \
                 and listing.counted(query):
@@ -62,13 +54,6 @@ class ListReads:
         bucket's start, skipping only the rows before the row in it (tallies.walk_sql)."""
         rows = await self._fetch(*_flat(listing.list_sql(query, walk=shape)))
         return _page(rows[0][0], [r for r in rows if r[1] is not None], query.newest_first)
-
-    async def _object_ids(self, uri: str, include_related: bool) -> list[int]:
-        found = await self._fetchval("SELECT id FROM objects WHERE uri = $1",
-                                     normalize_object_uri(uri))
-        if found is None or not include_related:
-            return [found] if found is not None else []
-        return sorted(r[0] for r in await self._fetch(listing.RELATED_SQL, found))
 
 
 def _page(total: int, rows: list, newest_first: bool) -> Page:

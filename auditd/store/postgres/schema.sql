@@ -77,7 +77,6 @@ CREATE INDEX actions_by_time            ON actions (start_ts, id);
 CREATE INDEX actions_by_namespace       ON actions (namespace, start_ts, id);
 CREATE INDEX actions_by_namespace_state ON actions (namespace, state, start_ts, id);
 CREATE INDEX actions_by_state           ON actions (state, start_ts, id);
-CREATE INDEX actions_by_object          ON actions (object_id, namespace, start_ts, id);
 CREATE INDEX actions_by_end             ON actions (end_ts);
 CREATE INDEX actions_by_uuid            ON actions (uuid);
 -- The filters by action, user and is_user_action (issue 11): the page walks one of these in
