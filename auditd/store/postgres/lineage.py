@@ -14,6 +14,15 @@ first (`FORGET_MONTH`), and the actions kept back go in again through the insert
 With a cycle in the graph (bad data) an object can be its own descendant's ancestor: rows filed
 under X whose action is on X or on one of X's ancestors are read from action_keys instead, so
 no action is counted twice (the filed rows carry their object for that).
+
+A known gap between instances: a transaction that adds an edge above an object and another
+that records an action on the object (or below it) without that edge among its parents, both in
+flight at once, each miss the other's uncommitted row, and the action is not filed under the
+new ancestors (`auditd check` reports it). Producers that send an action's parents with it do
+not meet it: the second INSERT of the same edge waits for the first's commit and then sees it.
+Serializing the two with an advisory lock (shared for actions, exclusive for edges) would close
+it, but a group commit takes the shared lock before a later record's edge asks for the
+exclusive one, and two writers doing that at once deadlock.
 """
 
 _UP = ("WITH RECURSIVE up(id) AS (SELECT root UNION "
