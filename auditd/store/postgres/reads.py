@@ -11,13 +11,11 @@ WINDOWS = 4096           # the windows remembered (listing.window_for)
 
 
 class ListReads:
-    """Mixed into PostgresStore, which provides `_pool`, `_fetch`, `_fetchval`, `_windows`
-    (a dict) and `_unavailable`."""
+    """Mixed into PostgresStore, which provides `_fetch` and `_windows` (a dict)."""
 
     async def list_actions(self, query: ListQuery) -> Page:
         if "object" in query.filters:   # one index range per object, whatever the months
-            rows = await self._fetch(*_flat(listing.object_sql(query)))
-            return _page(rows[0][0], [r for r in rows if r[1] is not None], query.newest_first)
+            return _page(await self._fetch(*_flat(listing.object_sql(query))), query.newest_first)
         shape = tallyplan.shape(query)
         if shape is not None and shape.kind is None:
             shape = None     # a long uuid prefix: a short range of the uuid index, counted there
@@ -40,23 +38,27 @@ class ListReads:
                 rows = None      # fewer than a page started since: the whole table then
         if rows is None:
             rows = await self._fetch(*_flat(listing.list_sql(query, shape=shape)))
-        page = [r for r in rows if r[1] is not None]
-        if len(page) == query.limit and query.newest_first and query.cursor is None \
+        page = _page(rows, query.newest_first)
+        if len(page.docs) == query.limit and query.newest_first and query.cursor is None \
                 and listing.counted(query):
             if len(self._windows) >= WINDOWS:
                 self._windows.clear()
-            self._windows[key] = min(r[2] for r in page)
-        return _page(rows[0][0], page, query.newest_first)
+            self._windows[key] = min(r[2] for r in rows if r[1] is not None)
+        return page
 
     async def _deep_page(self, query: ListQuery, shape) -> Page:
         """A page at a deep offset, in one statement: the total, the walk down the tallies to
         the 68-minute bucket (or date edge) that holds the offset's row, then the page from that
         bucket's start, skipping only the rows before the row in it (tallies.walk_sql)."""
-        rows = await self._fetch(*_flat(listing.list_sql(query, walk=shape)))
-        return _page(rows[0][0], [r for r in rows if r[1] is not None], query.newest_first)
+        return _page(await self._fetch(*_flat(listing.list_sql(query, walk=shape))),
+                     query.newest_first)
 
 
-def _page(total: int, rows: list, newest_first: bool) -> Page:
+def _page(rows: list, newest_first: bool) -> Page:
+    """A statement's rows (total, doc, start_ts, id) as a Page: one row with a NULL doc when
+    the page is empty."""
+    total = rows[0][0]
+    rows = [r for r in rows if r[1] is not None]
     rows.sort(key=lambda r: (r[2], r[3]), reverse=newest_first)
     return Page(total, [r[1].encode() for r in rows], (rows[-1][2], rows[-1][3]) if rows
                 else None)
