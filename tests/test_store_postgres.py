@@ -4,6 +4,7 @@ import asyncio
 import calendar
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -367,10 +368,22 @@ async def _index_definitions(url: str) -> set[str]:
         await conn.close()
 
 
-async def test_pages_looked_for_in_the_newest_month_first_are_the_pages_of_the_whole_table(url):
+async def test_pages_looked_for_in_the_newest_month_first_are_the_pages_of_the_whole_table(
+        url, monkeypatch):
     """A list page is first looked for in a window of recent months (from the cursor's month,
-    or from where the same query's latest first page ended): pages a window cannot fill come
-    from the whole table, so every page is the same."""
+    or from where the same query's latest page at least as deep ended), with or without filters
+    the tallies count: pages a window cannot fill come from the whole table, so every page is
+    the same."""
+    from auditd.store.postgres import PostgresStore
+    windowed = []
+    real = PostgresStore._fetch
+
+    async def spy(self, sql, *params):
+        if re.search(r"start_ts >= \d{9}", sql):      # a window: a constant, not a $n
+            windowed.append(sql)
+        return await real(self, sql, *params)
+
+    monkeypatch.setattr(PostgresStore, "_fetch", spy)
     async with open_store(Config(db=url)) as store:
         conn = await asyncpg.connect(url)
         await create_months(conn, months_of([_ts(2020, m, 1) for m in (1, 2, 3)]))
@@ -382,6 +395,13 @@ async def test_pages_looked_for_in_the_newest_month_first_are_the_pages_of_the_w
                     action=f"M{month}", user=("alice", "bob")[i % 2], state="Success",
                     start_date=_ts(2020, month, 1 + i % 5), end_date=_ts(2020, month, 9))))
         await _pages_are_right(store, made)
+        # a filtered page (counted by the tallies) is looked for in the window the second time
+        digits = [a["uuid"][0] for a in made]
+        query = ListQuery(None, 2, filters={"uuid__startswith": max(digits, key=digits.count)})
+        windowed.clear()
+        store._windows.clear()      # nothing remembered: the first page is the whole table's
+        assert (await store.list_actions(query)).docs == (await store.list_actions(query)).docs
+        assert len(windowed) == 1 and "uuid" in windowed[0]
         # newer rows than the windows remembered, and older ones gone: still the same pages
         made.append(await store.record_action(new_action(action="Now", user="alice")))
         assert await store.purge(_ts(2020, 3, 1)) == (33, 0)
@@ -390,23 +410,30 @@ async def test_pages_looked_for_in_the_newest_month_first_are_the_pages_of_the_w
 
 async def _pages_are_right(store, made):
     newest_first = sorted(made, key=lambda a: (a["start_ts"], a["id"]), reverse=True)
+    wheres = [({}, lambda a: True), ({"action": "M1"}, lambda a: a["action"] == "M1")]
+    for digit in "0123456789abcdef":
+        wheres.append(({"uuid__startswith": digit}, lambda a, d=digit: a["uuid"][0] == d))
     for namespaces in (None, frozenset({"alice"}), frozenset({"alice", "bob"})):
-        wanted = [a["uuid"] for a in newest_first
-                  if namespaces is None or a["namespace"] in namespaces]
-        for limit in (1, 3, 4, 5, 25):
-            seen, cursor = [], None
-            while True:
-                page = await store.list_actions(ListQuery(namespaces, limit, cursor=cursor))
-                assert page.total == len(wanted)
-                seen += [json.loads(d)["uuid"] for d in page.docs]
-                if len(page.docs) < limit:
-                    break
-                cursor = page.last
-            assert seen == wanted, (namespaces, limit)
-            for offset in (0, 2, 6):
-                page = await store.list_actions(ListQuery(namespaces, limit, offset=offset))
-                assert [json.loads(d)["uuid"] for d in page.docs] == \
-                    wanted[offset:offset + limit]
+        for filters, test in wheres:
+            wanted = [a["uuid"] for a in newest_first
+                      if (namespaces is None or a["namespace"] in namespaces) and test(a)]
+            for limit in (1, 3, 4, 5, 25):
+                for offset in (0, 2, 6, 1, 0):   # deeper, then shallower than a window holds
+                    page = await store.list_actions(ListQuery(namespaces, limit, offset=offset,
+                                                              filters=filters))
+                    assert page.total == len(wanted)
+                    assert [json.loads(d)["uuid"] for d in page.docs] == \
+                        wanted[offset:offset + limit], (namespaces, filters, limit, offset)
+                seen, cursor = [], None
+                while True:
+                    page = await store.list_actions(ListQuery(namespaces, limit, cursor=cursor,
+                                                              filters=filters))
+                    assert page.total == len(wanted)
+                    seen += [json.loads(d)["uuid"] for d in page.docs]
+                    if len(page.docs) < limit:
+                        break
+                    cursor = page.last
+                assert seen == wanted, (namespaces, filters, limit)
 
 
 async def test_a_deep_offset_walks_the_tallies_and_skips_one_hours_rows_at_most(url,

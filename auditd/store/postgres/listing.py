@@ -6,14 +6,16 @@ snapshot. The statement's text depends only on the query's shape and is cached.
   planner merges them in order.
 - total_count comes from `action_counts` (kept by triggers in the writing transaction) when the
   query filters by namespace and state at most, so it never scans; other filters count rows.
-- A newest-first page with such a count is first looked for in a window, `start_ts >= SINCE`
-  with SINCE a month's first second written into the statement, so that the planner leaves the
-  older months' partitions out (each partition costs the statement about 20 us of PostgreSQL's
-  CPU whether or not it holds a row of the page). Every row inside the window is newer than
-  every row outside it, so a window holding a full page gives exactly the page the whole table
-  would; one holding less is asked again without the window. The window is the cursor's month,
-  or the month of the last row of the latest full first page of the same kind (`window_for`;
-  the store remembers them).
+- A newest-first page whose count is cheap (the counters' or the tallies') is first looked for
+  in a window, `start_ts >= SINCE` with SINCE a month's first second written into the
+  statement, so that the planner leaves the older months' partitions out (each partition costs
+  the statement about 20 us of PostgreSQL's CPU whether or not it holds a row of the page, and
+  a filtered page walks each month's index until its first match). The count is the whole
+  table's either way. Every row inside the window is newer than every row outside it, so a
+  window holding a full page gives exactly the page the whole table would; one holding less is
+  asked again without the window. The window is the cursor's month, or the month of the last
+  row of the latest full page of the same query at least as deep (`window_for`; the store
+  remembers them).
 """
 import calendar
 import functools
@@ -59,19 +61,24 @@ def month_start(ts: int) -> int:
 
 
 def window_key(query: ListQuery):
-    """What the store remembers a window for: the namespaces and the state filter."""
-    return query.namespaces, query.filters.get("state")
+    """What the store remembers a window for: the namespaces and the filters."""
+    return query.namespaces, tuple(sorted(query.filters.items()))
 
 
-def window_for(query: ListQuery, remembered: int | None) -> int | None:
+def window_for(query: ListQuery, remembered: tuple[int, int] | None,
+               cheap_count: bool) -> int | None:
     """The first second of the window to look in first (see the module's text), or None:
-    the cursor's month, or the month of the last row of the latest full first page of this
-    query's kind (`remembered`; new rows since then are newer, so inside it)."""
-    if not query.newest_first or not counted(query):
+    the cursor's month, or the month of the last row of the latest full page of this query
+    that reached at least as deep (`remembered`: that row's start_ts and the page's offset plus
+    limit; new rows since then are newer, so inside it). None unless the page is newest first
+    and its count is `cheap_count` (a window that misses costs the statement twice)."""
+    if not query.newest_first or not cheap_count:
         return None
     if query.cursor is not None:
         return month_start(query.cursor[0])
-    return None if remembered is None else month_start(remembered)
+    if remembered is None or remembered[1] < query.offset + query.limit:
+        return None
+    return month_start(remembered[0])
 
 
 def list_sql(query: ListQuery, since: int | None = None, shape=None,

@@ -24,11 +24,12 @@ class ListReads:
             return await self._deep_page(query, shape)
         if listing.counted(query):
             shape = None     # action_counts answers: fewer rows than the tallies
+        cheap = listing.counted(query) or shape is not None
         key = listing.window_key(query)
-        since = listing.window_for(query, self._windows.get(key))
+        since = listing.window_for(query, self._windows.get(key), cheap)
         rows = None
         if since is not None:
-            rows = await self._fetch(*_flat(listing.list_sql(query, since)))
+            rows = await self._fetch(*_flat(listing.list_sql(query, since, shape=shape)))
             if sum(r[1] is not None for r in rows) < query.limit:
                 rows = None      # the window holds less than a page: the whole table then
         window = listing.end_window(query)
@@ -40,10 +41,11 @@ class ListReads:
             rows = await self._fetch(*_flat(listing.list_sql(query, shape=shape)))
         page = _page(rows, query.newest_first)
         if len(page.docs) == query.limit and query.newest_first and query.cursor is None \
-                and listing.counted(query):
+                and cheap:
             if len(self._windows) >= WINDOWS:
                 self._windows.clear()
-            self._windows[key] = min(r[2] for r in rows if r[1] is not None)
+            self._windows[key] = (min(r[2] for r in rows if r[1] is not None),
+                                  query.offset + query.limit)
         return page
 
     async def _deep_page(self, query: ListQuery, shape) -> Page:
