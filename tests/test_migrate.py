@@ -3,6 +3,7 @@ import logging
 import subprocess
 import sys
 
+import asyncpg
 import pgtools
 from auditd.config import Config
 from auditd.model.actions import new_action
@@ -76,6 +77,19 @@ async def test_migrate_sqlite_to_postgres_moves_everything_identically(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "migrated 4 users, 2 organizations, 2 memberships; 120 actions and 2,576 log lines" \
         in done.stderr
+    # the planner has statistics at once, whether autovacuum runs or not
+    assert "refreshing the database's planner statistics" in done.stderr
+    conn = await asyncpg.connect(url)
+    try:
+        analyzed = {r[0] for r in await conn.fetch(
+            "SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = 'public'")}
+        visible = await conn.fetchval(     # vacuumed: index-only scans skip the rows' pages
+            "SELECT relallvisible FROM pg_class WHERE relname = 'action_keys'")
+    finally:
+        await conn.close()
+    assert {"actions", "action_keys", "action_ancestors", "objects", "object_parents"} \
+        <= analyzed
+    assert visible > 0
     async with open_store(Config(db=url)) as target:
         after = await _everything(target)
         assert after[0] == before[0]                       # users, key hashes, orgs, members

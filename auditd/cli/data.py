@@ -11,7 +11,7 @@ from ..model.actions import STATES
 from ..model.errors import AuditdError
 from ..store import backend_for, open_store
 from ..tasks.checkpoints import Checkpointer
-from .common import add_db_options, database_config, date_arg, say
+from .common import add_db_options, analyze, database_config, date_arg, say
 from .progress import Progress
 
 
@@ -83,7 +83,9 @@ def cmd_import(args) -> int:
     async def run(stream, size):
         async with open_store(config) as store:
             progress = Progress("importing", size, "bytes")
-            return await ndjson.import_file(store, stream, size, progress)
+            summary = await ndjson.import_file(store, stream, size, progress)
+            await analyze(store)
+            return summary
 
     if args.file == "-":
         summary = asyncio.run(run(sys.stdin.buffer, None))

@@ -8,7 +8,7 @@ import asyncio
 from ..formats.ndjson import BatchWriter
 from ..model.errors import AuditdError
 from ..store import backend_for, open_store
-from .common import config_from_args, say
+from .common import analyze, config_from_args, say
 from .progress import Progress
 
 BATCH_ACTIONS = 500           # one target transaction per batch of actions ...
@@ -73,6 +73,7 @@ def cmd_migrate(args) -> int:
             summary = await migrate(source, target, progress)
             progress.finish(summary["imported"] + summary["skipped"],
                             f"{summary['lines']:,} log lines")
+            await analyze(target)
             summary["source"] = await source.count_actions({})
             summary["target"] = await target.count_actions({})
             return summary

@@ -308,3 +308,12 @@ class Store(ABC):
     @abstractmethod
     async def has_actions(self) -> bool:
         """Whether any action is stored."""
+
+    PLANNER_STATISTICS = False      # whether `analyze` has anything to do
+
+    async def analyze(self):
+        """Refresh the planner's statistics after a bulk load (`auditd migrate`, `import`), where
+        `PLANNER_STATISTICS` says the backend plans from them. PostgreSQL does, and a database
+        just filled has none, nor a visibility map (an index-only scan then reads every row's
+        page too), until autovacuum gets to it: never, where it is off. SQLite's statements are
+        written for the access paths they take without statistics: the default does nothing."""

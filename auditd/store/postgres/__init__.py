@@ -334,3 +334,11 @@ class PostgresStore(ListReads, Store):
 
     async def has_actions(self) -> bool:
         return await self._fetchval("SELECT EXISTS (SELECT 1 FROM action_keys)")
+
+    PLANNER_STATISTICS = True
+
+    async def analyze(self):
+        try:
+            await self._pool.execute("VACUUM (ANALYZE)")
+        except DB_ERRORS as err:
+            raise self._unavailable(err) from None
