@@ -15,7 +15,7 @@ log = logging.getLogger("auditd.store")
 # (cli/common.py show_migrations): some take a minute on ten million actions.
 progress = logging.getLogger("auditd.store.migrate")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATION_TIMEOUT = 24 * 3600.0   # seconds; connect()'s command_timeout is 60
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
@@ -86,6 +86,9 @@ ANALYZE action_keys;
     # object read action_keys' object index: the actions' own is no longer used.
     5: "DROP FUNCTION related_objects(bigint);\nDROP INDEX actions_by_object;\n"
        + lineage.MIGRATION,
+    # 7: the graph's walks never scan a whole table, whatever plan a connection made while
+    # the tables were small (lineage.BY_INDEX); a change event's lineage is one of them.
+    6: lineage.INDEXED,
 }
 
 # Advisory lock keys ("audi" and "audc"): schema work and partition upkeep; the change log.

@@ -25,12 +25,8 @@ SELECT_STORED = f"SELECT {_SQL_COLUMNS}, doc FROM actions"
 BY_UUID = " a WHERE (a.id, a.start_ts) = (SELECT id, start_ts FROM action_keys WHERE uuid = $1)"
 OBJECT_CACHE_ENTRIES = 100_000
 
-ANCESTORS_SQL = (
-    "WITH RECURSIVE up(id, depth) AS (SELECT $1::bigint, 0 UNION "
-    "  SELECT p.parent_id, up.depth + 1 FROM object_parents p JOIN up ON p.child_id = up.id "
-    "  WHERE up.depth < 32) "
-    "SELECT o.uri FROM up JOIN objects o ON o.id = up.id WHERE up.depth > 0 "
-    "GROUP BY up.id, o.uri ORDER BY min(up.depth), up.id")
+# nearest first; the walk is a function, planned by index (lineage.BY_INDEX)
+ANCESTORS_SQL = "SELECT uri FROM object_lineage($1::bigint) ORDER BY depth, id"
 
 
 def row_dict(row, columns=STORED_COLUMNS) -> dict:
