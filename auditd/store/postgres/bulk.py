@@ -13,6 +13,7 @@ meets its own error.
 from ...model.document import render_action
 from ...model.uris import normalize_object_uri
 from .jobs import _INSERTED, KEY_COLUMNS, LOG_COLUMNS, OBJECT_CACHE_ENTRIES, key_row
+from .writer import EXCLUSIVE, SHARED, require_lineage
 
 
 class NotBulk(Exception):
@@ -81,6 +82,7 @@ async def _edges(ctx, edges: list):
         if (child, parent) not in ctx.object_edges and (child, parent) not in pairs:
             pairs.append((child, parent))
     if pairs:
+        require_lineage(ctx, EXCLUSIVE)   # they may be new (lineage.py)
         await ctx.conn.execute(
             "INSERT INTO object_parents (child_id, parent_id) SELECT * FROM "
             "unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING", *zip(*pairs))
@@ -91,6 +93,7 @@ async def _edges(ctx, edges: list):
 async def _insert_new(ctx, new: list) -> dict:
     """The new actions [(position in the batch, item)] with their lines, by COPY; their results
     by position."""
+    require_lineage(ctx, SHARED)
     conn = ctx.conn
     ids = sorted(r[0] for r in await conn.fetch(
         "SELECT nextval('actions_id_seq') FROM generate_series(1, $1)", len(new)))

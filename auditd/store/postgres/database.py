@@ -91,9 +91,11 @@ ANALYZE action_keys;
     6: lineage.INDEXED,
 }
 
-# Advisory lock keys ("audi" and "audc"): schema work and partition upkeep; the change log.
+# Advisory lock keys ("audi", "audc", "audl"): schema work and partition upkeep; the change
+# log; the object graph (writer.py's SHARED and EXCLUSIVE, lineage.py).
 SCHEMA_LOCK = 0x61756469
 CHANGES_LOCK = 0x61756463
+LINEAGE_LOCK = 0x6175646c
 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 

@@ -11,7 +11,14 @@ from ...model.document import render_action
 from ...model.errors import Conflict, NotFound
 from ...model.notes import ActionChanged, LinesAppended
 from ...model.uris import normalize_object_uri
-from .writer import credentials_job, locks_action
+from .writer import (
+    EXCLUSIVE,
+    SHARED,
+    credentials_job,
+    lineage_mode,
+    locks_action,
+    require_lineage,
+)
 
 ACTION_COLUMNS = ("id", "uuid", "namespace", "state", "action", "method", "path", "object",
                   "object_id", "user", "user_agent", "ip", "location", "body", "start_ts",
@@ -123,8 +130,10 @@ async def object_id(ctx, uri: str):
 async def add_parent(ctx, child: int, parent: int):
     if (child, parent) in ctx.object_edges:
         return
-    await ctx.conn.execute("INSERT INTO object_parents (child_id, parent_id) VALUES ($1, $2) "
-                           "ON CONFLICT DO NOTHING", child, parent)
+    status = await ctx.conn.execute("INSERT INTO object_parents (child_id, parent_id) "
+                                    "VALUES ($1, $2) ON CONFLICT DO NOTHING", child, parent)
+    if status != "INSERT 0 0":    # a new edge: its filing must not race an action's (lineage.py)
+        require_lineage(ctx, EXCLUSIVE)
     ctx.object_edges.add((child, parent))
     ctx.ancestors.clear()   # some object's ancestors may have grown
 
@@ -180,8 +189,28 @@ def key_row(action: dict) -> tuple:
             None if oid is None else action["namespace"])
 
 
+def foreseen_lineage(ctx, record: dict) -> int:
+    """The graph's lock recording `record` needs (writer.py): SHARED when every edge it names is
+    one this writer has seen, else EXCLUSIVE (the edge may be new)."""
+    parents = record.get("parents", ())
+    if not parents:
+        return SHARED
+    child = ctx.object_ids.get(record["object"]) if record["object"] else None
+    if record["object"] and child is None:
+        return EXCLUSIVE
+    for uri in parents:
+        parent = ctx.object_ids.get(uri)
+        if parent is None:
+            return EXCLUSIVE
+        if child is not None and child != parent and (child, parent) not in ctx.object_edges:
+            return EXCLUSIVE
+        child = parent
+    return SHARED
+
+
 async def _prepared_action(ctx, record: dict) -> dict:
     """The row for a new action, its object and parent edges recorded, its JSON rendered."""
+    require_lineage(ctx, SHARED)
     action = {k: v for k, v in record.items() if k != "parents"}
     action["object_id"] = await object_id(ctx, action["object"])
     child = action["object_id"]
@@ -199,6 +228,7 @@ async def _prepared_action(ctx, record: dict) -> dict:
     return action
 
 
+@lineage_mode(foreseen_lineage)
 async def insert_action(ctx, record: dict):
     action = await _prepared_action(ctx, record)
     try:
@@ -259,6 +289,7 @@ async def cancel(ctx, uuid, namespaces):
 
 
 @locks_action
+@lineage_mode(SHARED)
 async def retry(ctx, uuid, namespaces, caller):
     original = await load_action(ctx, uuid, namespaces)
     return await insert_action(ctx, retry_record(original, caller))

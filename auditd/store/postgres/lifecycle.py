@@ -18,7 +18,7 @@ from ...model.notes import ActionsRemoved
 from . import bulk
 from .jobs import _SQL_COLUMNS, add_edges, append_logs, insert_action, row_dict
 from .partitions import drop_months
-from .writer import RETRYABLE, credentials_job
+from .writer import EXCLUSIVE, RETRYABLE, credentials_job, lineage_mode
 
 log = logging.getLogger("auditd.store")
 
@@ -123,6 +123,7 @@ async def export_actions(store, filters: dict, with_logs: bool = True, page_size
 
 # ---------------------------------------------------------------------------- import
 
+@lineage_mode(EXCLUSIVE)   # its edges are not foreseen
 async def import_batch(ctx, items: list):
     """Writer job: an existing uuid is skipped, log lines are keyed by (action, seq); see
     `Store.import_batch`. In bulk (bulk.py) when it can be, else each record in its own
@@ -272,6 +273,7 @@ async def reset(ctx):
     return counts, [ActionsRemoved()]
 
 
+@lineage_mode(EXCLUSIVE)
 async def load(ctx, items):
     """items: [(record, edges, lines)]; see `Store.load`."""
     loaded, notes = [], []

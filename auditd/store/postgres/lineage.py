@@ -15,14 +15,14 @@ With a cycle in the graph (bad data) an object can be its own descendant's ances
 under X whose action is on X or on one of X's ancestors are read from action_keys instead, so
 no action is counted twice (the filed rows carry their object for that).
 
-A known gap between instances: a transaction that adds an edge above an object and another
-that records an action on the object (or below it) without that edge among its parents, both in
-flight at once, each miss the other's uncommitted row, and the action is not filed under the
-new ancestors (`auditd check` reports it). Producers that send an action's parents with it do
-not meet it: the second INSERT of the same edge waits for the first's commit and then sees it.
-Serializing the two with an advisory lock (shared for actions, exclusive for edges) would close
-it, but a group commit takes the shared lock before a later record's edge asks for the
-exclusive one, and two writers doing that at once deadlock.
+Between instances, the filing of an action and of a new edge must not miss each other: a
+transaction adding an edge above an object and another recording an action on the object (or
+below it), both in flight at once, would each miss the other's uncommitted row, and the action
+would not be filed under the new ancestors. So a batch takes the graph's advisory lock before
+anything else (writer.py): shared when it records actions, exclusive when it adds an edge. A
+batch foresees which from its jobs (a record whose edges the writer has seen commits under the
+shared lock); a job that meets a new edge anyway has the batch rolled back and run again under
+the exclusive lock. Taken first and once, the lock closes no cycle of waits with the row locks.
 """
 
 _UP = ("WITH RECURSIVE up(id) AS (SELECT root UNION "

@@ -8,13 +8,44 @@ import asyncpg
 
 from ...model.errors import AuditdError, InvalidRequest, Unavailable
 from ...model.notes import ActionChanged, ActionsRemoved, LinesAppended
-from .database import CHANGES_LOCK, DB_ERRORS, connect
+from .database import CHANGES_LOCK, DB_ERRORS, LINEAGE_LOCK, connect
 
 log = logging.getLogger("auditd.store")
 
 MAX_BATCH = 512
 RETRIES = 10                # a batch that lost a deadlock to another instance runs again
 RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+# The object graph's lock (lineage.py), taken by a batch before anything else: SHARED by one
+# that records actions (their filing reads the graph), EXCLUSIVE by one that adds an edge (its
+# filing reads the actions). Taken first and only once, it cannot close a cycle of waits.
+SHARED, EXCLUSIVE = 1, 2
+_TAKE_LINEAGE = {SHARED: "SELECT pg_advisory_xact_lock_shared($1)",
+                 EXCLUSIVE: "SELECT pg_advisory_xact_lock($1)"}
+
+
+class LineageLockNeeded(Exception):
+    """A job needs more of the graph's lock than its batch took (an edge the batch did not
+    foresee): the batch is rolled back and runs again, taking `mode` first."""
+
+    def __init__(self, mode: int):
+        super().__init__(mode)
+        self.mode = mode
+
+
+def require_lineage(ctx, mode: int):
+    """Called by a job before it files actions (SHARED) or after it added an edge (EXCLUSIVE)."""
+    if ctx.lineage < mode:
+        raise LineageLockNeeded(mode)
+
+
+def lineage_mode(mode_or_predict):
+    """Mark a job that records actions or adds edges: with the mode its batch takes, or a
+    function `(ctx, *args) -> mode` that foresees it (a record whose edges are known: SHARED)."""
+    def mark(fn):
+        fn.lineage = mode_or_predict
+        return fn
+    return mark
 
 
 # The change row, written under the advisory lock (taken before the id is drawn, so ids follow
@@ -39,6 +70,7 @@ class WriteContext:
         # object id -> its ancestors' URIs; cleared when this writer adds an edge, and when the
         # change feed reads another instance's new action (which may have added edges)
         self.ancestors: dict[int, tuple[str, ...]] = {}
+        self.lineage = 0            # the graph's lock the transaction holds: 0, SHARED, EXCLUSIVE
 
     def forget(self):
         self.object_ids.clear()
@@ -121,12 +153,15 @@ class Writer:
             self.flushing = None
 
     async def _run_batch(self, batch):
-        err = None
+        err, lineage = None, 0
         for _ in range(RETRIES):
             try:
                 if self.ctx.conn.is_closed():
                     self.ctx = WriteContext(await connect(self.url))
-                return await self._try_batch(batch)
+                return await self._try_batch(batch, lineage)
+            except LineageLockNeeded as needed:
+                self.ctx.forget()         # what it learned may have been rolled back
+                err, lineage = needed, max(lineage, needed.mode)
             except RETRYABLE as retry:
                 self.ctx.forget()
                 err = retry
@@ -141,11 +176,24 @@ class Writer:
                               "check that PostgreSQL is up, then retry")
         return [(future, False, failure) for *_, future in batch]
 
-    async def _try_batch(self, batch):
+    def _lineage_of(self, batch) -> int:
+        """The graph's lock a batch takes (see SHARED): the most any of its jobs foresees."""
+        mode = 0
+        for fn, args, _ in batch:
+            wanted = getattr(fn, "lineage", 0)
+            mode = max(mode, wanted(self.ctx, *args) if callable(wanted) else wanted)
+            if mode == EXCLUSIVE:
+                break
+        return mode
+
+    async def _try_batch(self, batch, lineage: int = 0):
         conn, answers, notes, credentials = self.ctx.conn, [], [], False
         tx = conn.transaction()
         await tx.start()
         try:
+            self.ctx.lineage = max(lineage, self._lineage_of(batch))
+            if self.ctx.lineage:
+                await conn.execute(_TAKE_LINEAGE[self.ctx.lineage], LINEAGE_LOCK)
             uuids = sorted({args[0] for fn, args, _ in batch if getattr(fn, "locks_action", 0)})
             if uuids:
                 await conn.execute("SELECT FROM action_keys WHERE uuid = ANY($1::text[]) "
@@ -190,6 +238,8 @@ class Writer:
                 except DB_ERRORS:
                     pass
             raise
+        finally:
+            self.ctx.lineage = 0
 
     @staticmethod
     def _bulk_run(batch, at: int) -> int:

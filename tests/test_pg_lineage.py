@@ -1,0 +1,129 @@
+"""Two instances on one PostgreSQL database, one adding an edge to the object graph while the
+other records an action below it: the action is filed under the new ancestor whichever commits
+first (lineage.py's lock), so include_related finds it and `auditd check` finds nothing wrong.
+
+Each test holds one instance's transaction open with a job that waits on an event (the moment
+another instance's batch is in flight), lets the other instance write, then lets go. The holding
+job is a plain function the writer knows nothing about: the batch takes the graph's lock only
+when the job asks for it, which is also how a batch that foresaw too little recovers."""
+import asyncio
+import json
+
+import asyncpg
+import pgtools
+import pytest
+
+from auditd.config import Config
+from auditd.model.actions import new_action
+from auditd.model.query import ListQuery
+from auditd.store import open_store
+from auditd.store.postgres import check, jobs
+
+STACK, SERVICE, CONTAINER = ("/api/app/v1/stack/s1/", "/api/app/v1/service/v1/",
+                             "/api/app/v1/container/c1/")
+
+
+@pytest.fixture
+async def url():
+    pgtools.require_postgres()
+    return pgtools.clean_database("pglineage")
+
+
+async def _held(store, job, *args):
+    """Run `job(ctx, *args)` on the store's writer and keep its transaction open: (the task,
+    the event that lets it commit, the event set once the job has run)."""
+    release, ran = asyncio.Event(), asyncio.Event()
+
+    async def holding(ctx):
+        result = await job(ctx, *args)
+        ran.set()
+        await release.wait()
+        return result or (None, [])
+
+    task = asyncio.create_task(store._write(holding))
+    await asyncio.wait_for(ran.wait(), 30)
+    return task, release
+
+
+async def _waiting_or_done(url, task):
+    """Return once `task` is done or its connection waits for a lock (the graph's, or a row the
+    open transaction holds): it has gone as far as it can before the other commits."""
+    conn = await asyncpg.connect(url)
+    try:
+        for _ in range(3000):
+            if task.done():
+                return
+            if await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                   "current_database() AND wait_event_type = 'Lock'"):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the second write neither finished nor waited")
+    finally:
+        await conn.close()
+
+
+async def _related(store, uri) -> set[str]:
+    page = await store.list_actions(ListQuery(None, 100, filters={"object": uri,
+                                                                  "include_related": True}))
+    assert page.total == len(page.docs)
+    return {json.loads(doc)["action"] for doc in page.docs}
+
+
+async def test_an_action_recorded_while_another_instance_adds_an_edge_above_it(url):
+    async with open_store(Config(db=url)) as a, open_store(Config(db=url)) as b:
+        await b.record_action(new_action(action="Service Create", user="u", object=SERVICE,
+                                         parents=[STACK]))
+        await b.record_action(new_action(action="Container Start", user="u", object=CONTAINER,
+                                         parents=[SERVICE]))
+        # instance a puts the stack under a new root, and has not committed yet
+        edge, release = await _held(a, jobs.add_edges, [(STACK, "/api/app/v1/root/r1/")])
+        try:
+            late = asyncio.create_task(b.record_action(new_action(
+                action="Container Stop", user="u", object=CONTAINER, parents=[SERVICE])))
+            await _waiting_or_done(url, late)
+        finally:
+            release.set()
+        await asyncio.gather(edge, late)
+        assert await _related(a, "/api/app/v1/root/r1/") == {
+            "Service Create", "Container Start", "Container Stop"}
+    assert check(url)["problems"] == []
+
+
+async def test_an_edge_added_while_another_instance_records_an_action_below_it(url):
+    async with open_store(Config(db=url)) as a, open_store(Config(db=url)) as b:
+        await b.record_action(new_action(action="Container Start", user="u", object=CONTAINER,
+                                         parents=[SERVICE]))
+        # instance b records one more action on the container, and has not committed yet
+        record = new_action(action="Container Stop", user="u", object=CONTAINER,
+                            parents=[SERVICE])
+        action, release = await _held(b, jobs.insert_action, record)
+        try:
+            edge = asyncio.create_task(a.record_action(new_action(
+                action="Service Move", user="u", object=SERVICE, parents=[STACK])))
+            await _waiting_or_done(url, edge)
+        finally:
+            release.set()
+        await asyncio.gather(action, edge)
+        assert await _related(a, STACK) == {"Container Start", "Container Stop",
+                                            "Service Move"}
+    assert check(url)["problems"] == []
+
+
+async def test_two_instances_growing_one_graph_at_once_file_every_action(url):
+    """Both instances record at once: new stacks, services under them and containers under
+    those (edges nobody has seen yet beside known ones, in the same batches). Nothing fails
+    (no deadlock between the shared and exclusive takers), and every action is filed."""
+    async with open_store(Config(db=url)) as a, open_store(Config(db=url)) as b:
+        def records(instance):
+            for i in range(60):
+                stack, service = f"/api/app/v1/stack/s{i % 6}/", f"/api/app/v1/service/v{i % 12}/"
+                yield new_action(action=f"{instance} {i}", user="u", namespace=f"ns{i % 3}",
+                                 object=f"/api/app/v1/container/{instance}{i}/",
+                                 parents=[service, stack] if i % 5 else [service])
+        made = await asyncio.gather(*(store.record_action(record) for store, name in
+                                      ((a, "a"), (b, "b")) for record in records(name)))
+        assert len(made) == 120
+        for i in range(6):
+            below = {m["action"] for m in made if int(m["action"].split()[1]) % 6 == i}
+            assert await _related(b, f"/api/app/v1/stack/s{i}/") == below
+    assert check(url)["problems"] == []
