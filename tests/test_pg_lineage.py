@@ -45,6 +45,18 @@ async def _held(store, job, *args):
     return task, release
 
 
+async def _while_held(url, store, job, *args, then):
+    """Hold `job(ctx, *args)` open on `store`'s writer, start the coroutine `then` (a write
+    through the other store), wait until it is done or blocked, then let the job commit."""
+    held, release = await _held(store, job, *args)
+    try:
+        second = asyncio.create_task(then)
+        await _waiting_or_done(url, second)
+    finally:
+        release.set()
+    await asyncio.gather(held, second)
+
+
 async def _waiting_or_done(url, task):
     """Return once `task` is done or its connection waits for a lock (the graph's, or a row the
     open transaction holds): it has gone as far as it can before the other commits."""
@@ -76,14 +88,9 @@ async def test_an_action_recorded_while_another_instance_adds_an_edge_above_it(u
         await b.record_action(new_action(action="Container Start", user="u", object=CONTAINER,
                                          parents=[SERVICE]))
         # instance a puts the stack under a new root, and has not committed yet
-        edge, release = await _held(a, jobs.add_edges, [(STACK, "/api/app/v1/root/r1/")])
-        try:
-            late = asyncio.create_task(b.record_action(new_action(
-                action="Container Stop", user="u", object=CONTAINER, parents=[SERVICE])))
-            await _waiting_or_done(url, late)
-        finally:
-            release.set()
-        await asyncio.gather(edge, late)
+        await _while_held(url, a, jobs.add_edges, [(STACK, "/api/app/v1/root/r1/")],
+                          then=b.record_action(new_action(action="Container Stop", user="u",
+                                                          object=CONTAINER, parents=[SERVICE])))
         assert await _related(a, "/api/app/v1/root/r1/") == {
             "Service Create", "Container Start", "Container Stop"}
     assert check(url)["problems"] == []
@@ -96,14 +103,9 @@ async def test_an_edge_added_while_another_instance_records_an_action_below_it(u
         # instance b records one more action on the container, and has not committed yet
         record = new_action(action="Container Stop", user="u", object=CONTAINER,
                             parents=[SERVICE])
-        action, release = await _held(b, jobs.insert_action, record)
-        try:
-            edge = asyncio.create_task(a.record_action(new_action(
-                action="Service Move", user="u", object=SERVICE, parents=[STACK])))
-            await _waiting_or_done(url, edge)
-        finally:
-            release.set()
-        await asyncio.gather(action, edge)
+        await _while_held(url, b, jobs.insert_action, record,
+                          then=a.record_action(new_action(action="Service Move", user="u",
+                                                          object=SERVICE, parents=[STACK])))
         assert await _related(a, STACK) == {"Container Start", "Container Stop",
                                             "Service Move"}
     assert check(url)["problems"] == []
