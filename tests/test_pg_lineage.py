@@ -7,6 +7,7 @@ another instance's batch is in flight), lets the other instance write, then lets
 job is a plain function the writer knows nothing about: the batch takes the graph's lock only
 when the job asks for it, which is also how a batch that foresaw too little recovers."""
 import asyncio
+import calendar
 import json
 
 import asyncpg
@@ -18,6 +19,7 @@ from auditd.model.actions import new_action
 from auditd.model.query import ListQuery
 from auditd.store import open_store
 from auditd.store.postgres import check, jobs
+from auditd.store.postgres.partitions import ensure_partitions
 
 STACK, SERVICE, CONTAINER = ("/api/app/v1/stack/s1/", "/api/app/v1/service/v1/",
                              "/api/app/v1/container/c1/")
@@ -128,4 +130,26 @@ async def test_two_instances_growing_one_graph_at_once_file_every_action(url):
         for i in range(6):
             below = {m["action"] for m in made if int(m["action"].split()[1]) % 6 == i}
             assert await _related(b, f"/api/app/v1/stack/s{i}/") == below
+    assert check(url)["problems"] == []
+
+
+@pytest.mark.parametrize("whole_month", [False, True], ids=["row by row", "month dropped"])
+async def test_actions_purged_while_another_instance_adds_an_edge_above_them(url, whole_month):
+    """Retention on one instance deletes actions (and their filings) that a new edge on another
+    instance is filing under a new ancestor: no filing of a deleted action is left behind."""
+    jan_2020 = calendar.timegm((2020, 1, 10, 0, 0, 0))
+    async with open_store(Config(db=url)) as a, open_store(Config(db=url)) as b:
+        if whole_month:   # a partition of its own, as if the store had run then
+            conn = await asyncpg.connect(url)
+            await ensure_partitions(conn, now=jan_2020)
+            await conn.close()
+        for i in range(3):
+            await b.record_action(new_action(action=f"Old {i}", user="u", state="Success",
+                                             object=CONTAINER, parents=[SERVICE],
+                                             start_date=jan_2020 + i, end_date=jan_2020 + 100))
+        kept = await b.record_action(new_action(action="Now", user="u", object=CONTAINER,
+                                                parents=[SERVICE]))
+        await _while_held(url, a, jobs.add_edges, [(SERVICE, STACK)],
+                          then=b.purge(jan_2020 + 1000))
+        assert await _related(a, STACK) == {kept["action"]}
     assert check(url)["problems"] == []

@@ -18,7 +18,7 @@ from ...model.notes import ActionsRemoved
 from . import bulk
 from .jobs import _SQL_COLUMNS, add_edges, append_logs, insert_action, row_dict
 from .partitions import drop_months
-from .writer import EXCLUSIVE, RETRYABLE, credentials_job, lineage_mode
+from .writer import EXCLUSIVE, RETRYABLE, SHARED, credentials_job, lineage_mode
 
 log = logging.getLogger("auditd.store")
 
@@ -204,6 +204,7 @@ async def count_purgeable(store, cut: int) -> tuple[int, int]:
     return row[0], row[1]
 
 
+@lineage_mode(SHARED)   # its deletes remove filings a new edge's may be adding (lineage.py)
 async def purge_batch(ctx, cut: int, max_rows: int):
     """Writer job: delete final actions that ended before `cut`, oldest first, touching about
     `max_rows` rows at most. Returns ((actions removed, log lines removed, done), no notes)."""

@@ -23,6 +23,8 @@ anything else (writer.py): shared when it records actions, exclusive when it add
 batch foresees which from its jobs (a record whose edges the writer has seen commits under the
 shared lock); a job that meets a new edge anyway has the batch rolled back and run again under
 the exclusive lock. Taken first and once, the lock closes no cycle of waits with the row locks.
+Retention takes it shared too (a purge batch, a month dropped whole): a deleted action's filings
+go with it, and a new edge must not be filing it again meanwhile.
 """
 
 _UP = ("WITH RECURSIVE up(id) AS (SELECT root UNION "

@@ -21,7 +21,7 @@ import asyncpg
 
 from ...model.actions import FINAL_STATES, STATES
 from . import lineage, tallies
-from .database import DB_ERRORS, SCHEMA_LOCK
+from .database import DB_ERRORS, LINEAGE_LOCK, SCHEMA_LOCK
 
 log = logging.getLogger("auditd.store")
 
@@ -127,6 +127,8 @@ async def drop_month(conn, name: str, low: int, high: int, cut: int | None):
     try:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            # its filings go (FORGET_MONTH) while no new edge files the month's actions again
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", LINEAGE_LOCK)
             # From here no write reaches the month; reads go on until the drop or truncate.
             await conn.execute(f"LOCK TABLE {name}, {logs} IN SHARE MODE")
             if cut is None:
