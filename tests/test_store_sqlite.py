@@ -121,6 +121,33 @@ async def test_records_in_one_batch_go_in_together_and_a_clash_fails_only_itself
         assert sorted(ids) == sorted(r["uuid"] for r in records)
 
 
+async def test_a_purge_leaves_the_tallies_a_fresh_count_of_what_remains(tmp_path):
+    """Purged actions take their tallies with them: none is left at zero (the tallies of every
+    hour ever recorded would outlive the actions), and what remains is exactly what counting the
+    remaining actions again gives."""
+    from auditd.model import tally
+    from auditd.store.sqlite import tallies
+    path = tmp_path / "t.db"
+    day = 86_400
+    async with SQLiteStore(path) as store:
+        for i in range(60):
+            start = 1_500_000_000 + (i % 12) * day // 3 + i * 7
+            await store.record_action(new_action(
+                user=f"u{i % 3}", action=("Build", "Deploy")[i % 2], namespace=f"ns{i % 4}",
+                state=("Success", "Failed")[i % 5 == 0], start_date=start,
+                end_date=start + 60, is_user_action=i % 3 == 0))
+        await store.record_action(new_action(user="u0", action="Build", state="In progress",
+                                             start_date=1_500_000_000))   # not final: kept
+        assert (await store.purge(1_500_000_000 + 2 * day))[0] > 0
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM tallies WHERE " + " AND ".join(
+            f"{c} = 0" for c in tally.STATE_COLUMNS)).fetchone() == (0,)
+        kept = sorted(conn.execute("SELECT * FROM tallies"))
+        assert kept
+        tallies.rebuild(conn)
+        assert sorted(conn.execute("SELECT * FROM tallies")) == kept
+
+
 async def test_purge_takes_a_long_log_away_in_small_batches(tmp_path):
     async with SQLiteStore(tmp_path / "p.db") as store:
         old = await store.record_action(new_action(

@@ -275,7 +275,7 @@ def purge_batch(conn, cut: int, max_rows: int):
         removed_actions.append(action_id)
         removed_lines += lines
         budget -= lines + 1
-    tallies.apply(conn, [(gone[a], None) for a in removed_actions])
+    tallies.apply(conn, [(gone[a], None) for a in removed_actions], prune=True)
     filed = {row[0]: (row[-1], gone[row[0]]["start_ts"], gone[row[0]]["namespace"])
              for row in candidates}
     lineage.unfile(conn, [(a, *filed[a]) for a in removed_actions])
