@@ -13,6 +13,7 @@ import pytest
 
 import pgtools
 from auditd.config import Config
+from auditd.model import tally
 from auditd.model.actions import new_action
 from auditd.model.document import render_action
 from auditd.model.errors import NotFound
@@ -35,6 +36,12 @@ async def _partition_of(url, uuid) -> str:
                                    uuid)
     finally:
         await conn.close()
+
+
+# tallies that count nothing: every shard row of a key summing to zero in every state
+_EMPTY_TALLIES = ("SELECT count(*) FROM (SELECT kind, key, bucket FROM tallies GROUP BY kind, "
+                  "key, bucket HAVING " + " AND ".join(f"sum({c}) = 0"
+                                                     for c in tally.STATE_COLUMNS) + ") z")
 
 
 async def test_actions_go_to_their_months_partition_and_purge_drops_emptied_months(url):
@@ -62,13 +69,40 @@ async def test_actions_go_to_their_months_partition_and_purge_drops_emptied_mont
         # one action of January 2020 is still running: the month stays
         assert await store.purge(cut) == (3, 9)
         assert await conn.fetchval("SELECT to_regclass('actions_2020_01') IS NOT NULL")
+        assert await conn.fetchval(_EMPTY_TALLIES) == 0   # the purged took their tallies along
         await store.change_state(old[2]["uuid"], "Success", None)
         await store.purge(int(time.time()) + 10)
         assert not await conn.fetchval("SELECT to_regclass('actions_2020_01') IS NOT NULL")
+        assert await conn.fetchval(_EMPTY_TALLIES) == 0   # the dropped month's too
+        # what stays keeps its tallies (and check, below, finds them right)
+        assert await conn.fetchval("SELECT count(*) FROM tallies") > 0
         page = await store.list_actions(ListQuery(None, 10))
         assert page.total == 1 and len(page.docs) == 1      # the counters followed the drops
         assert (await store.counts_by_state())["In progress"] == 1
     await conn.close()
+    assert check(url)["problems"] == []
+
+
+async def test_a_purge_prunes_tallies_while_another_instance_records_into_them(url):
+    """Two instances: one purges old actions, deleting the tallies they leave at zero, while the
+    other records more actions into the same tallies (same namespace, action, user and hours).
+    No count is lost: every tally still sums to its actions, and the lists count them exactly."""
+    def old(i, end):
+        return new_action(action="Old", user="u", namespace="ns", state="Success",
+                          start_date=100 + i, end_date=end)
+    async with open_store(Config(db=url)) as one, open_store(Config(db=url)) as two:
+        for i in range(300):
+            await one.record_action(old(i, 1_000 + i))         # purged: they ended before 2,000
+        kept = [old(i, 5_000 + i) for i in range(300)]
+
+        async def record():
+            for batch in range(0, len(kept), 10):
+                await asyncio.gather(*(two.record_action(a) for a in kept[batch:batch + 10]))
+        removed, _ = await asyncio.gather(one.purge(2_000), record())
+        assert removed[0] == 300
+        page = await two.list_actions(ListQuery(frozenset({"ns"}), 5, filters={
+            "start_date__lte": 10_000}))
+        assert page.total == 300
     assert check(url)["problems"] == []
 
 

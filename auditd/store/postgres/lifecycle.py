@@ -15,7 +15,7 @@ import asyncpg
 
 from ...model.actions import FINAL_STATES
 from ...model.notes import ActionsRemoved
-from . import bulk
+from . import bulk, tallies
 from .jobs import _SQL_COLUMNS, add_edges, append_logs, insert_action, row_dict
 from .partitions import drop_months
 from .writer import EXCLUSIVE, RETRYABLE, SHARED, credentials_job, lineage_mode
@@ -233,8 +233,12 @@ async def purge_batch(ctx, cut: int, max_rows: int):
         lines += _count(await conn.execute(
             "DELETE FROM action_logs WHERE (action_id, start_ts) IN "
             "(SELECT * FROM unnest($1::bigint[], $2::bigint[]))", ids, starts))
-        await conn.execute("DELETE FROM actions WHERE (id, start_ts) IN "
-                           "(SELECT * FROM unnest($1::bigint[], $2::bigint[]))", ids, starts)
+        gone = await conn.fetch(
+            "DELETE FROM actions WHERE (id, start_ts) IN (SELECT * FROM unnest($1::bigint[], "
+            '$2::bigint[])) RETURNING namespace, action, "user", is_user_action, uuid, '
+            "start_ts, end_ts", ids, starts)
+        if gone:   # after the DELETE's trigger took them out of the tallies
+            await conn.execute(tallies.PRUNE_ACTIONS, *(list(c) for c in zip(*gone)))
         await conn.execute("DELETE FROM action_keys WHERE id = ANY($1::bigint[])", ids)
     return (len(removed), lines, False), []
 

@@ -170,6 +170,12 @@ async def drop_month(conn, name: str, low: int, high: int, cut: int | None):
         log.error("month %s not removed at once: its keys do not match its actions (%s); "
                   "'auditd check' says more", month, err)
         return None
+    # The tallies that only the month counted go, after the commit: readers do not wait for it.
+    try:
+        await conn.execute(f"{tallies.PRUNE_MONTH}; DROP TABLE {tallies.MONTH_KEYS}")
+    except DB_ERRORS as err:   # the counts are right; some tallies stay, at zero
+        log.warning("the tallies of month %s that it left at zero stay: %s", month, err)
+        await conn.execute(f"DROP TABLE IF EXISTS {tallies.MONTH_KEYS}")
     if kept:
         log.info("retention emptied the partitions of %s at once but for %d actions that stay: "
                  "%d actions, %d log lines removed", month, kept, actions - kept, lines)

@@ -122,10 +122,51 @@ CREATE TRIGGER tallies_update AFTER UPDATE OF state, end_ts, namespace, action, 
 MIGRATION = SCHEMA + upsert_sql(_rows("actions", 1)) + ";\n"
 
 
+MONTH_KEYS = "auditd_month_keys"   # the tallies a month's drop subtracted from (a temp table)
+
+
 def subtract_month(partition: str) -> str:
-    """The statement that takes a month partition's actions out of the tallies, before the
-    partition is dropped or truncated (no row trigger sees those)."""
-    return upsert_sql(_rows(partition, -1))
+    """The statements that take a month partition's actions out of the tallies, before the
+    partition is dropped or truncated (no row trigger sees those), keeping the keys they touched
+    in MONTH_KEYS for `prune_sql` (a temporary table the caller drops)."""
+    return (f"CREATE TEMP TABLE {MONTH_KEYS} (kind text, key text, bucket bigint); WITH up AS ({upsert_sql(_rows(partition, -1))} "
+            f"RETURNING t.kind, t.key, t.bucket) INSERT INTO {MONTH_KEYS} "
+            "SELECT kind, key, bucket FROM up")
+
+
+def prune_sql(keys: str) -> str:
+    """The statement that deletes the tallies of `keys` (a relation of kind, key, bucket) that
+    count nothing any more: every shard row of a key whose rows sum to zero in every state. A
+    purge's subtraction goes into its own connection's shard, so a purged key is left as, say,
+    +1 in one shard and -1 in another, no row at zero. Kept at zero, the tallies of every hour
+    ever recorded would outlive the actions.
+
+    It never waits, so it cannot deadlock with the writers' upserts: a key with a shard row that
+    another transaction holds (SKIP LOCKED) stays, at zero (a later purge of that key's actions
+    may take it). The rows it holds are read at their latest version; a shard row committed after
+    its snapshot is not deleted, and holds only its own change, so the key's sum stays exact."""
+    total = ", ".join(f"t.{c}" for c in tally.STATE_COLUMNS)
+    zero = " AND ".join(f"sum(h.{c}) = 0" for c in tally.STATE_COLUMNS)
+    # every visible row of the key held: the count of its rows, one primary-key range each
+    # (a join of two CTEs would be planned as a nested loop over both: they estimate 1 row)
+    every = ("count(*) = (SELECT count(*) FROM tallies x WHERE x.kind = h.kind "
+             "AND x.key = h.key AND x.bucket = h.bucket)")
+    return (f"WITH k AS MATERIALIZED (SELECT DISTINCT kind, key, bucket FROM {keys}), "
+            f"held AS MATERIALIZED (SELECT t.kind, t.key, t.bucket, {total} FROM tallies t "
+            "JOIN k USING (kind, key, bucket) FOR UPDATE OF t SKIP LOCKED), "
+            "empty AS (SELECT h.kind, h.key, h.bucket FROM held h "
+            f"GROUP BY h.kind, h.key, h.bucket HAVING {zero} AND {every}) "
+            "DELETE FROM tallies t USING empty e "
+            "WHERE t.kind = e.kind AND t.key = e.key AND t.bucket = e.bucket")
+
+
+PRUNE_MONTH = prune_sql(MONTH_KEYS)
+# the actions a purge batch deleted: $1-$7 arrays of their namespace, action, user,
+# is_user_action, uuid, start_ts and end_ts
+PRUNE_ACTIONS = prune_sql(
+    "(SELECT k.kind, k.key, k.bucket FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::smallint[], $5::text[], $6::bigint[], $7::bigint[]) AS r(ns, act, usr, flag, uid, s, e) "
+    "CROSS JOIN LATERAL tally_keys(r.ns, r.act, r.usr, r.flag, r.uid, r.s, r.e) AS k) AS gone")
 
 
 def mismatch_sql() -> str:
