@@ -129,9 +129,9 @@ def subtract_month(partition: str) -> str:
     """The statements that take a month partition's actions out of the tallies, before the
     partition is dropped or truncated (no row trigger sees those), keeping the keys they touched
     in MONTH_KEYS for `prune_sql` (a temporary table the caller drops)."""
-    return (f"CREATE TEMP TABLE {MONTH_KEYS} (kind text, key text, bucket bigint); WITH up AS ({upsert_sql(_rows(partition, -1))} "
-            f"RETURNING t.kind, t.key, t.bucket) INSERT INTO {MONTH_KEYS} "
-            "SELECT kind, key, bucket FROM up")
+    return (f"CREATE TEMP TABLE {MONTH_KEYS} (kind text, key text, bucket bigint); "
+            f"WITH up AS ({upsert_sql(_rows(partition, -1))} RETURNING t.kind, t.key, t.bucket) "
+            f"INSERT INTO {MONTH_KEYS} SELECT kind, key, bucket FROM up")
 
 
 def prune_sql(keys: str) -> str:
