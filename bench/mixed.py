@@ -10,7 +10,10 @@ connections, one request after another through the list), and 64 producers recor
 100 WebSocket followers of a running action fed at the suite's fan-out rate, all at once. Printed:
 errors, the readers' p99 against their idle p99 (target <= 5x), the write rate against its idle
 rate (within 2x), the followers' delivery, and the server's RSS every 30 s after a minute of
-warm-up (flat: the last minute's mean within 10% of the first's).
+warm-up (flat: the last minute's mean within 10% of the first's). For the diagnosis: the readers'
+p50, and the share of a core the event loop and the writer process took under the load and the
+share of the time each waited for a CPU (a loop near 100% that seldom waits is saturated by the
+load itself; a loop that often waits was short of cores).
 
 Everything shares the machine's cores: the server and its writer process, two wrk processes, two
 follower processes and their producer. `--nice N` runs every load generator but the readers' wrk
@@ -127,9 +130,12 @@ def main(argv=None):
         readers.start()
         writers.start()
         rss = []
+        cpu = [(began, procs.scheduled(server.pid))] * 2   # first and last reading under load
         while readers.is_alive() or writers.is_alive():
             time.sleep(5)
             rss.append((time.monotonic() - began, procs.rss_kb(server.pid) / 1024))
+            if readers.is_alive() and writers.is_alive():
+                cpu[1] = (time.monotonic(), procs.scheduled(server.pid))
             if len(rss) % 6 == 0:
                 say(f"  {rss[-1][0]:5.0f} s: RSS {rss[-1][1]:.1f} MB; load {load()}")
         readers.join()
@@ -138,10 +144,28 @@ def main(argv=None):
         results = [json.loads(group.stdout.readline()) for group in groups]
     finally:
         server.stop()
-    report(args, idle_read, idle_write, readers.result, writers.result, results, rss)
+    report(args, idle_read, idle_write, readers.result, writers.result, results, rss,
+           cpu_shares(server.pid, *cpu))
 
 
-def report(args, idle_read, idle_write, read, write, followers, rss):
+def cpu_shares(server_pid, first, last) -> str:
+    """The event loop's and the writer process's share of a core under the load, and the share of
+    the time each waited for a CPU: a loop near 100% with little waiting is saturated by the load;
+    much waiting means the machine's cores were short (the load generators share them)."""
+    seconds = last[0] - first[0]
+    if seconds <= 0:
+        return "not measured (a run too short)"
+    shares = {pid: ((last[1][pid][0] - ran) / seconds / 1e9,
+                    (last[1][pid][1] - waited) / seconds / 1e9)
+              for pid, (ran, waited) in first[1].items() if pid in last[1]}
+    loop = shares.pop(server_pid, None)
+    writer = max(shares.values(), default=None)    # the busiest child is the writer process
+    parts = [f"{name} {share[0]:.0%} of a core, waiting for one {share[1]:.0%}"
+             for name, share in (("event loop", loop), ("writer process", writer)) if share]
+    return "; ".join(parts) or "not measured (no schedstat)"
+
+
+def report(args, idle_read, idle_write, read, write, followers, rss, cpu="not measured"):
     received = sum(r["received"] for r in followers)
     latencies = [x for r in followers for x in r["latencies_ms"]]
     expected = int(FANOUT_RATE * args.seconds) * FOLLOWERS
@@ -161,6 +185,9 @@ def report(args, idle_read, idle_write, read, write, followers, rss):
          f"({write.rps / idle_write.rps:.2f})", ">= 0.5", write.rps >= idle_write.rps / 2),
         ("followers: lines delivered, p99 append-to-delivery",
          f"{received:,} of {expected:,}, p99 {p99(latencies):.1f} ms", "info", None),
+        ("readers p50 under load vs idle", f"{read.p50_ms:.2f} ms vs {idle_read.p50_ms:.2f} ms",
+         "info", None),
+        ("server under load (main threads, /proc/PID/schedstat)", cpu, "info", None),
         ("RSS after warm-up: first minute, last minute, max",
          f"{first:.1f}, {last:.1f}, {max(after):.1f} MB ({last / first - 1:+.1%})", "within 10%",
          abs(last / first - 1) <= 0.10),

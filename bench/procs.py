@@ -154,6 +154,20 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def scheduled(pid: int) -> dict[int, tuple[int, int]]:
+    """For the process and each live descendant: the nanoseconds its main thread (the event loop;
+    the writer's thread in the writer process) has run, and has waited runnable for a CPU
+    (/proc/PID/schedstat). Two readings give a load's CPU share and how short of cores it was."""
+    found = {}
+    for one in [pid, *_descendants(pid)]:
+        try:
+            ran, waited = map(int, Path(f"/proc/{one}/schedstat").read_text().split()[:2])
+        except (OSError, ValueError):     # it left meanwhile, or no schedstat on this kernel
+            continue
+        found[one] = (ran, waited)
+    return found
+
+
 def _descendants(pid: int) -> list[int]:
     parents = {}
     for entry in os.listdir("/proc"):
