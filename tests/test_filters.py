@@ -149,6 +149,57 @@ async def test_long_edges_are_counted_off_the_loop_with_the_same_answers(tmp_pat
         assert off_loop      # those whose edges hold rows went to the worker thread
 
 
+async def test_an_oldest_first_page_after_an_end_date_is_read_off_the_loop(tmp_path):
+    """Oldest first with end_date__gte=T, the walk in time order tests every row that starts
+    before T, and only the few that ran across T match: half the table for a T in the middle
+    (170 ms at 1M actions, every other request waiting). Such a page is read on a worker thread.
+    Once a page's cursor is at T or later, every row from there on matches but the running ones,
+    and the page is read on the loop again. Every page, total and cursor as a brute-force pass."""
+    from auditd.store.sqlite import SQLiteStore
+    async with SQLiteStore(str(tmp_path / "ends.db")) as sqlite_store:
+        actions = await _history(sqlite_store, 400, 7)
+        position = {a["uuid"]: (a["start_ts"], a["id"]) for a in actions}
+        ended = sorted(a["end_ts"] for a in actions if a["end_ts"] is not None)
+        off_loop, in_snapshot, read = [], sqlite_store._in_snapshot, sqlite_store._read
+
+        async def spy(fn, *args):
+            off_loop.append(fn)
+            return await in_snapshot(fn, *args)
+
+        async def spy_read(*args):
+            off_loop.append(args)
+            return await read(*args)
+        sqlite_store._in_snapshot, sqlite_store._read = spy, spy_read
+        # the shapes the end-date tallies count (namespaces, state), with a bound inside a
+        # bucket (its edge counted from rows) and one on a bucket's start
+        shapes = [(names, {"end_date__gte": bound, **state})
+                  for bound in (ended[len(ended) // 3], ended[len(ended) // 2] // 4096 * 4096)
+                  for names in (None, frozenset({"ns2"}), frozenset({"ns1", "ns3"}))
+                  for state in ({}, {"state": "Success"})]
+        for names, filters in shapes:
+            bound = filters["end_date__gte"]
+            expected = _expected(actions, names, filters, False)
+            assert len(expected) > 10, filters
+            cursor, seen, on_loop = None, [], 0
+            while True:
+                before = len(off_loop)
+                page = await sqlite_store.list_actions(ListQuery(
+                    names, 5, newest_first=False, filters=dict(filters), cursor=cursor))
+                where = (names, filters, cursor)
+                assert page.total == len(expected), where
+                assert (len(off_loop) > before) == (cursor is None or cursor[0] < bound), \
+                    where
+                on_loop += len(off_loop) == before
+                shown = [json.loads(d)["uuid"] for d in page.docs]
+                assert shown == expected[len(seen):len(seen) + 5], where
+                assert page.last == (position[shown[-1]] if shown else None), where
+                seen += shown
+                if not shown:
+                    break
+                cursor = page.last
+            assert seen == expected and on_loop, filters
+
+
 async def test_a_deep_offset_that_would_skip_many_rows_is_read_off_the_loop(tmp_path,
                                                                             monkeypatch):
     """The tallies find the 68-minute bucket that holds a deep offset's row, but within it the

@@ -32,8 +32,9 @@ SPLIT_SKIP = 2_000            # a deep offset skipping more of a 68-minute bucke
 
 class TooDeep(Exception):
     """`run(bounded=True)`: the query would read more rows than the loop should (a date range's
-    edge in a busy hour, a deep offset into one, or one the tallies cannot walk): the caller runs
-    it again off the loop."""
+    edge in a busy hour, a deep offset into one, one the tallies cannot walk, or an oldest-first
+    page that walks up to an end date, `reads_before_end_bound`): the caller runs it again off
+    the loop."""
 
 
 @dataclass
@@ -196,7 +197,8 @@ def single(p: Plan, query: ListQuery):
     snapshot, so it needs no read transaction around it (two statements fewer on the commonest
     lists)."""
     offset = 0 if query.cursor is not None else query.offset
-    if p.kind is None or p.edges or p.rival is not None or offset > DIRECT_OFFSET:
+    if p.kind is None or p.edges or p.rival is not None or offset > DIRECT_OFFSET \
+            or reads_before_end_bound(query):
         return None
     keys_sql, key_params = _keys_sql(p, query, offset)
     sum_sql, sum_params = _sum_sql(p.kind, p.keys, p.column, p.ranges)
@@ -232,6 +234,21 @@ def _keys_sql(p: Plan, query: ListQuery, offset: int, boundary: int | None = Non
     return keys_sql, [*key_params, query.limit, offset]
 
 
+def reads_before_end_bound(query: ListQuery) -> bool:
+    """Whether an oldest-first page filtered by `end_date__gte` starts its walk in time order
+    before that bound. Every row from the bound on has ended after it (but those still running),
+    while before it only the few that ran across it match, and no index finds those: the walk
+    tests the rows one by one from the oldest (or the cursor, or `start_date__gte`) to the bound,
+    half a million of them for a bound in the middle of a million actions (170 ms). Such a page
+    is not bounded, so it is read off the loop."""
+    bound = query.filters.get("end_date__gte")
+    if query.newest_first or bound is None:
+        return False
+    starts = [query.filters.get("start_date__gte"),
+              query.cursor[0] if query.cursor is not None else None]
+    return max((s for s in starts if s is not None), default=bound - 1) < bound
+
+
 # ---------------------------------------------------------------------------- deep offsets
 
 def _edge_count(conn, p: Plan, a: int, b: int) -> int:
@@ -255,11 +272,14 @@ def locate(conn, p: Plan, offset: int, newest_first: bool, fine=frozenset()):
 def run(conn, p: Plan, query: ListQuery, bounded: bool = False):
     """(total_count, `page`'s row or None, a split wish or None) of a tallied query, in the
     caller's one read transaction. `bounded` (on the loop): raises TooDeep rather than count
-    more than INLINE_EDGE_ROWS edge rows or skip more than INLINE_SKIP rows. The tallies find a
+    more than INLINE_EDGE_ROWS edge rows, skip more than INLINE_SKIP rows or walk up to an end
+    date (`reads_before_end_bound`). The tallies find a
     deep offset's bucket, but within a 68-minute one not split yet (which a burst of records can
     fill with a million rows) or without a walk the rows are skipped one by one, and a date
     range's edges in such a bucket are counted from its rows; the wish, (kind, keys, buckets) for
     `tallies.split`, says which buckets to split so that the next time they are not."""
+    if bounded and reads_before_end_bound(query):
+        raise TooDeep()
     fine, wish = _edge_buckets(conn, p, bounded) if p.edges else ((), None)
     total = count(conn, p, fine)
     if p.rival is not None and total:
