@@ -155,6 +155,7 @@ async def test_an_oldest_first_page_after_an_end_date_is_read_off_the_loop(tmp_p
     (170 ms at 1M actions, every other request waiting). Such a page is read on a worker thread.
     Once a page's cursor is at T or later, every row from there on matches but the running ones,
     and the page is read on the loop again. Every page, total and cursor as a brute-force pass."""
+    from auditd.model import tally
     from auditd.store.sqlite import SQLiteStore
     async with SQLiteStore(str(tmp_path / "ends.db")) as sqlite_store:
         actions = await _history(sqlite_store, 400, 7)
@@ -171,9 +172,11 @@ async def test_an_oldest_first_page_after_an_end_date_is_read_off_the_loop(tmp_p
             return await read(*args)
         sqlite_store._in_snapshot, sqlite_store._read = spy, spy_read
         # the shapes the end-date tallies count (namespaces, state), with a bound inside a
-        # bucket (its edge counted from rows) and one on a bucket's start
+        # bucket (its edge counted from rows: planner.run) and one on a bucket's start (no
+        # edge: planner.single)
+        width = tally.SHIFTS[0]
         shapes = [(names, {"end_date__gte": bound, **state})
-                  for bound in (ended[len(ended) // 3], ended[len(ended) // 2] // 4096 * 4096)
+                  for bound in (ended[len(ended) // 3], ended[len(ended) // 2] >> width << width)
                   for names in (None, frozenset({"ns2"}), frozenset({"ns1", "ns3"}))
                   for state in ({}, {"state": "Success"})]
         for names, filters in shapes:

@@ -273,11 +273,11 @@ def run(conn, p: Plan, query: ListQuery, bounded: bool = False):
     """(total_count, `page`'s row or None, a split wish or None) of a tallied query, in the
     caller's one read transaction. `bounded` (on the loop): raises TooDeep rather than count
     more than INLINE_EDGE_ROWS edge rows, skip more than INLINE_SKIP rows or walk up to an end
-    date (`reads_before_end_bound`). The tallies find a
-    deep offset's bucket, but within a 68-minute one not split yet (which a burst of records can
-    fill with a million rows) or without a walk the rows are skipped one by one, and a date
-    range's edges in such a bucket are counted from its rows; the wish, (kind, keys, buckets) for
-    `tallies.split`, says which buckets to split so that the next time they are not."""
+    date (`reads_before_end_bound`). The tallies find a deep offset's bucket, but within a
+    68-minute one not split yet (which a burst of records can fill with a million rows) or
+    without a walk the rows are skipped one by one, and a date range's edges in such a bucket are
+    counted from its rows; the wish, (kind, keys, buckets) for `tallies.split`, says which
+    buckets to split so that the next time they are not."""
     if bounded and reads_before_end_bound(query):
         raise TooDeep()
     fine, wish = _edge_buckets(conn, p, bounded) if p.edges else ((), None)
