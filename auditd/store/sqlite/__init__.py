@@ -96,6 +96,7 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         self._cache_version = None
         self._cache_checked = float("-inf")
         self._splitting: dict = {}      # tallies buckets being split: their tasks (reads.py)
+        self._busy_objects: set = set()   # object filters too costly for the loop (reads.py)
 
     # -- lifecycle
 

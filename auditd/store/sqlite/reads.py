@@ -1,7 +1,9 @@
 """The SQLite store's list reads (interface: `list_actions`): the planner's tallied shapes in one
 snapshot on the loop's own connection, or on a worker thread when their edges or deep offsets
 read many rows; the other shapes as one statement (listing.py), inline when bounded, else on the
-reader pool."""
+reader pool. An object filter's statement costs what its objects' actions are, which one busy
+object can make millions: it runs inline within a budget of SQLite steps, and on the pool once
+it has run past it."""
 import asyncio
 import logging
 import sqlite3
@@ -15,6 +17,9 @@ log = logging.getLogger("auditd.store")
 
 
 _PLANS: dict = {}
+INLINE_STEPS = 50_000    # SQLite VM steps an object filter may take on the loop (1-5 ms)
+STEP_CHECK = 1_000       # steps between two looks at the budget
+BUSY_ENTRIES = 4096
 
 
 def _planned(query: ListQuery):
@@ -34,7 +39,8 @@ def _planned(query: ListQuery):
 
 class ListReads:
     """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cached`,
-    `_write`, `_writer`, `_splitting` (a dict) and (TreeReads) `_in_snapshot`."""
+    `_write`, `_writer`, `_splitting` (a dict), `_busy_objects` (a set) and (TreeReads)
+    `_in_snapshot`."""
 
     async def list_actions(self, query: ListQuery) -> Page:
         """One page of Action JSON and the total count, read in one snapshot."""
@@ -60,11 +66,42 @@ class ListReads:
                 self._split(wish)
             return listing.joined_page(total, row)
         sql, params = listing.list_sql(query, object_ids)
+        rows = None
         if listing.is_bounded(query, object_ids):
-            row = self._read_inline(sql, params)[0]
-        else:
-            row = (await self._read(sql, params))[0]
-        return listing.joined_page(row[0], row[1:])
+            rows = (self._read_inline(sql, params) if object_ids is None
+                    else self._read_within_budget(sql, params, tuple(object_ids)))
+        if rows is None:
+            rows = await self._read(sql, params)
+        return listing.joined_page(rows[0][0], rows[0][1:])
+
+    def _read_within_budget(self, sql: str, params, objects: tuple):
+        """An object filter's rows, read on the loop, or None to read them off it. Most objects
+        have a few actions, but one that a producer touches all day has millions, and counting
+        them is not bounded (200,000 took 45-165 ms). SQLite interrupts the statement after
+        INLINE_STEPS steps, and these objects are read off the loop from then on (a purge may
+        make them quiet again; they are still read right, only a thread hop slower)."""
+        busy = self._busy_objects
+        if objects in busy:
+            return None
+        steps = 0
+
+        def spent():
+            nonlocal steps
+            steps += STEP_CHECK
+            return steps > INLINE_STEPS
+        self._inline.set_progress_handler(spent, STEP_CHECK)
+        try:
+            return self._inline.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            if steps > INLINE_STEPS:   # interrupted by `spent`
+                if len(busy) >= BUSY_ENTRIES:
+                    busy.clear()
+                busy.add(objects)
+                return None
+            log.error("read failed: %s", err)
+            raise unavailable(err, "be read") from None
+        finally:
+            self._inline.set_progress_handler(None, STEP_CHECK)
 
     def _split(self, wish: tuple):
         """Have the writer split a tallies' bucket a deep offset skipped much of (tallies.split),
