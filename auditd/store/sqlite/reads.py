@@ -37,6 +37,10 @@ def _planned(query: ListQuery):
     return found
 
 
+def _fetch(conn, sql: str, params):
+    return conn.execute(sql, params).fetchall()
+
+
 class ListReads:
     """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cached`,
     `_write`, `_writer`, `_splitting` (a dict), `_busy_objects` (a set) and (TreeReads)
@@ -69,19 +73,20 @@ class ListReads:
         rows = None
         if listing.is_bounded(query, object_ids):
             rows = (self._read_inline(sql, params) if object_ids is None
-                    else self._read_within_budget(sql, params, tuple(object_ids)))
+                    else self._within_budget(tuple(object_ids), _fetch, sql, params))
         if rows is None:
             rows = await self._read(sql, params)
         return listing.joined_page(rows[0][0], rows[0][1:])
 
-    def _read_within_budget(self, sql: str, params, objects: tuple):
-        """An object filter's rows, read on the loop, or None to read them off it. Most objects
-        have a few actions, but one that a producer touches all day has millions, and counting
-        them is not bounded (200,000 took 45-165 ms). SQLite interrupts the statement after
-        INLINE_STEPS steps, and these objects are read off the loop from then on (a purge may
-        make them quiet again; they are still read right, only a thread hop slower)."""
+    def _within_budget(self, key: tuple, fn, *args):
+        """`fn(conn, *args)` on the loop's own connection, or None to run it off the loop: for an
+        object filter's reads, whose cost is the objects' actions. Most objects have a few, but
+        one that a producer touches all day has millions, and counting them is not bounded
+        (200,000 took 45-165 ms). SQLite interrupts `fn` after INLINE_STEPS steps, and the reads
+        `key` names (its objects) go off the loop from then on (a purge may make them quiet
+        again; they are still read right, only a thread hop slower)."""
         busy = self._busy_objects
-        if objects in busy:
+        if key in busy:
             return None
         steps = 0
 
@@ -89,19 +94,22 @@ class ListReads:
             nonlocal steps
             steps += STEP_CHECK
             return steps > INLINE_STEPS
-        self._inline.set_progress_handler(spent, STEP_CHECK)
+        conn = self._inline
+        conn.set_progress_handler(spent, STEP_CHECK)
         try:
-            return self._inline.execute(sql, params).fetchall()
+            return fn(conn, *args)
         except sqlite3.Error as err:
-            if steps > INLINE_STEPS:   # interrupted by `spent`
-                if len(busy) >= BUSY_ENTRIES:
-                    busy.clear()
-                busy.add(objects)
-                return None
-            log.error("read failed: %s", err)
-            raise unavailable(err, "be read") from None
+            if steps <= INLINE_STEPS:   # not interrupted by `spent`
+                log.error("read failed: %s", err)
+                raise unavailable(err, "be read") from None
         finally:
-            self._inline.set_progress_handler(None, STEP_CHECK)
+            conn.set_progress_handler(None, STEP_CHECK)
+        if conn.in_transaction:         # interrupted in `in_snapshot`, before its COMMIT
+            conn.execute("ROLLBACK")
+        if len(busy) >= BUSY_ENTRIES:
+            busy.clear()
+        busy.add(key)
+        return None
 
     def _split(self, wish: tuple):
         """Have the writer split a tallies' bucket a deep offset skipped much of (tallies.split),
@@ -141,8 +149,10 @@ class ListReads:
         args = (lineage.run, target, up, sorted(query.namespaces)
                 if query.namespaces is not None else None, query.limit, offset,
                 query.newest_first, query.cursor)
-        if offset <= listing.INLINE_MAX_OFFSET:
-            return self._inline_snapshot(*args)
+        if offset <= listing.INLINE_MAX_OFFSET:   # X's own actions are counted: budgeted
+            found = self._within_budget(("related", target), in_snapshot, *args)
+            if found is not None:
+                return found
         return await self._in_snapshot(*args)
 
     def _inline_snapshot(self, fn, *args):
