@@ -156,20 +156,29 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         This store's own commits clear it before their callers are answered. A commit by another
         process (the auditd CLI adding a user, rotating a key) moves SQLite's data_version, which
         is looked at at most once every CACHE_RECHECK seconds: such a change shows within that."""
-        now = time.monotonic()
-        if now - self._cache_checked >= CACHE_RECHECK:
-            self._cache_checked = now
+        self._cache_check()
+        try:
+            return self._cache[key]
+        except KeyError:
+            return self._remember(key, compute())
+
+    def _cache_check(self, now: bool = False):
+        """SQLite's data_version as the cache last saw it, looked at again (and the cache cleared
+        if it moved) when CACHE_RECHECK has passed, or `now`."""
+        at = time.monotonic()
+        if now or at - self._cache_checked >= CACHE_RECHECK:
+            self._cache_checked = at
             version = self._inline.execute("PRAGMA data_version").fetchone()[0]
             if version != self._cache_version:
                 self._cache.clear()
                 self._cache_version = version
+        return self._cache_version
+
+    def _remember(self, key, value):
         if len(self._cache) >= CACHE_ENTRIES:
             self._cache.clear()
-        try:
-            return self._cache[key]
-        except KeyError:
-            value = self._cache[key] = compute()
-            return value
+        self._cache[key] = value
+        return value
 
     def _read_inline(self, sql: str, params=()):
         """For statements that seek an index and return a bounded number of rows."""

@@ -132,17 +132,27 @@ def rebuild(conn):
 
 # ---------------------------------------------------------------------------- reading
 
-RELATED_PARTS_SQL = (
+# X and its ancestors, and whether X descends from one of them (a cycle: bad data), without
+# walking X's descendants, which a service redeployed for a year counts by the 100,000: each
+# ancestor Y but X is walked up again, and X found within MAX_DEPTH of it means Y is also among
+# X's descendants within MAX_DEPTH, the overlap that makes the filing count some actions twice.
+ANCESTRY_SQL = (
+    _UP + ", back(id, depth) AS (SELECT DISTINCT id, 0 FROM up WHERE id != ? UNION SELECT "
+    "p.parent_id, back.depth + 1 FROM object_parents p JOIN back ON p.child_id = back.id "
+    f"WHERE back.depth < {MAX_DEPTH}) "
+    "SELECT DISTINCT 0, id FROM up UNION ALL "
+    "SELECT 1, EXISTS (SELECT 1 FROM back WHERE id = ? AND depth > 0)")
+
+# X, its ancestors and its descendants, in id order.
+RELATED_IDS_SQL = (
     _UP + ", down(id, depth) AS (SELECT ?, 0 UNION SELECT p.child_id, down.depth + 1 FROM "
     f"object_parents p JOIN down ON p.parent_id = down.id WHERE down.depth < {MAX_DEPTH}) "
-    "SELECT DISTINCT 'up', id FROM up UNION ALL SELECT DISTINCT 'down', id FROM down")
+    "SELECT id FROM up UNION SELECT id FROM down ORDER BY id")
 
 
-def split(rows) -> tuple[list, list]:
-    """(X and its ancestors, X and its descendants) from RELATED_PARTS_SQL's rows."""
-    up = [oid for part, oid in rows if part == "up"]
-    down = [oid for part, oid in rows if part == "down"]
-    return up, down
+def ancestry(rows) -> tuple[list, bool]:
+    """(X and its ancestors, whether a cycle runs through X) from ANCESTRY_SQL's rows."""
+    return [oid for part, oid in rows if part == 0], any(part == 1 and v for part, v in rows)
 
 
 def run(conn, target: int, up: list, names, limit: int, offset: int, newest_first: bool,
