@@ -139,16 +139,23 @@ def count(conn, p: Plan, fine=frozenset()) -> int:
         source = f"actions INDEXED BY {index}" if index else "actions"
         return conn.execute(f"SELECT count(*) FROM {source} WHERE {' AND '.join(where)}",
                             params).fetchone()[0]
-    total = _sum(conn, p.kind, p.keys, p.column, p.ranges)
+    if not p.edges:
+        return _sum(conn, p.kind, p.keys, p.column, p.ranges)
+    # one statement: each part's fixed cost (~4 us) was paid three times for a date range
+    sql, params = _sum_sql(p.kind, p.keys, p.column, p.ranges)
+    parts = [sql]
     edge_from = "actions INDEXED BY actions_by_end" if p.time == "end_ts" else _from(p)
     for a, b in p.edges:
         if tallyplan.fine_edge(fine, a, b):
-            total += _sum(conn, p.kind, p.keys, p.column, tallyplan.fine_ranges(a, b))
-            continue
-        where = [*p.where, f"{p.time} >= ?", f"{p.time} < ?"]
-        total += conn.execute(f"SELECT count(*) FROM {edge_from} WHERE {' AND '.join(where)}",
-                              [*p.params, a, b]).fetchone()[0]
-    return total
+            sql, more = _sum_sql(p.kind, p.keys, p.column, tallyplan.fine_ranges(a, b))
+        else:
+            where = [*p.where, f"{p.time} >= ?", f"{p.time} < ?"]
+            sql, more = f"SELECT count(*) FROM {edge_from} WHERE {' AND '.join(where)}", \
+                [*p.params, a, b]
+        parts.append(sql)
+        params += more
+    return conn.execute("SELECT " + " + ".join(f"({sql})" for sql in parts),
+                        params).fetchone()[0]
 
 
 def edge_rows(conn, p: Plan) -> dict:
@@ -157,11 +164,12 @@ def edge_rows(conn, p: Plan) -> dict:
     if not p.edges or p.kind is None:
         return {}
     buckets = sorted({tally.bucket(0, t) for a, b in p.edges for t in (a, b - 1)})
-    key_test = f"key IN ({', '.join('?' * len(p.keys))})"
-    return dict(conn.execute(
-        f"SELECT bucket, sum({' + '.join(tally.STATE_COLUMNS)}) FROM tallies "
-        f"WHERE kind = ? AND {key_test} AND bucket IN ({', '.join('?' * len(buckets))}) "
-        "GROUP BY bucket", (p.kind, *p.keys, *buckets)))
+    one = (f"(SELECT sum({' + '.join(tally.STATE_COLUMNS)}) FROM tallies WHERE kind = ? AND "
+           f"key IN ({', '.join('?' * len(p.keys))}) AND bucket = ?)")
+    # a subquery a bucket: GROUP BY sorted them in a temporary b-tree (24 us against 9)
+    row = conn.execute("SELECT " + ", ".join([one] * len(buckets)),
+                       [v for b in buckets for v in (p.kind, *p.keys, b)]).fetchone()
+    return {b: n for b, n in zip(buckets, row) if n is not None}
 
 
 def _edge_buckets(conn, p: Plan, bounded: bool):

@@ -50,9 +50,9 @@ class ListReads:
         """One page of Action JSON and the total count, read in one snapshot."""
         object_ids = None
         if "object" in query.filters:
-            object_ids = await self._object_ids(query.filters["object"],
-                                          query.filters.get("include_related", False),
-                                          set(query.filters) <= {"object", "include_related"})
+            object_ids = await self._object_ids(
+                query.filters["object"], query.filters.get("include_related", False),
+                set(query.filters) <= {"object", "include_related"})
             if not object_ids:
                 return Page(0, [], None)
             if isinstance(object_ids, tuple):   # (X, X and its ancestors): lineage.py
