@@ -19,6 +19,18 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+class ObjectIds(tuple):
+    """The objects a query filters by, with the statement's JSON parameter and the key their
+    reads' budget is kept under, each made once: a related set is remembered between requests,
+    and making 100,000 ids' JSON took 15 ms of the loop."""
+
+    def __new__(cls, ids, key=None):
+        self = super().__new__(cls, ids)
+        self.json = json.dumps(self)
+        self.key = key if key is not None else tuple(self)
+        return self
+
+
 INLINE_MAX_OFFSET = 1000
 INLINE_MAX_OBJECTS = 256
 
@@ -61,7 +73,7 @@ def joined_page(total: int, row) -> Page:
     return Page.joined(total, joined, size, (last_ts, int(ids.rpartition(",")[2])))
 
 
-def list_sql(query: ListQuery, object_ids=None):
+def list_sql(query: ListQuery, object_ids: ObjectIds | None = None):
     """One statement whose one row is (total_count, then `page_sql`'s columns). `object_ids`:
     the objects whose actions are wanted, when the query filters by object. The statement's text
     depends only on the query's shape and is cached."""
@@ -76,7 +88,7 @@ def list_sql(query: ListQuery, object_ids=None):
     if "uuid__startswith" in f:
         params.extend(_prefix_bounds(f["uuid__startswith"]))
     if object_ids is not None:
-        params.append(json.dumps(object_ids))
+        params.append(object_ids.json)
     state = [f["state"]] if "state" in f else []
     count_params = [*(names or ()), *state] if counted else params
     page_params = [*params, *query.cursor] if query.cursor is not None else params

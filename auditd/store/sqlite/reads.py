@@ -41,6 +41,10 @@ def _fetch(conn, sql: str, params):
     return conn.execute(sql, params).fetchall()
 
 
+def _related_ids(target: int):
+    return lambda rows: listing.ObjectIds((row[0] for row in rows), ("related ids", target))
+
+
 class ListReads:
     """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cache`,
     `_cache_check`, `_remember`, `_write`, `_writer`, `_splitting` (a dict), `_busy_objects` (a
@@ -55,7 +59,7 @@ class ListReads:
                 set(query.filters) <= {"object", "include_related"})
             if not object_ids:
                 return Page(0, [], None)
-            if isinstance(object_ids, tuple):   # (X, X and its ancestors): lineage.py
+            if not isinstance(object_ids, listing.ObjectIds):   # (X, X and its ancestors)
                 return listing.joined_page(*await self._related(query, *object_ids))
         tallied, one = _planned(query) if object_ids is None else (None, None)
         if one is not None:
@@ -73,7 +77,7 @@ class ListReads:
         rows = None
         if listing.is_bounded(query, object_ids):
             rows = (self._read_inline(sql, params) if object_ids is None
-                    else self._within_budget(tuple(object_ids), _fetch, sql, params))
+                    else self._within_budget(object_ids.key, _fetch, sql, params))
         if rows is None:
             rows = await self._read(sql, params)
         return listing.joined_page(rows[0][0], rows[0][1:])
@@ -135,22 +139,23 @@ class ListReads:
         rows = self._read_inline("SELECT id FROM objects WHERE uri = ?",
                                  (normalize_object_uri(uri),))
         if not rows or not include_related:
-            return [rows[0][0]] if rows else []
+            return listing.ObjectIds([rows[0][0]]) if rows else None
         target = rows[0][0]
         if alone:
-            up, cyclic = lineage.ancestry(await self._graph_walk(
-                "ancestry", target, lineage.ANCESTRY_SQL, (target, target, target)))
+            up, cyclic = await self._graph_walk("ancestry", target, lineage.ANCESTRY_SQL,
+                                                (target, target, target), lineage.ancestry)
             if not cyclic:
                 return target, up
         # with other filters, or a cycle in the graph: every related object probed
-        return [oid for oid, in await self._graph_walk(
-            "related ids", target, lineage.RELATED_IDS_SQL, (target, target))]
+        return await self._graph_walk("related ids", target, lineage.RELATED_IDS_SQL,
+                                      (target, target), _related_ids(target))
 
-    async def _graph_walk(self, kind: str, target: int, sql: str, params: tuple) -> list:
-        """The rows of a walk of the object graph from `target`, remembered until the database
-        changes. Most objects have a few related ones, but a service redeployed for a year has
-        100,000 containers below it, and walking them held the loop for 160 ms: the walk runs
-        within the step budget, and past it on the reader pool (from then on directly)."""
+    async def _graph_walk(self, kind: str, target: int, sql: str, params: tuple, shape):
+        """`shape(rows)` of a walk of the object graph from `target`, remembered until the
+        database changes. Most objects have a few related ones, but a service redeployed for a
+        year has 100,000 containers below it, and walking them held the loop for 160 ms: the walk
+        runs within the step budget, and past it on the reader pool (from then on directly).
+        The shaped value is what is remembered, so a repeated request does not shape it again."""
         key = (kind, target)
         self._cache_check()
         found = self._cache.get(key)
@@ -161,8 +166,8 @@ class ListReads:
             version = self._cache_check(now=True)
             rows = await self._read(sql, params)
             if self._cache_check(now=True) != version:
-                return rows     # the graph may have changed during the walk: not remembered
-        return self._remember(key, rows)
+                return shape(rows)   # the graph may have changed during the walk: not remembered
+        return self._remember(key, shape(rows))
 
     async def _related(self, query: ListQuery, target: int, up: list):
         """An object's related actions with nothing but paging to filter them (lineage.py)."""
