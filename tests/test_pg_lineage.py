@@ -18,7 +18,7 @@ from auditd.config import Config
 from auditd.model.actions import new_action
 from auditd.model.query import ListQuery
 from auditd.store import open_store
-from auditd.store.postgres import check, jobs
+from auditd.store.postgres import check, jobs, lifecycle
 from auditd.store.postgres.partitions import ensure_partitions
 
 STACK, SERVICE, CONTAINER = ("/api/app/v1/stack/s1/", "/api/app/v1/service/v1/",
@@ -42,6 +42,7 @@ async def _held(store, job, *args):
         await release.wait()
         return result or (None, [])
 
+    holding.locks_tables = getattr(job, "locks_tables", False)   # (its batch's order of locks)
     task = asyncio.create_task(store._write(holding))
     await asyncio.wait_for(ran.wait(), 30)
     return task, release
@@ -153,3 +154,27 @@ async def test_actions_purged_while_another_instance_adds_an_edge_above_them(url
                           then=b.purge(jan_2020 + 1000))
         assert await _related(a, STACK) == {kept["action"]}
     assert check(url)["problems"] == []
+
+
+@pytest.mark.parametrize("racing", [False, True], ids=["after", "during"])
+async def test_a_reset_on_one_instance_leaves_the_other_no_stale_object(url, racing, caplog):
+    """The other instance's writer remembers object ids and edges; a reset removes them all.
+    Its next record must make the object and the edge again, not file the action under an id
+    that no longer exists (which no object filter would find), also when it was sent while the
+    reset was in flight. And the reset must not lock out its own instance's change-log reader
+    (which read the other's record meanwhile): that stalled both until a statement timed out."""
+    async with open_store(Config(db=url)) as a, open_store(Config(db=url)) as b:
+        await b.record_action(new_action(action="Container Start", user="u", object=CONTAINER,
+                                         parents=[SERVICE]))
+        again = b.record_action(new_action(action="Container Stop", user="u", object=CONTAINER,
+                                           parents=[SERVICE]))
+        if racing:
+            await _while_held(url, a, lifecycle.reset, then=again)
+        else:
+            await a.reset()
+            await again
+        for store in (a, b):
+            assert await _related(store, SERVICE) == {"Container Stop"}
+            assert await _related(store, CONTAINER) == {"Container Stop"}
+    assert check(url)["problems"] == []
+    assert "reading the change log failed" not in caplog.text

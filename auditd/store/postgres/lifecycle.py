@@ -18,7 +18,8 @@ from ...model.notes import ActionsRemoved
 from . import bulk, tallies
 from .jobs import _SQL_COLUMNS, add_edges, append_logs, insert_action, row_dict
 from .partitions import drop_months
-from .writer import EXCLUSIVE, RETRYABLE, SHARED, credentials_job, lineage_mode
+from .writer import (EXCLUSIVE, RETRYABLE, SHARED, credentials_job, lineage_mode,
+                     locks_tables, require_lineage)
 
 log = logging.getLogger("auditd.store")
 
@@ -267,7 +268,13 @@ async def purge(store, cut: int, max_rows: int = 2000, on_progress=None) -> tupl
 
 # ---------------------------------------------------------------------------- reset and fixtures
 
+@locks_tables
+@lineage_mode(EXCLUSIVE)
 async def reset(ctx):
+    """Everything recorded, removed. Under the graph's lock held exclusively: the other
+    instances' writers remember object ids, and their next batch, waiting for the lock, notices
+    the objects are gone (writer.py's `floor`)."""
+    require_lineage(ctx, EXCLUSIVE)
     conn = ctx.conn
     counts = {"actions": await conn.fetchval("SELECT count(*) FROM action_keys"),
               "log_lines": await conn.fetchval("SELECT count(*) FROM action_logs"),

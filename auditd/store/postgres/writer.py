@@ -1,5 +1,6 @@
 """The write connection and its group commit, and the change log each commit writes."""
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -24,6 +25,9 @@ _TAKE_LINEAGE = {SHARED: "SELECT pg_advisory_xact_lock_shared($1)",
                  EXCLUSIVE: "SELECT pg_advisory_xact_lock($1)"}
 
 
+_LOWEST_OBJECT = "SELECT min(id) FROM objects"   # the primary key's first entry
+
+
 class LineageLockNeeded(Exception):
     """A job needs more of the graph's lock than its batch took (an edge the batch did not
     foresee): the batch is rolled back and runs again, taking `mode` first."""
@@ -31,6 +35,12 @@ class LineageLockNeeded(Exception):
     def __init__(self, mode: int):
         super().__init__(mode)
         self.mode = mode
+
+
+def locks_tables(fn):
+    """Mark a job that locks whole tables (TRUNCATE): see `Writer._try_batch`."""
+    fn.locks_tables = True
+    return fn
 
 
 def require_lineage(ctx, mode: int):
@@ -61,7 +71,8 @@ class WriteContext:
     """What a job gets: the connection, and what the writer has learned about the object graph
     (URIs to ids, known edges). Objects and edges are only ever added (a reset removes them and
     calls `forget`), so what was seen committed stays true; whatever the writer did that is rolled
-    back is forgotten too."""
+    back is forgotten too. A reset through another instance is noticed by `floor`: it removes
+    every object, and new ones take ids above the old (a sequence), so the lowest id changes."""
 
     def __init__(self, conn):
         self.conn = conn
@@ -71,6 +82,7 @@ class WriteContext:
         # change feed reads another instance's new action (which may have added edges)
         self.ancestors: dict[int, tuple[str, ...]] = {}
         self.lineage = 0            # the graph's lock the transaction holds: 0, SHARED, EXCLUSIVE
+        self.floor = None           # the lowest object id when the graph was last looked at
 
     def forget(self):
         self.object_ids.clear()
@@ -187,6 +199,16 @@ class Writer:
         return mode
 
     async def _try_batch(self, batch, lineage: int = 0):
+        if any(getattr(fn, "locks_tables", False) for fn, _, _ in batch):
+            # Its whole-table locks would stop this instance's change-log reader, which holds
+            # the feed's lock while it reads the actions, and the batch would then wait for that
+            # lock to write its change row: each waiting for the other until a statement timed
+            # out (60 s). The feed's lock comes first instead.
+            async with self.feed.lock:
+                return await self._batch(batch, lineage, feed_held=True)
+        return await self._batch(batch, lineage, feed_held=False)
+
+    async def _batch(self, batch, lineage: int, feed_held: bool):
         conn, answers, notes, credentials = self.ctx.conn, [], [], False
         tx = conn.transaction()
         await tx.start()
@@ -194,6 +216,12 @@ class Writer:
             self.ctx.lineage = max(lineage, self._lineage_of(batch))
             if self.ctx.lineage:
                 await conn.execute(_TAKE_LINEAGE[self.ctx.lineage], LINEAGE_LOCK)
+                # every job that uses what the writer remembers of the graph takes the lock;
+                # a reset holds it exclusively, so this reads the graph as it left it
+                floor = await conn.fetchval(_LOWEST_OBJECT)
+                if floor is None or floor != self.ctx.floor:   # None: no object is left
+                    self.ctx.forget()
+                    self.ctx.floor = floor
             uuids = sorted({args[0] for fn, args, _ in batch if getattr(fn, "locks_action", 0)})
             if uuids:
                 await conn.execute("SELECT FROM action_keys WHERE uuid = ANY($1::text[]) "
@@ -224,7 +252,7 @@ class Writer:
                 return answers
             # The feed's lock is held from here to delivery: no reader reads this commit's row
             # before its notes are delivered from memory.
-            async with self.feed.lock:
+            async with contextlib.nullcontext() if feed_held else self.feed.lock:
                 change_id = await conn.fetchval(_WRITE_CHANGE, CHANGES_LOCK, self.origin,
                                                 json.dumps(items), credentials)
                 await tx.commit()
