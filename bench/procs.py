@@ -85,8 +85,8 @@ def ensure_user(db: Path, name: str, role: str) -> str:
 class Server:
     """A server process on a free port; stopped with SIGTERM."""
 
-    def __init__(self, name: str, argv: list[str]):
-        self.name, self.argv = name, argv
+    def __init__(self, name: str, argv: list[str], env: dict | None = None):
+        self.name, self.argv, self.env = name, argv, env
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.started_in = None
@@ -106,7 +106,8 @@ class Server:
         began = time.perf_counter()
         argv = [str(self.port) if a == "{port}" else a for a in self.argv]
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env} if self.env else None)
         log.close()
         while not answers(self.port, probe_path):
             if self.proc.poll() is not None:
@@ -131,10 +132,14 @@ class Server:
                 self.proc.wait()
 
 
-def auditd_server(name: str, db: Path, *extra) -> Server:
+def auditd_server(name: str, db: Path, *extra, list_cache: bool = False) -> Server:
+    """An auditd server. Without `list_cache` it reads every list (list_cache_bytes = 0): a
+    benchmark that asks one query again and again measures its read path, not a remembered
+    answer. Set through the environment, so an older tree (--src) starts as well."""
     # `port` is filled in by Server.start
     return Server(name, [PYTHON, "-m", "auditd", "serve", "--db", str(db), *extra,
-                         "--port", "{port}"])
+                         "--port", "{port}"],
+                  env=None if list_cache else {"AUDITD_LIST_CACHE_BYTES": "0"})
 
 
 def trivial_server() -> Server:

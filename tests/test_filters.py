@@ -126,6 +126,7 @@ async def test_every_filter_page_and_total_against_brute_force(store, count, see
 async def test_long_edges_are_counted_off_the_loop_with_the_same_answers(tmp_path, monkeypatch):
     """A date range whose edge lies in a busy hour is counted on a worker thread (the loop's own
     connection serves only bounded reads): the same totals and pages."""
+    from auditd.store.pagecache import PageCache
     from auditd.store.sqlite import SQLiteStore, planner
     async with SQLiteStore(str(tmp_path / "edges.db")) as sqlite_store:
         actions = await _history(sqlite_store, 400, 5)
@@ -136,6 +137,7 @@ async def test_long_edges_are_counted_off_the_loop_with_the_same_answers(tmp_pat
             page = await sqlite_store.list_actions(ListQuery(None, 9, filters=dict(filters)))
             expected[str(filters)] = (page.total, page.docs)
         monkeypatch.setattr(planner, "INLINE_EDGE_ROWS", 0)
+        sqlite_store._pages = PageCache(budget=0)   # the same queries again: read, not remembered
         off_loop, in_snapshot = [], sqlite_store._in_snapshot
 
         async def spy(fn, *args):

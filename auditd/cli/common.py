@@ -133,6 +133,9 @@ def add_settings_flags(parser):
     parser.add_argument("--writer-process", action=argparse.BooleanOptionalAction,
                         help="serve: run the SQLite writer in a process of its own, beside the "
                              "event loop (default; --no-writer-process runs it on the loop)")
+    parser.add_argument("--list-cache-bytes", metavar="BYTES",
+                        help="SQLite: memory for list pages answered again while nothing is "
+                             "written (default 16 MiB; 0 reads every list)")
     parser.add_argument("--geoip-db", metavar="PATH",
                         help="MaxMind City database file used to fill `location`")
     parser.add_argument("--log-level", metavar="LEVEL",

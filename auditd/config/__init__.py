@@ -53,6 +53,7 @@ class Config:
     synchronous: str = "FULL"          # SQLite synchronous: FULL (default), NORMAL, OFF
     group_commit: bool = True          # commit concurrent writes together
     writer_process: bool = True        # serve: SQLite's writer in a process of its own
+    list_cache_bytes: int = 16 * 1024 * 1024   # SQLite: list pages kept until a write (0: none)
     geoip_db: str = ""                 # MaxMind City database file for `location`
     log_level: str = "info"
     access_log: bool = True
@@ -148,6 +149,9 @@ def _check(name: str, value, source: str):
     if name in ("stream_stall_seconds", "shutdown_timeout", "head_timeout",
                 "idle_timeout", "checkpoint_interval") and value <= 0:
         raise ConfigError(f"{where} must be a number of seconds above 0, not {value}")
+    if name == "list_cache_bytes" and value < 0:
+        raise ConfigError(f"{where} must be 0 (remember no list page) or a number of bytes, "
+                          f"not {value}")
     if name == "max_body_bytes" and value < 1024:
         raise ConfigError(f"{where} must be at least 1024 bytes, not {value}")
     if name == "max_connections" and value < 16:

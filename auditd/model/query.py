@@ -27,11 +27,11 @@ class Page:
     A store gives the docs as a list, or (`Page.joined`) as one bytes object SQLite joined with
     RS: the commonest lists then cost one row, not one per action, and the HTTP answer is made
     from it by one replace."""
-    __slots__ = ("total", "last", "size", "_docs", "_joined")
+    __slots__ = ("total", "last", "size", "_docs", "_joined", "_items")
 
     def __init__(self, total: int, docs: list[bytes], last: tuple[int, int] | None):
         self.total, self.last, self.size = total, last, len(docs)
-        self._docs, self._joined = docs, None
+        self._docs, self._joined, self._items = docs, None, None
 
     @classmethod
     def joined(cls, total: int, joined: bytes | None, size: int,
@@ -47,11 +47,21 @@ class Page:
             self._docs = self._joined.split(RS)
         return self._docs
 
+    @property
+    def nbytes(self) -> int:
+        """About how much memory the page takes once answered (what a page cache counts): its
+        docs, and the JSON of the answer made from them."""
+        docs = len(self._joined) if self._docs is None else sum(len(doc) for doc in self._docs)
+        return 2 * docs
+
     def json_items(self) -> bytes:
-        """The docs as the inside of a JSON array."""
-        if self._docs is None:
-            return self._joined.replace(RS, b", ")
-        return b", ".join(self._docs)
+        """The docs as the inside of a JSON array (made once: a remembered page is answered
+        again and again)."""
+        items = self._items
+        if items is None:
+            items = self._items = (self._joined.replace(RS, b", ") if self._docs is None
+                                   else b", ".join(self._docs))
+        return items
 
     def __eq__(self, other):
         return isinstance(other, Page) and (self.total, self.docs, self.last) == \

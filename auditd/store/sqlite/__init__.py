@@ -32,6 +32,7 @@ from ...model.access import (Principal, check_name, check_role, check_visible, h
 from ...model.actions import STATES
 from ...model.errors import Unavailable
 from ..interface import Store
+from ..pagecache import BUDGET as PAGE_BUDGET, PageCache
 from . import jobs, lifecycle
 from .database import SCHEMA_VERSION, connect, prepare_database, unavailable
 from .audit import Damage, verify
@@ -61,7 +62,8 @@ CACHE_RECHECK = 0.005   # seconds between two looks at data_version (see SQLiteS
 def create(config, serving: bool = False) -> "SQLiteStore":
     return SQLiteStore(config.db, synchronous=config.synchronous, group_commit=config.group_commit,
                        check_on_start=config.check_on_start, transparency=config.transparency,
-                       writer_process=serving and config.writer_process)
+                       writer_process=serving and config.writer_process,
+                       list_cache_bytes=config.list_cache_bytes)
 
 
 def exists(db: str) -> bool:
@@ -76,7 +78,7 @@ def describe(db: str) -> str:
 class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
     def __init__(self, path: str, synchronous: str = "FULL", group_commit: bool = True,
                  readers: int = 3, check_on_start: bool = False, transparency: bool = True,
-                 writer_process: bool = False):
+                 writer_process: bool = False, list_cache_bytes: int = PAGE_BUDGET):
         self.check_on_start = check_on_start
         self.writer_process = writer_process   # the writer in a child process (process.py)
         self.transparency = transparency
@@ -97,6 +99,7 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         self._cache_checked = float("-inf")
         self._splitting: dict = {}      # tallies buckets being split: their tasks (reads.py)
         self._busy_objects: set = set()   # object filters too costly for the loop (reads.py)
+        self._pages = PageCache(list_cache_bytes)   # list pages until a change (reads.py)
 
     # -- lifecycle
 

@@ -10,6 +10,7 @@ import sqlite3
 
 from ...model.query import ListQuery, Page
 from ...model.uris import normalize_object_uri
+from ..pagecache import query_key
 from . import lineage, listing, planner, tallies
 from .database import in_snapshot, unavailable
 
@@ -47,11 +48,22 @@ def _related_ids(target: int):
 
 class ListReads:
     """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cache`,
-    `_cache_check`, `_remember`, `_write`, `_writer`, `_splitting` (a dict), `_busy_objects` (a
-    set) and (TreeReads) `_in_snapshot`."""
+    `_cache_check`, `_remember`, `_write`, `_writer`, `_splitting` (a dict),
+    `_busy_objects` (a set), `_pages` (a PageCache) and (TreeReads) `_in_snapshot`."""
 
     async def list_actions(self, query: ListQuery) -> Page:
-        """One page of Action JSON and the total count, read in one snapshot."""
+        """One page of Action JSON and the total count, read in one snapshot; a repeated query
+        is answered from memory until the database changes (pagecache.py): `data_version` is
+        read first, so whatever was committed before the request is in its answer."""
+        version, key = self._cache_check(now=True), query_key(query)
+        pages = self._pages
+        page = pages.get(version, key)
+        if page is None:
+            page = await self._list_actions(query)
+            pages.put(version, key, page)   # unless a newer version was seen meanwhile
+        return page
+
+    async def _list_actions(self, query: ListQuery) -> Page:
         object_ids = None
         if "object" in query.filters:
             object_ids = await self._object_ids(
