@@ -26,7 +26,7 @@ import time
 
 from ...model.errors import Unavailable
 from .writer import MAX_BATCH, short_switch_interval
-from .writerchild import has_slices, joined, packed_batch, returned_actions, serve
+from .writerchild import NICENESS, has_slices, joined, packed_batch, returned_actions, serve
 
 log = logging.getLogger("auditd.store")
 
@@ -285,6 +285,11 @@ def _spawn(path: str, synchronous: str, transparency: bool, merge: bool):
         ours.close()
         _reap(process)
         raise value
+    if value:
+        log.warning("the writer process could not lower its priority (niceness +%d: %s); it "
+                    "runs at the server's, so under load a read may wait behind a write "
+                    "(allow setpriority, e.g. SystemCallFilter=setpriority under systemd)",
+                    NICENESS, value)
     return process, ours
 
 

@@ -111,7 +111,7 @@ def serve(pipe, path: str, synchronous: str, transparency: bool, merge: bool):
     # once the writes in flight are answered.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _behind_the_loop()
+    refused = _behind_the_loop()
     try:
         conn = connect_writer(path, synchronous)
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
@@ -119,7 +119,7 @@ def serve(pipe, path: str, synchronous: str, transparency: bool, merge: bool):
     except Exception as err:  # noqa: BLE001 - the server reports it
         pipe.send(("error", Unavailable(f"the writer process could not open {path}: {err}")))
         return
-    pipe.send(("ready", None))
+    pipe.send(("ready", refused))
     core = _Core(conn)
     try:
         while True:
@@ -147,11 +147,13 @@ def _behind_the_loop():
     then waited 4-7 ms behind a time slice: that was the readers' tail under the mixed load
     (BENCHMARKS.md). The writer loses little by waiting: whatever arrives meanwhile joins its
     next commit, which costs less per record the bigger it is. Lowering one's own priority needs
-    no privilege; a host where it fails keeps the usual one."""
+    no privilege; a host where it fails (a seccomp filter) keeps the usual one, and the server
+    logs why (the returned reason)."""
     try:
         os.nice(NICENESS)
-    except OSError:
-        pass
+    except OSError as err:
+        return f"{err.strerror or err} (errno {err.errno})"
+    return None
 
 
 def _receive(pipe, merge: bool) -> tuple[list, bool]:
