@@ -94,7 +94,7 @@ async def test_a_big_graph_is_walked_off_the_loop_and_its_answers_stay_exact(tmp
     """A service redeployed for a year has 100,000 containers below it: finding its related
     objects walked them all on the loop (160 ms, again after every commit). Alone, its related
     actions need only its ancestors; with another filter the walk runs within the budget, past
-    it on the reader pool, and its answer is remembered only while nothing changed."""
+    it on the reader pool, and its answer is remembered while the graph stays as it was."""
     from auditd.store.sqlite import SQLiteStore, lineage, reads
     monkeypatch.setattr(reads, "INLINE_STEPS", 5_000)    # walking 1,200 containers: ~25,000
     rng = random.Random(5)
@@ -144,11 +144,44 @@ async def test_a_big_graph_is_walked_off_the_loop_and_its_answers_stay_exact(tmp
         racing.append(new_action(action="Container Start", user="ci", namespace="ns1",
                                  state="Failed", object=CONTAINER.format("racer"),
                                  parents=[SERVICE], start_date=1_700_009_001))
-        actions.append(await store.record_action(new_action(     # the walk is forgotten
-            action="Service Redeploy", user="ci", namespace="ns1", state="Success",
-            object=SERVICE, parents=[STACK], start_date=1_700_000_050)))
+        actions.append(await store.record_action(new_action(     # the graph changes again
+            action="Container Start", user="ci", namespace="ns1", state="Success",
+            object=CONTAINER.format("newer"), parents=[SERVICE], start_date=1_700_009_002)))
         await store.list_actions(ListQuery(None, 9, filters=failed))   # walks the graph before
         assert not racing and walks.count(lineage.RELATED_IDS_SQL) == 3  # the racer's commit:
         await listed(failed)                                  # not remembered, walked again
         assert walks.count(lineage.RELATED_IDS_SQL) == 4
+        for state in ("Failed", "Success"):   # actions on known objects leave the graph as it was
+            actions.append(await store.record_action(new_action(
+                action="Service Redeploy", user="ci", namespace="ns1", state=state,
+                object=SERVICE, parents=[STACK], start_date=1_700_009_010)))
+            actions.append(await store.record_action(new_action(
+                action="Container Stop", user="ci", namespace="ns1", state=state,
+                object=CONTAINER.format(7), start_date=1_700_009_011)))
+            await listed(failed)                              # the new Failed ones are there
+            assert walks.count(lineage.RELATED_IDS_SQL) == 4  # and the walk is remembered
         await listed({"object": SERVICE, "include_related": True})
+
+
+async def test_a_walk_remembered_before_a_reset_is_not_used_after_it(tmp_path):
+    """A reset gives object ids again from 1: a walk remembered under an id must not answer for
+    the object that id names now (no edge is added after the reset to move the version)."""
+    from auditd.store.sqlite import SQLiteStore
+    service, stack = "/api/app/v1/u/service/s/", "/api/app/v1/u/stack/k/"
+
+    async def related(store, uri):
+        page = await store.list_actions(ListQuery(None, 9, filters={
+            "object": uri, "include_related": True, "state": "Success"}))
+        return sorted(json.loads(doc)["object"] for doc in page.docs)
+
+    async with SQLiteStore(str(tmp_path / "reset.db")) as store:
+        await store.record_action(new_action(action="Service Create", user="u", state="Success",
+                                             object=service, parents=[stack]))
+        assert await related(store, service) == [service]
+        assert await related(store, stack) == [service]
+        await store.reset()
+        for uri in (service, stack):              # the same objects, no longer related
+            await store.record_action(new_action(action="Create", user="u", state="Success",
+                                                 object=uri))
+        assert await related(store, service) == [service]
+        assert await related(store, stack) == [stack]

@@ -99,6 +99,7 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         self._cache_checked = float("-inf")
         self._splitting: dict = {}      # tallies buckets being split: their tasks (reads.py)
         self._busy_objects: set = set()   # object filters too costly for the loop (reads.py)
+        self._walks: dict = {}          # walks of the object graph, by its version (reads.py)
         self._pages = PageCache(list_cache_bytes)   # list pages until a change (reads.py)
 
     # -- lifecycle

@@ -11,7 +11,7 @@ from ...model.errors import SchemaVersionError, Unavailable
 # (cli/common.py show_migrations): some take a minute on ten million actions.
 progress = logging.getLogger("auditd.store.migrate")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -35,6 +35,11 @@ MIGRATIONS: dict = {
        "key TEXT NOT NULL, PRIMARY KEY (bucket, kind, key)) WITHOUT ROWID",
     # 8: the uuid-prefix tallies count three digits, not two (tallies.recount_prefixes)
     7: "prefixes",
+    # 9: the object graph's version, so a walk of it is remembered across commits (reads.py)
+    8: "CREATE TABLE IF NOT EXISTS graph_version (id INTEGER PRIMARY KEY CHECK (id = 1), "
+       "v INTEGER NOT NULL); INSERT OR IGNORE INTO graph_version (id, v) VALUES (1, 0); "
+       "CREATE TRIGGER IF NOT EXISTS graph_version_edge AFTER INSERT ON object_parents BEGIN "
+       "UPDATE graph_version SET v = v + 1 WHERE id = 1; END",
 }
 _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_time": "start_ts, id, uuid",

@@ -310,6 +310,7 @@ def reset(conn):
     conn.execute("DELETE FROM actions")
     conn.execute("DELETE FROM object_parents")
     conn.execute("DELETE FROM objects")
+    conn.execute("UPDATE graph_version SET v = v + 1")   # object ids will be given again
     conn.execute("DELETE FROM action_counts")
     conn.execute("DELETE FROM tallies")
     conn.execute("DELETE FROM tally_splits")

@@ -21,6 +21,7 @@ _PLANS: dict = {}
 INLINE_STEPS = 50_000    # SQLite VM steps an object filter may take on the loop (1-5 ms)
 STEP_CHECK = 1_000       # steps between two looks at the budget
 BUSY_ENTRIES = 4096
+WALK_ENTRIES = 1024      # object graph walks remembered
 
 
 def _planned(query: ListQuery):
@@ -49,7 +50,8 @@ def _related_ids(target: int):
 class ListReads:
     """Mixed into SQLiteStore, which provides `_inline`, `_read_inline`, `_read`, `_cache`,
     `_cache_check`, `_remember`, `_write`, `_writer`, `_splitting` (a dict),
-    `_busy_objects` (a set), `_pages` (a PageCache) and (TreeReads) `_in_snapshot`."""
+    `_busy_objects` (a set), `_walks` (a dict), `_pages` (a PageCache) and (TreeReads)
+    `_in_snapshot`."""
 
     async def list_actions(self, query: ListQuery) -> Page:
         """One page of Action JSON and the total count, read in one snapshot; a repeated query
@@ -164,22 +166,29 @@ class ListReads:
 
     async def _graph_walk(self, kind: str, target: int, sql: str, params: tuple, shape):
         """`shape(rows)` of a walk of the object graph from `target`, remembered until the
-        database changes. Most objects have a few related ones, but a service redeployed for a
+        graph changes. Most objects have a few related ones, but a service redeployed for a
         year has 100,000 containers below it, and walking them held the loop for 160 ms: the walk
         runs within the step budget, and past it on the reader pool (from then on directly).
-        The shaped value is what is remembered, so a repeated request does not shape it again."""
+        The shaped value is what is remembered, so a repeated request does not shape it again.
+
+        Remembered until the graph changes (an edge added, a reset: `graph_version`), not until
+        any commit: actions recorded on known objects, most of what is written, leave the walk
+        as it was. The version is read before the walk, so a walk that saw a newer graph is kept
+        under an older version, and the next request walks again."""
         key = (kind, target)
-        self._cache_check()
-        found = self._cache.get(key)
-        if found is not None:
-            return found
+        graph = self._read_inline("SELECT v FROM graph_version")[0][0]
+        walks = self._walks
+        found = walks.get(key)
+        if found is not None and found[0] == graph:
+            return found[1]
         rows = self._within_budget(key, _fetch, sql, params)
         if rows is None:
-            version = self._cache_check(now=True)
             rows = await self._read(sql, params)
-            if self._cache_check(now=True) != version:
-                return shape(rows)   # the graph may have changed during the walk: not remembered
-        return self._remember(key, shape(rows))
+        value = shape(rows)
+        if len(walks) >= WALK_ENTRIES:
+            walks.clear()
+        walks[key] = (graph, value)
+        return value
 
     async def _related(self, query: ListQuery, target: int, up: list):
         """An object's related actions with nothing but paging to filter them (lineage.py)."""

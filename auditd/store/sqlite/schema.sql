@@ -36,6 +36,17 @@ CREATE TABLE object_parents (
     PRIMARY KEY (child_id, parent_id)
 ) WITHOUT ROWID;
 CREATE INDEX object_parents_by_parent ON object_parents (parent_id, child_id);
+-- Moved whenever the graph changes (an edge added here, a reset in lifecycle.py): a walk of the
+-- graph (reads.py, include_related with other filters) is remembered until it moves, across the
+-- commits that only add actions.
+CREATE TABLE graph_version (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    v           INTEGER NOT NULL
+);
+INSERT INTO graph_version (id, v) VALUES (1, 0);
+CREATE TRIGGER graph_version_edge AFTER INSERT ON object_parents BEGIN
+    UPDATE graph_version SET v = v + 1 WHERE id = 1;
+END;
 
 CREATE TABLE actions (
     id              INTEGER PRIMARY KEY,   -- recording order; ties on start_ts are broken by it
