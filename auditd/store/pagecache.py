@@ -38,18 +38,12 @@ class PageCache:
         self.version = None
         self.pages: dict = {}
         self.size = 0
-        self.hits = self.misses = 0
 
     def get(self, version, key) -> Page | None:
         if version != self.version:
             self.clear()
             self.version = version
-        page = self.pages.get(key) if key is not None else None
-        if page is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return page
+        return self.pages.get(key) if key is not None else None
 
     def put(self, version, key, page: Page):
         if key is None or version != self.version:

@@ -24,18 +24,18 @@ BUSY_ENTRIES = 4096
 WALK_ENTRIES = 1024      # object graph walks remembered
 
 
-def _planned(query: ListQuery):
-    """(planner.plan, planner.single) of a query without an object filter, remembered per query:
-    pollers ask the same one again and again, and both are pure functions of it."""
-    key = (query.namespaces, tuple(query.filters.items()), query.limit, query.offset,
-           query.newest_first, query.cursor)
-    found = _PLANS.get(key)
+def _planned(query: ListQuery, key):
+    """(planner.plan, planner.single) of a query without an object filter, remembered per query
+    (`key`: pagecache.query_key; None, not remembered): pollers ask the same one again and
+    again, and both are pure functions of it."""
+    found = _PLANS.get(key) if key is not None else None
     if found is None:
         tallied = planner.plan(query, None)
         found = (tallied, planner.single(tallied, query) if tallied is not None else None)
-        if len(_PLANS) >= 1024:
-            _PLANS.clear()
-        _PLANS[key] = found
+        if key is not None:
+            if len(_PLANS) >= 1024:
+                _PLANS.clear()
+            _PLANS[key] = found
     return found
 
 
@@ -61,11 +61,11 @@ class ListReads:
         pages = self._pages
         page = pages.get(version, key)
         if page is None:
-            page = await self._list_actions(query)
+            page = await self._list_actions(query, key)
             pages.put(version, key, page)   # unless a newer version was seen meanwhile
         return page
 
-    async def _list_actions(self, query: ListQuery) -> Page:
+    async def _list_actions(self, query: ListQuery, key) -> Page:
         object_ids = None
         if "object" in query.filters:
             object_ids = await self._object_ids(
@@ -75,7 +75,7 @@ class ListReads:
                 return Page(0, [], None)
             if not isinstance(object_ids, listing.ObjectIds):   # (X, X and its ancestors)
                 return listing.joined_page(*await self._related(query, *object_ids))
-        tallied, one = _planned(query) if object_ids is None else (None, None)
+        tallied, one = _planned(query, key) if object_ids is None else (None, None)
         if one is not None:
             row = self._read_inline(*one)[0]
             return listing.joined_page(row[0], row[1:])
