@@ -150,3 +150,30 @@ async def test_list_cache_bytes_0_reads_every_list_and_a_negative_one_is_refused
         assert "--list-cache-bytes: list_cache_bytes must be 0" in str(err), str(err)
     else:
         raise AssertionError("a negative list_cache_bytes was accepted")
+
+
+async def test_a_change_check_that_fails_is_503_and_the_next_one_looks_again(tmp_path):
+    """The check behind every list and every credentials lookup reads the WAL index: when SQLite
+    cannot (an I/O error, a recovery under way), the request is Unavailable (503 with the
+    reason), not a crash; once it can again, the next list answers, with what was written."""
+    from auditd.model.errors import Unavailable
+    store, _ = await _store_with(tmp_path / "e.db", 3)
+    try:
+        assert (await store.list_actions(NEWEST)).total == 3
+        await store.record_action(new_action(action="Service Create", user="alice",
+                                             namespace="ns1", state="Success"))
+        store._inline.set_authorizer(lambda action, arg, *_: sqlite3.SQLITE_DENY
+                                     if action == sqlite3.SQLITE_PRAGMA
+                                     and arg == "data_version" else sqlite3.SQLITE_OK)
+        for attempt in (lambda: store.list_actions(NEWEST),
+                        lambda: store.authenticate("alice", "any key")):
+            try:
+                await attempt()
+            except Unavailable as err:
+                assert "not authorized" in err.message and "retry" in err.message
+            else:
+                raise AssertionError("a failed change check answered")
+        store._inline.set_authorizer(None)
+        assert (await store.list_actions(NEWEST)).total == 4
+    finally:
+        await store.close()

@@ -171,8 +171,12 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
         if it moved) when CACHE_RECHECK has passed, or `now`."""
         at = time.monotonic()
         if now or at - self._cache_checked >= CACHE_RECHECK:
+            try:
+                version = self._inline.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as err:   # the WAL index unreadable (an I/O error, a recovery)
+                log.error("read failed: %s", err)
+                raise unavailable(err, "be read") from None
             self._cache_checked = at
-            version = self._inline.execute("PRAGMA data_version").fetchone()[0]
             if version != self._cache_version:
                 self._cache.clear()
                 self._cache_version = version
