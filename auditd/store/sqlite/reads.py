@@ -174,9 +174,12 @@ class ListReads:
         Remembered until the graph changes (an edge added, a reset: `graph_version`), not until
         any commit: actions recorded on known objects, most of what is written, leave the walk
         as it was. The version is read before the walk, so a walk that saw a newer graph is kept
-        under an older version, and the next request walks again."""
+        under an older version, and the next request walks again. It is itself remembered until
+        the database changes (`_cached`; `list_actions` has just looked at data_version), so a
+        repeated request runs no statement for it."""
         key = (kind, target)
-        graph = self._read_inline("SELECT v FROM graph_version")[0][0]
+        graph = self._cached("graph_version", lambda: self._read_inline(
+            "SELECT v FROM graph_version")[0][0])
         walks = self._walks
         found = walks.get(key)
         if found is not None and found[0] == graph:
