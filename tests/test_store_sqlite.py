@@ -11,7 +11,7 @@ import pytest
 from auditd.model.actions import new_action
 from auditd.model.errors import Conflict
 from auditd.model.query import ListQuery
-from auditd.store.sqlite import SQLiteStore, check, jobs, lifecycle
+from auditd.store.sqlite import SQLiteStore, check, jobs, lifecycle, tallies
 from auditd.store.sqlite.database import SCHEMA_FILE, SCHEMA_VERSION, WAL_CHECKPOINT_PAGES
 
 insert_actions = jobs.insert_actions
@@ -59,9 +59,10 @@ async def test_counts_stay_exact_through_failed_writes_and_changes_in_one_transa
         jobs.insert_action(conn, record)
         raise Conflict("refused after the insert")
 
-    def insert_then_delete(conn, record):
+    def insert_then_delete(conn, record):      # as a purge deletes: the tallies follow
         action, _ = jobs.insert_action(conn, record)
         conn.execute("DELETE FROM actions WHERE id = ?", (action["id"],))
+        tallies.apply(conn, [(action, None)], prune=True)
         return None, []
 
     path = str(tmp_path / "counts.db")

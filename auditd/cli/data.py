@@ -178,7 +178,7 @@ def cmd_check(args) -> int:
     path = database_config(args).db
     backend = backend_for(path)
     try:
-        report = backend.check(path)
+        report = backend.check(path, say=lambda step: say(f"checking {step}..."))
     except sqlite3.Error as err:
         report = {"problems": [f"the database cannot be read: {err}"], "schema_version": None,
                   "counts": {}, "states": {}}
@@ -193,7 +193,7 @@ def cmd_check(args) -> int:
         print(f"users: {counts['users']:,}, organizations: {counts['orgs']:,}, "
               f"objects: {counts['objects']:,}")
     if not report["problems"]:
-        print("ok: integrity, foreign keys and counts check out")
+        print("ok: integrity, foreign keys, counts, tallies and filing check out")
         return 0
     for problem in report["problems"]:
         print(f"problem: {problem}")
@@ -273,7 +273,9 @@ def register_commands(commands):
 
     check_cmd = commands.add_parser(
         "check", help="check the database's integrity and show its schema version and counts",
-        description="Run SQLite's integrity and foreign key checks and auditd's own count checks; "
-                    "exit 1 when anything is wrong.")
+        description="Run SQLite's integrity and foreign key checks, and count what auditd keeps "
+                    "beside the actions (counts, tallies, include_related's filing, log line "
+                    "numbers) again from the actions, in one snapshot (a server may go on "
+                    "writing); each step is said on stderr. Exit 1 when anything is wrong.")
     add_db_options(check_cmd)
     check_cmd.set_defaults(func=cmd_check)

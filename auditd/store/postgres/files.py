@@ -60,7 +60,7 @@ async def _summary(conn) -> dict:
     return {"schema_version": version, "counts": counts, "states": states}
 
 
-async def _check(db: str) -> dict:
+async def _check(db: str, say) -> dict:
     empty = {"schema_version": None, "counts": {}, "states": {}}
     try:
         conn = await connect(db)
@@ -78,7 +78,7 @@ async def _check(db: str) -> dict:
                 problems.append(f"schema version {version} is not one this auditd knows "
                                 f"(up to {SCHEMA_VERSION}): check it with a newer auditd")
                 return {"problems": problems, **summary}
-            problems += await _mismatches(conn, summary)
+            problems += await _mismatches(conn, summary, say)
         return {"problems": problems, **summary}
     except DB_ERRORS as err:
         return {"problems": [f"the database cannot be read: {err}"], **empty}
@@ -86,9 +86,10 @@ async def _check(db: str) -> dict:
         await conn.close()
 
 
-async def _mismatches(conn, summary) -> list[str]:
+async def _mismatches(conn, summary, say) -> list[str]:
     """auditd's invariants: the counters against the rows, every action with its key and every
     key with its action, every line with its action and log_count covering it."""
+    say("the counts per namespace and state, and the tallies, against the actions")
     problems = [
         f"action_counts says {r[2]} {r[1]} actions in namespace '{r[0]}', there are {r[3]}"
         for r in await conn.fetch(
@@ -115,6 +116,7 @@ async def _mismatches(conn, summary) -> list[str]:
     if misfiled:
         problems.append(f"{misfiled} action_keys rows name another object or namespace than "
                         "their action's")
+    say("include_related's filing, against the object graph; the log lines")
     missing, extra = await conn.fetchrow(lineage.MISMATCH_SQL)
     if missing or extra:
         problems.append(f"actions filed under their objects' ancestors (include_related): "
@@ -132,6 +134,7 @@ async def _mismatches(conn, summary) -> list[str]:
     return problems
 
 
-def check(db: str) -> dict:
-    """Schema version and auditd's invariants, read in one snapshot; nothing is changed."""
-    return _run(_check(db))
+def check(db: str, say=lambda message: None) -> dict:
+    """Schema version and auditd's invariants, read in one snapshot, each step said as it
+    starts; nothing is changed."""
+    return _run(_check(db, say))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...model.actions import STATES
 from ...model.errors import AuditdError, SchemaVersionError
+from . import lineage, tallies
 from .database import SCHEMA_VERSION
 
 
@@ -61,13 +62,19 @@ def _summary(conn) -> dict:
     return {"schema_version": version, "counts": counts, "states": states}
 
 
-def check(path: str) -> dict:
-    """Integrity of an auditd database file: SQLite's own checks plus auditd's invariants.
-    Returns {"problems": [...], "schema_version", "counts", "states"}; nothing is changed."""
+def check(path: str, say=lambda message: None) -> dict:
+    """Integrity of an auditd database file: SQLite's own checks plus auditd's invariants (the
+    counts, the tallies and include_related's filing against the actions, the log lines against
+    their actions), all read in one snapshot, so a server may go on writing; each step said as
+    it starts. Returns {"problems": [...], "schema_version", "counts", "states"}; nothing is
+    changed."""
     conn = _open_existing(path)
     try:
         problems = []
         try:
+            conn.execute("BEGIN")
+            say(f"every page with SQLite's integrity check ({Path(path).stat().st_size / 1e6:,.1f}"
+                " MB: the longest step)")
             integrity = [r[0] for r in conn.execute("PRAGMA integrity_check(100)")]
         except sqlite3.DatabaseError as err:
             what = ("it is not an SQLite database: is --db the file 'auditd serve' uses?"
@@ -90,7 +97,14 @@ def check(path: str) -> dict:
             problems.append(f"schema version {version} is newer than this auditd knows "
                             f"({SCHEMA_VERSION}): check it with a newer auditd")
         elif summary["counts"]["actions"] is not None:
+            say("the counts per namespace and state")
             problems.extend(_count_mismatches(conn))
+            if version == SCHEMA_VERSION:      # an older one gets these when it is migrated
+                problems.extend(tallies.mismatches(conn, say))
+                say("include_related's filing, against the object graph")
+                problems.extend(lineage.mismatches(conn))
+                say("the log lines, against their actions")
+                problems.extend(_log_mismatches(conn))
         return {"problems": problems, **summary}
     finally:
         conn.close()
@@ -105,6 +119,12 @@ def _count_mismatches(conn) -> list[str]:
         "GROUP BY namespace, state HAVING sum(kept) != sum(real)").fetchall()
     return [f"action_counts says {kept} {state} actions in namespace '{ns}', there are {real}"
             for ns, state, kept, real in rows]
+
+
+def _log_mismatches(conn) -> list[str]:
+    beyond = conn.execute("SELECT count(*) FROM action_logs l JOIN actions a ON a.id = "
+                          "l.action_id WHERE l.seq > a.log_count").fetchone()[0]
+    return [f"{beyond} log lines are numbered beyond their action's log_count"] if beyond else []
 
 
 def quick_check(path: str):

@@ -111,20 +111,49 @@ def unfile(conn, actions):
         _count(conn, rows, -1)
 
 
+# Every action under each ancestor of its object, from the graph: what the table should hold.
+_ABOVE = (
+    "WITH RECURSIVE up(object_id, id, depth) AS (SELECT child_id, parent_id, 1 FROM "
+    "object_parents UNION SELECT up.object_id, p.parent_id, up.depth + 1 FROM object_parents "
+    f"p JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) ")
+_UNDER = ("SELECT up.id, a.start_ts, a.id, a.namespace FROM up "
+          "JOIN actions a INDEXED BY actions_by_object ON a.object_id = up.object_id")
+_FILED = _ABOVE + _UNDER
+_COUNTED = ("SELECT ancestor_id, namespace, count(*) FROM action_ancestors "
+            "GROUP BY ancestor_id, namespace")
+_FILED_ROWS = "SELECT ancestor_id, start_ts, action_id, namespace FROM action_ancestors"
+
+
+def mismatches(conn) -> list[str]:
+    """The filing against the graph and the actions, and its counts against the filing, for
+    `auditd check` (nothing is changed)."""
+    missing, extra = conn.execute(
+        f"{_ABOVE}, filed AS ({_UNDER}) SELECT (SELECT count(*) FROM "
+        f"(SELECT * FROM filed EXCEPT {_FILED_ROWS})), (SELECT count(*) FROM ({_FILED_ROWS} "
+        "EXCEPT SELECT * FROM filed))").fetchone()
+    problems = []
+    if missing or extra:
+        problems.append(f"actions filed under their objects' ancestors (include_related): "
+                        f"{missing} missing, {extra} that should not be there")
+    wrong = conn.execute(
+        "SELECT count(*) FROM (SELECT ancestor_id, namespace FROM (SELECT ancestor_id, "
+        "namespace, n AS kept, 0 AS real FROM ancestor_counts UNION ALL SELECT ancestor_id, "
+        "namespace, 0, count(*) FROM action_ancestors GROUP BY ancestor_id, namespace) "
+        "GROUP BY 1, 2 HAVING sum(kept) != sum(real))").fetchone()[0]
+    if wrong:
+        problems.append(f"{wrong} of include_related's counts (ancestor_counts) differ from "
+                        "the actions filed")
+    return problems
+
+
 def rebuild(conn):
     """File every action again (the migration that brings the table to an older database)."""
     started = time.monotonic()
     conn.execute("DELETE FROM action_ancestors")
     conn.execute("DELETE FROM ancestor_counts")
-    conn.execute(
-        "INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
-        "WITH RECURSIVE up(object_id, id, depth) AS (SELECT child_id, parent_id, 1 FROM "
-        "object_parents UNION SELECT up.object_id, p.parent_id, up.depth + 1 FROM object_parents "
-        f"p JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) "
-        "SELECT up.id, a.start_ts, a.id, a.namespace FROM up "
-        "JOIN actions a INDEXED BY actions_by_object ON a.object_id = up.object_id")
-    conn.execute("INSERT INTO ancestor_counts (ancestor_id, namespace, n) SELECT ancestor_id, "
-                 "namespace, count(*) FROM action_ancestors GROUP BY ancestor_id, namespace")
+    conn.execute("INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, "
+                 "namespace) " + _FILED)
+    conn.execute("INSERT INTO ancestor_counts (ancestor_id, namespace, n) " + _COUNTED)
     rows = conn.execute("SELECT count(*) FROM action_ancestors").fetchone()[0]
     progress.info("filed actions under their objects' ancestors: %d rows (%.0f s)", rows,
                   time.monotonic() - started)
