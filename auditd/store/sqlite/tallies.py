@@ -55,6 +55,13 @@ _KEY_COLUMNS = {"": (), "a": ("action",), "u": ("user",), "i": ("is_user_action"
 _KEY_COLUMNS.update({"n" + k: ("namespace", *v) for k, v in list(_KEY_COLUMNS.items())})
 
 
+def _key_values(kind: str, key: str) -> list:
+    """A start-time kind's key as the values of its columns (_KEY_COLUMNS)."""
+    columns = _KEY_COLUMNS[kind]
+    values = key.split(tally.SEP) if columns else []
+    return [int(v) if c == "is_user_action" else v for c, v in zip(columns, values)]
+
+
 def split(conn, kind: str, keys: tuple, firsts: tuple):
     """Split the 68-minute buckets `firsts` of a start-time kind's keys: count their actions
     into the finer levels, from the rows (through the index of each state and the key's columns),
@@ -69,8 +76,7 @@ def split(conn, kind: str, keys: tuple, firsts: tuple):
         for key in keys:
             if key in done:
                 continue
-            values = key.split(tally.SEP) if columns else []
-            values = [int(v) if c == "is_user_action" else v for c, v in zip(columns, values)]
+            values = _key_values(kind, key)
             counts: dict[tuple, list] = {}
             for column, state in enumerate(tally.STATE_COLUMN):
                 for ts, n in conn.execute(sql, (*values, state, start, stop)):
@@ -267,10 +273,8 @@ def mismatches(conn, say=lambda message: None) -> list[str]:
 def _split_mismatches(conn, b0: int, kind: str, key: str) -> list[tuple]:
     """The finer levels' tallies of one split bucket that differ from its actions: rows shaped
     as `mismatches` reads them (key, bucket, kept..., real...)."""
-    columns = _KEY_COLUMNS[kind]
-    values = key.split(tally.SEP) if columns else []
-    values = [int(v) if c == "is_user_action" else v for c, v in zip(columns, values)]
-    where = "".join(f" AND {c} = ?" for c in columns)
+    values = _key_values(kind, key)
+    where = "".join(f" AND {c} = ?" for c in _KEY_COLUMNS[kind])
     real: dict[int, list] = {}
     for ts, state, n in conn.execute(
             f"SELECT start_ts, state, count(*) FROM actions WHERE start_ts >= ? AND start_ts < ?"
