@@ -2,6 +2,7 @@
 tallies behind total_count, include_related's filing and its counts, the log lines' numbering),
 says each step as it starts, and names what is wrong in a damaged copy."""
 import shutil
+from contextlib import closing
 import sqlite3
 import time
 
@@ -97,3 +98,54 @@ async def test_check_counts_the_derived_tables_again_and_names_a_wrong_one(tmp_p
         assert code == 1 and len(problems) == len(want), (name, problems)
         for line, parts in zip(problems, want):
             assert all(part in line for part in parts), (name, parts, line)
+
+
+async def test_uuid_prefix_counts_add_the_journal_which_is_folded_in_and_checked(tmp_path,
+                                                                                 monkeypatch):
+    from auditd.model.query import ListQuery
+    monkeypatch.setattr(tallies, "JOURNAL_ROWS", 16)    # fold every few records
+    db = tmp_path / "audit.db"
+
+    def journal_rows():
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM prefix_journal").fetchone()[0]
+
+    async with SQLiteStore(db) as store:
+        made, sizes = [], set()
+        for i in range(40):
+            made.append(await store.record_action(new_action(
+                namespace=f"ns{i % 2}", user="u", action="Service Create",
+                state="In progress", start_date=T0 + i)))
+            sizes.add(journal_rows())
+        assert max(sizes) < 16 + 4 and 0 in sizes and len(sizes) > 3    # folded, and bounded
+        for action in made[::4]:
+            await store.change_state(action["uuid"], "Failed", None)
+        assert (await store.purge(int(time.time()) + 2))[0] == 10    # pruned at the next fold
+        alive = [a for i, a in enumerate(made) if i % 4]
+        for i in range(3):
+            alive.append(await store.record_action(new_action(
+                namespace="ns1", user="u", action="Service Create", start_date=T0 + 50 + i)))
+        assert journal_rows() > 0
+        for prefix in {a["uuid"][:n] for a in alive[:4] + alive[-3:] for n in (1, 2, 3)}:
+            for ns in (None, frozenset({"ns1"})):
+                page = await store.list_actions(ListQuery(ns, 5, filters={
+                    "uuid__startswith": prefix}))
+                assert page.total == sum(1 for a in alive if a["uuid"].startswith(prefix)
+                                         and (ns is None or a["namespace"] in ns)), (prefix, ns)
+    assert journal_rows() == 0                              # folded in on closing
+    with closing(sqlite3.connect(db)) as conn:   # no tally of a purged prefix is left at zero
+        assert conn.execute("SELECT count(*) FROM tallies WHERE kind IN ('p', 'np') AND "
+                            "success + failed + in_progress = 0").fetchone()[0] == 0
+        with conn:   # as a killed server leaves it: counts in the journal, not yet in the tallies
+            conn.execute(f"INSERT INTO prefix_journal SELECT kind, key, "
+                         f"{', '.join(tally.STATE_COLUMNS)} FROM tallies WHERE kind IN ('p', 'np')")
+            conn.execute("DELETE FROM tallies WHERE kind = 'p'")
+            conn.execute("UPDATE tallies SET success = 0, failed = 0, in_progress = 0 "
+                         "WHERE kind = 'np'")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")    # all in the file, for _copy
+    code, problems = _problems(db)
+    assert (code, problems) == (0, [])
+    code, problems = _problems(_copy(tmp_path / "audit.db", tmp_path, "journal",
+                                     "UPDATE prefix_journal SET failed = failed + 1 WHERE rowid = "
+                                     "(SELECT min(rowid) FROM prefix_journal WHERE kind = 'p')"))
+    assert code == 1 and len(problems) == 1 and "kind 'p'" in problems[0], problems

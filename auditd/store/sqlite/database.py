@@ -6,12 +6,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...model.errors import SchemaVersionError, Unavailable
+from .tallies import JOURNAL_SCHEMA
 
 # What a schema migration is doing, shown by every command that opens an older database
 # (cli/common.py show_migrations): some take a minute on ten million actions.
 progress = logging.getLogger("auditd.store.migrate")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -40,6 +41,8 @@ MIGRATIONS: dict = {
        "v INTEGER NOT NULL); INSERT OR IGNORE INTO graph_version (id, v) VALUES (1, 0); "
        "CREATE TRIGGER IF NOT EXISTS graph_version_edge AFTER INSERT ON object_parents BEGIN "
        "UPDATE graph_version SET v = v + 1 WHERE id = 1; END",
+    # 10: the uuid-prefix tallies' latest changes in a journal, folded in by the thousand
+    9: JOURNAL_SCHEMA,
 }
 _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_time": "start_ts, id, uuid",

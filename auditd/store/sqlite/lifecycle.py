@@ -313,6 +313,7 @@ def reset(conn):
     conn.execute("UPDATE graph_version SET v = v + 1")   # object ids will be given again
     conn.execute("DELETE FROM action_counts")
     conn.execute("DELETE FROM tallies")
+    conn.execute("DELETE FROM prefix_journal")
     conn.execute("DELETE FROM tally_splits")
     conn.execute("DELETE FROM action_ancestors")
     conn.execute("DELETE FROM ancestor_counts")

@@ -121,7 +121,7 @@ def _sum_sql(kind: str, keys: list, column: str | None, ranges: list) -> tuple[s
     a uuid prefix kind's keys are prefixes of its tallies' keys (all time, one range each)."""
     if kind in tally.PREFIX_KINDS:
         return (tallies.prefix_sum_sql(len(keys), column),
-                [v for key in keys for v in (kind, *_prefix_bounds(key))])
+                [v for key in keys for v in (kind, *_prefix_bounds(key)) * 2])
     return (tallies.sum_sql(len(keys), len(ranges), column),
             [v for r in ranges for v in (kind, *keys, *r)])
 

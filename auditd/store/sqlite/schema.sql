@@ -156,6 +156,20 @@ CREATE TABLE tally_splits (
     PRIMARY KEY (bucket, kind, key)
 ) WITHOUT ROWID;
 
+-- The uuid-prefix tallies' (kinds p and np) latest changes, added into them a thousand rows at a
+-- time (tallies.py fold): counted at once, a record's random prefixes wrote two tally pages each.
+-- A count of a prefix reads both.
+CREATE TABLE prefix_journal (
+    kind        TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    pending     INTEGER NOT NULL,
+    in_progress INTEGER NOT NULL,
+    canceling   INTEGER NOT NULL,
+    canceled    INTEGER NOT NULL,
+    success     INTEGER NOT NULL,
+    failed      INTEGER NOT NULL
+);
+
 -- Every action under each ancestor of its object, by start time (lineage.py): the related
 -- actions of an object are one range of it. Kept by the writer with the actions and the graph.
 CREATE TABLE action_ancestors (

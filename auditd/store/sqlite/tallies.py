@@ -44,10 +44,48 @@ def apply(conn, changes, prune: bool = False):
                              f"({', '.join('?' * len(firsts))})", firsts)) if firsts else ()
     if split:
         deltas.update(tally.fine_delta(changes, split))
-    if deltas:
-        conn.executemany(_UPSERT, [(*k, *v) for k, v in deltas.items()])
-        if prune:
-            conn.executemany(_PRUNE, [k for k, v in deltas.items() if sum(v) < 0])
+    if not deltas:
+        return
+    prefixed = [(k[0], k[1], *v) for k, v in deltas.items() if k[0] in tally.PREFIX_KINDS]
+    timed = [(k, v) for k, v in deltas.items() if k[0] not in tally.PREFIX_KINDS]
+    conn.executemany(_UPSERT, [(*k, *v) for k, v in timed])
+    if prune:
+        conn.executemany(_PRUNE, [k for k, v in timed if sum(v) < 0])
+    if prefixed:
+        conn.executemany(_JOURNAL, prefixed)
+        if conn.execute("SELECT max(rowid) FROM prefix_journal").fetchone()[0] >= JOURNAL_ROWS:
+            fold(conn)
+
+
+# The uuid-prefix kinds' changes are appended to prefix_journal, and added into their tallies
+# once it holds this many rows (`fold`): a record's prefixes are random, so counting each
+# commit's straight into the tallies wrote a page of them a record, per kind (45 of a 31-record
+# commit's 191 WAL frames: BENCHMARKS.md); folded, a page takes many records' counts at once.
+# A reader adds the journal's rows to the tallies' (`prefix_sum_sql`): at most this many, read
+# in one pass of a table of a few pages.
+JOURNAL_ROWS = 1024
+JOURNAL_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS prefix_journal (
+    kind    TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    {', '.join(f'{c} INTEGER NOT NULL' for c in tally.STATE_COLUMNS)}
+)"""
+_JOURNAL = (f"INSERT INTO prefix_journal (kind, key, {_COLUMNS}) VALUES (?, ?, "
+            f"{', '.join('?' * len(STATES))})")
+
+
+def fold(conn):
+    """Add prefix_journal's rows into the tallies and empty it, deleting the uuid-prefix tallies
+    left at zero (a purge's). A writer job's part, in its transaction."""
+    sums = ", ".join(f"sum({c})" for c in tally.STATE_COLUMNS)
+    conn.execute(f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) SELECT kind, key, "
+                 f"{tally.ALL_TIME}, {sums} FROM prefix_journal WHERE true GROUP BY kind, key "
+                 "ON CONFLICT (kind, key, bucket) DO UPDATE SET "
+                 + ", ".join(f"{c} = {c} + excluded.{c}" for c in tally.STATE_COLUMNS))
+    conn.execute(f"DELETE FROM tallies WHERE bucket = {tally.ALL_TIME} AND (kind, key) IN "
+                 "(SELECT kind, key FROM prefix_journal) AND "
+                 + " AND ".join(f"{c} = 0" for c in tally.STATE_COLUMNS))
+    conn.execute("DELETE FROM prefix_journal")
 
 
 # The columns of a start-time kind's key, in the key's order (split by tally.SEP).
@@ -112,6 +150,8 @@ def tallied(row) -> dict:
 def rebuild(conn, chunk: int = 50_000):
     """Count every action again (the migration that brings tallies to an older database)."""
     conn.execute("DELETE FROM tallies")
+    conn.execute(JOURNAL_SCHEMA)   # an older schema's migration: it may not be there yet
+    conn.execute("DELETE FROM prefix_journal")
     total = conn.execute("SELECT count(*) FROM actions").fetchone()[0]
     done, last_id, started, said = 0, 0, time.monotonic(), time.monotonic()
     while True:
@@ -125,6 +165,7 @@ def rebuild(conn, chunk: int = 50_000):
             said = time.monotonic()
             progress.info("counting actions into tallies: %d of %d (%.0f s)", done, total,
                           said - started)
+    fold(conn)
     progress.info("tallies counted for %d actions", done)
 
 
@@ -137,6 +178,8 @@ def recount_prefixes(conn):
                   "index per kind: about a minute for ten million)", total, tally.PREFIX)
     started = time.monotonic()
     conn.execute("DELETE FROM tallies WHERE kind IN ('p', 'np')")
+    conn.execute(JOURNAL_SCHEMA)   # an older schema's migration: it may not be there yet
+    conn.execute("DELETE FROM prefix_journal")
     sums = ", ".join("sum(state = ?)" for _ in STATES)
     digits = f"substr(uuid, 1, {tally.PREFIX})"
     for kind, key, group in (("p", digits, digits),
@@ -164,10 +207,12 @@ def sum_sql(keys: int, ranges: int, column: str | None) -> str:
 def prefix_sum_sql(keys: int, column: str | None) -> str:
     """The total of a uuid-prefix kind's tallies (tally.PREFIX_KINDS) whose key starts with one
     of `keys` key prefixes: a uuid prefix shorter than the tallies' is one range of the primary
-    key (16 keys a digit fewer). Parameters: (kind, low, high) per key prefix."""
+    key (16 keys a digit fewer), plus the journal's rows not yet folded into them (`fold`).
+    Parameters: (kind, low, high) twice per key prefix."""
     total = column or " + ".join(tally.STATE_COLUMNS)
     one = (f"(SELECT coalesce(sum({total}), 0) FROM tallies WHERE kind = ? AND key >= ? "
-           f"AND key < ? AND bucket = {tally.ALL_TIME})")
+           f"AND key < ? AND bucket = {tally.ALL_TIME}) + (SELECT coalesce(sum({total}), 0) "
+           "FROM prefix_journal WHERE kind = ? AND key >= ? AND key < ?)")
     return "SELECT " + (" + ".join([one] * keys) or "0")
 
 
@@ -247,9 +292,12 @@ def mismatches(conn, say=lambda message: None) -> list[str]:
                 f"{shift - tally.SHIFTS[0]}), {zeros}, {counts} FROM recount"
                 for level, shift in enumerate(tally.SHIFTS))
             levels = f"bucket > {-tally.LEVEL_SPAN // 2}"    # the finer levels are below
+        journal = "" if column else (   # the uuid-prefix kinds' changes not yet folded
+            f"UNION ALL SELECT key, {tally.ALL_TIME}, {kept}, {unkept} FROM prefix_journal "
+            "WHERE kind = ?1 ")
         rows = conn.execute(
             f"SELECT key, bucket, {totals} FROM (SELECT key, bucket, {kept}, {unkept} FROM "
-            f"tallies WHERE kind = ? AND {levels} UNION ALL SELECT * FROM ({real})) "
+            f"tallies WHERE kind = ?1 AND {levels} {journal}UNION ALL SELECT * FROM ({real})) "
             f"GROUP BY key, bucket HAVING {differ} ORDER BY key, bucket", (kind,)).fetchall()
         wrong += len(rows)
         first = first or (rows and (kind, rows[0]))

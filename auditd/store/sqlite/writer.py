@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from ...model.errors import Unavailable
-from . import tree
+from . import tallies, tree
 from .database import connect_writer, savepoint, unavailable
 
 log = logging.getLogger("auditd.store")
@@ -94,6 +94,19 @@ class BatchCore:
         except sqlite3.Error as err:
             log.warning("could not truncate the write-ahead log after the failure: %s", err)
 
+    def fold_journal(self):
+        """On closing: add the uuid-prefix tallies' journal into them (tallies.fold), so that a
+        stopped server leaves it empty. Left as it is when that fails (it is read either way)."""
+        try:
+            if self.conn.execute("SELECT 1 FROM prefix_journal LIMIT 1").fetchone():
+                self.conn.execute("BEGIN IMMEDIATE")
+                tallies.fold(self.conn)
+                self.conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            log.warning("could not fold the uuid-prefix tallies' journal on closing: %s", err)
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
     def run_batch(self, batch) -> tuple[list, list, object]:
         """Run `[(fn, args, heavy), ...]` in one transaction, here and now: `([(ok, result)],
         notes, failure)`; failure is the Unavailable that failed every job, or None."""
@@ -173,6 +186,7 @@ class Writer(BatchCore):
     async def close(self):
         while self.flushing is not None:
             await asyncio.shield(self.flushing)
+        await self._in_thread(self.fold_journal)
         await self._in_thread(self.conn.close)
         self.thread.shutdown(wait=True)
 

@@ -136,6 +136,7 @@ def serve(pipe, path: str, synchronous: str, transparency: bool, merge: bool):
                 except OSError:        # the server is gone (killed): what committed stays
                     return
             if last:
+                core.fold_journal()
                 return
     finally:
         conn.close()
