@@ -6,13 +6,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...model.errors import SchemaVersionError, Unavailable
-from .tallies import JOURNAL_SCHEMA
+from .tallies import JOURNAL_INDEX, JOURNAL_TABLE
 
 # What a schema migration is doing, shown by every command that opens an older database
 # (cli/common.py show_migrations): some take a minute on ten million actions.
 progress = logging.getLogger("auditd.store.migrate")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 # MIGRATIONS[v] turns a version-v database into version v+1; schema.sql is always the newest.
 MIGRATIONS: dict = {
@@ -42,7 +42,9 @@ MIGRATIONS: dict = {
        "CREATE TRIGGER IF NOT EXISTS graph_version_edge AFTER INSERT ON object_parents BEGIN "
        "UPDATE graph_version SET v = v + 1 WHERE id = 1; END",
     # 10: the uuid-prefix tallies' latest changes in a journal, folded in by the thousand
-    9: JOURNAL_SCHEMA,
+    9: JOURNAL_TABLE,
+    # 11: the journal's rows of one prefix found through an index, not a pass over all of them
+    10: JOURNAL_INDEX,
 }
 _V5_INDEXES = {   # version 5's indexes (schema.sql): five widened, five new
     "actions_by_time": "start_ts, id, uuid",

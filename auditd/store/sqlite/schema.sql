@@ -158,7 +158,7 @@ CREATE TABLE tally_splits (
 
 -- The uuid-prefix tallies' (kinds p and np) latest changes, added into them a thousand rows at a
 -- time (tallies.py fold): counted at once, a record's random prefixes wrote two tally pages each.
--- A count of a prefix reads both.
+-- A count of a prefix reads both, the journal's rows of that prefix through its index.
 CREATE TABLE prefix_journal (
     kind        TEXT    NOT NULL,
     key         TEXT    NOT NULL,
@@ -169,6 +169,7 @@ CREATE TABLE prefix_journal (
     success     INTEGER NOT NULL,
     failed      INTEGER NOT NULL
 );
+CREATE INDEX prefix_journal_by_key ON prefix_journal (kind, key);
 
 -- Every action under each ancestor of its object, by start time (lineage.py): the related
 -- actions of an object are one range of it. Kept by the writer with the actions and the graph.

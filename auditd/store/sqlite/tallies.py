@@ -61,15 +61,17 @@ def apply(conn, changes, prune: bool = False):
 # once it holds this many rows (`fold`): a record's prefixes are random, so counting each
 # commit's straight into the tallies wrote a page of them a record, per kind (45 of a 31-record
 # commit's 191 WAL frames: BENCHMARKS.md); folded, a page takes many records' counts at once.
-# A reader adds the journal's rows to the tallies' (`prefix_sum_sql`): at most this many, read
-# in one pass of a table of a few pages.
+# A reader adds the journal's rows of its prefix to the tallies' (`prefix_sum_sql`), found
+# through an index of their keys: a pass over a full journal made a prefix count ~90 us
+# slower, the index ~5 us, for ~3 more WAL frames a commit (BENCHMARKS.md).
 JOURNAL_ROWS = 1024
-JOURNAL_SCHEMA = f"""
+JOURNAL_TABLE = f"""
 CREATE TABLE IF NOT EXISTS prefix_journal (
     kind    TEXT    NOT NULL,
     key     TEXT    NOT NULL,
     {', '.join(f'{c} INTEGER NOT NULL' for c in tally.STATE_COLUMNS)}
 )"""
+JOURNAL_INDEX = "CREATE INDEX IF NOT EXISTS prefix_journal_by_key ON prefix_journal (kind, key)"
 _JOURNAL = (f"INSERT INTO prefix_journal (kind, key, {_COLUMNS}) VALUES (?, ?, "
             f"{', '.join('?' * len(STATES))})")
 
@@ -150,7 +152,8 @@ def tallied(row) -> dict:
 def rebuild(conn, chunk: int = 50_000):
     """Count every action again (the migration that brings tallies to an older database)."""
     conn.execute("DELETE FROM tallies")
-    conn.execute(JOURNAL_SCHEMA)   # an older schema's migration: it may not be there yet
+    conn.execute(JOURNAL_TABLE)    # an older schema's migration: it may not be there yet
+    conn.execute(JOURNAL_INDEX)
     conn.execute("DELETE FROM prefix_journal")
     total = conn.execute("SELECT count(*) FROM actions").fetchone()[0]
     done, last_id, started, said = 0, 0, time.monotonic(), time.monotonic()
@@ -178,7 +181,8 @@ def recount_prefixes(conn):
                   "index per kind: about a minute for ten million)", total, tally.PREFIX)
     started = time.monotonic()
     conn.execute("DELETE FROM tallies WHERE kind IN ('p', 'np')")
-    conn.execute(JOURNAL_SCHEMA)   # an older schema's migration: it may not be there yet
+    conn.execute(JOURNAL_TABLE)    # an older schema's migration: it may not be there yet
+    conn.execute(JOURNAL_INDEX)
     conn.execute("DELETE FROM prefix_journal")
     sums = ", ".join("sum(state = ?)" for _ in STATES)
     digits = f"substr(uuid, 1, {tally.PREFIX})"
