@@ -2,9 +2,9 @@
 tallies behind total_count, include_related's filing and its counts, the log lines' numbering),
 says each step as it starts, and names what is wrong in a damaged copy."""
 import shutil
-from contextlib import closing
 import sqlite3
 import time
+from contextlib import closing
 
 from test_data import cli
 

@@ -9,9 +9,10 @@ from ...model.actions import STATES
 progress = logging.getLogger("auditd.store.migrate")   # shown by the CLI: database.py
 
 _COLUMNS = ", ".join(tally.STATE_COLUMNS)
+_ADD = (" ON CONFLICT (kind, key, bucket) DO UPDATE SET "     # an upsert's: counts add up
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in tally.STATE_COLUMNS))
 _UPSERT = (f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) VALUES (?, ?, ?, "
-           f"{', '.join('?' * len(STATES))}) ON CONFLICT (kind, key, bucket) DO UPDATE SET "
-           + ", ".join(f"{c} = {c} + excluded.{c}" for c in tally.STATE_COLUMNS))
+           f"{', '.join('?' * len(STATES))}){_ADD}")
 TALLY_FIELDS = ("uuid", "namespace", "state", "action", "user", "is_user_action", "start_ts",
                 "end_ts")
 SELECT_TALLIED = f"SELECT {', '.join(TALLY_FIELDS)} FROM actions"
@@ -81,12 +82,19 @@ def fold(conn):
     left at zero (a purge's). A writer job's part, in its transaction."""
     sums = ", ".join(f"sum({c})" for c in tally.STATE_COLUMNS)
     conn.execute(f"INSERT INTO tallies (kind, key, bucket, {_COLUMNS}) SELECT kind, key, "
-                 f"{tally.ALL_TIME}, {sums} FROM prefix_journal WHERE true GROUP BY kind, key "
-                 "ON CONFLICT (kind, key, bucket) DO UPDATE SET "
-                 + ", ".join(f"{c} = {c} + excluded.{c}" for c in tally.STATE_COLUMNS))
+                 f"{tally.ALL_TIME}, {sums} FROM prefix_journal WHERE true GROUP BY kind, key"
+                 + _ADD)
     conn.execute(f"DELETE FROM tallies WHERE bucket = {tally.ALL_TIME} AND (kind, key) IN "
                  "(SELECT kind, key FROM prefix_journal) AND "
                  + " AND ".join(f"{c} = 0" for c in tally.STATE_COLUMNS))
+    conn.execute("DELETE FROM prefix_journal")
+
+
+def _empty_journal(conn):
+    """Empty prefix_journal before the uuid-prefix tallies are counted anew, making it first
+    in a migration from a schema that did not have it."""
+    conn.execute(JOURNAL_TABLE)
+    conn.execute(JOURNAL_INDEX)
     conn.execute("DELETE FROM prefix_journal")
 
 
@@ -152,9 +160,7 @@ def tallied(row) -> dict:
 def rebuild(conn, chunk: int = 50_000):
     """Count every action again (the migration that brings tallies to an older database)."""
     conn.execute("DELETE FROM tallies")
-    conn.execute(JOURNAL_TABLE)    # an older schema's migration: it may not be there yet
-    conn.execute(JOURNAL_INDEX)
-    conn.execute("DELETE FROM prefix_journal")
+    _empty_journal(conn)
     total = conn.execute("SELECT count(*) FROM actions").fetchone()[0]
     done, last_id, started, said = 0, 0, time.monotonic(), time.monotonic()
     while True:
@@ -181,9 +187,7 @@ def recount_prefixes(conn):
                   "index per kind: about a minute for ten million)", total, tally.PREFIX)
     started = time.monotonic()
     conn.execute("DELETE FROM tallies WHERE kind IN ('p', 'np')")
-    conn.execute(JOURNAL_TABLE)    # an older schema's migration: it may not be there yet
-    conn.execute(JOURNAL_INDEX)
-    conn.execute("DELETE FROM prefix_journal")
+    _empty_journal(conn)
     sums = ", ".join("sum(state = ?)" for _ in STATES)
     digits = f"substr(uuid, 1, {tally.PREFIX})"
     for kind, key, group in (("p", digits, digits),
