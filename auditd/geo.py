@@ -56,10 +56,23 @@ class Locator:
             self._reader.close()
 
 
+_REOPENED: dict[str | None, Locator] = {}
+
+
 def _reopened(database_path: str | None) -> Locator:
-    """A pickled Locator, in another process. Its file was read when the server started: failing
-    now (removed, replaced) is the server's trouble, not the request's."""
+    """A pickled Locator, in another process: opened once there, then the same one (a record's
+    body goes to the writer process with the server's Locator, ~a thousand times a second). Its
+    file was read when the server started: failing now (removed, replaced) is the server's
+    trouble, not the request's."""
     try:
-        return Locator(database_path)
+        return _REOPENED[database_path]
+    except KeyError:
+        pass
+    try:
+        locator = Locator(database_path)
     except AuditdError as err:
         raise Unavailable(f"{err.message}; it was readable when the server started") from None
+    if len(_REOPENED) >= 8:       # a test's many servers in one process, each its own file
+        _REOPENED.clear()
+    _REOPENED[database_path] = locator
+    return locator

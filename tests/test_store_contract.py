@@ -4,6 +4,7 @@ It talks to a store only through the interface. A new backend joins by adding it
 BACKENDS and a branch to `make_config`.
 """
 import asyncio
+import functools
 import json
 import random
 
@@ -11,7 +12,7 @@ import pytest
 
 from auditd.config import Config
 from auditd.model.access import Principal
-from auditd.model.actions import STATES, new_action
+from auditd.model.actions import STATES, new_action, retry_record
 from auditd.model.document import render_action
 from auditd.model.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from auditd.model.notes import ActionChanged, ActionsRemoved, LinesAppended
@@ -171,6 +172,23 @@ async def test_record_get_and_the_create_note(store):
     clash["uuid"] = child["uuid"]
     with pytest.raises(Conflict):
         await store.record_action(clash)
+
+
+async def test_a_record_may_come_as_a_function_the_store_calls_and_what_it_raises_saves_nothing(
+        store):
+    # a function of a request's body, run where the store writes (its writer process, pickled)
+    made = await store.record_action(functools.partial(new_action, action="Built", user="ns"))
+    assert made["action"] == "Built" and await store.get_action(made["uuid"], None) == made
+    refused = {"state": "Pending", "retriable": True, "uuid": "0" * 8}    # not final: refused
+    calls = [functools.partial(new_action, action=f"Next {i}", user="ns") for i in range(6)]
+    calls.insert(3, functools.partial(retry_record, refused, {}))
+    # together, as one commit's batch: the refused one fails alone, the others are stored
+    answers = await asyncio.gather(*map(store.record_action, calls), return_exceptions=True)
+    assert isinstance(answers[3], InvalidRequest) and "cannot be retried" in str(answers[3])
+    stored = [a for i, a in enumerate(answers) if i != 3]
+    assert [a["action"] for a in stored] == [f"Next {i}" for i in range(6)]
+    page = await store.list_actions(ListQuery(None, 100))
+    assert page.total == 7 and sorted(uuids(page)) == sorted(a["uuid"] for a in [made, *stored])
 
 
 async def test_state_moves_follow_the_model(store):

@@ -1,5 +1,6 @@
 """The REST handlers of the Actions API and the producer API (CONTRACT.md sections 4 to 6).
 Thin: parse, ask the store, answer."""
+import functools
 import json
 from json.encoder import encode_basestring_ascii
 
@@ -8,14 +9,14 @@ from marshmallow import ValidationError
 
 from ..model import dates
 from ..model.access import require_role
-from ..model.actions import new_action
 from ..model.errors import InvalidRequest
 from ..model.query import ListQuery, format_cursor
 from ..model.uris import action_uri
 from ..schemas import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, describe_errors
 from .appkeys import LIMITS, LOCATOR, PRINCIPAL, STORE
 from . import bodies
-from .requests import caller, json_body, namespaces, parsed_body, single_query
+from .requests import (caller, json_body, namespaces, parsed_body, single_query,
+                       small_json_body)
 from .responses import ACTION_URI_HEADER, action_response, json_text
 
 
@@ -112,18 +113,15 @@ async def retry_action(request: web.Request) -> web.Response:
 async def record_action(request: web.Request) -> web.Response:
     require_role(request[PRINCIPAL], "producer")
     single_query(request, allowed=())
-    fields = await json_body(request, bodies.record_fields)
-    namespace = request.match_info.get("namespace")
-    if namespace is not None:
-        if fields.setdefault("namespace", namespace) != namespace:
-            raise InvalidRequest(f"namespace '{fields['namespace']}' in the body differs from "
-                                 f"'{namespace}' in the path")
-    who = caller(request)
-    fields.setdefault("user", who["user"])
-    fields.setdefault("ip", who["ip"])
-    fields.setdefault("user_agent", who["user_agent"])
-    fields["location"] = request.app[LOCATOR].locate(fields["ip"])
-    action = await request.app[STORE].record_action(new_action(**fields))
+    made = ({"user": request[PRINCIPAL].name, "ip": request.remote or "",
+             "user_agent": request.headers.get("User-Agent", "")},
+            request.match_info.get("namespace"), request.app[LOCATOR])
+    raw = await small_json_body(request)
+    if raw is not None:   # parsed and checked where the store writes (the writer process)
+        record = functools.partial(bodies.record_from_body, raw, *made)
+    else:                 # a big body: parsed in the parser process, the record made here
+        record = bodies.record_from_fields(await json_body(request, bodies.record_fields), *made)
+    action = await request.app[STORE].record_action(record)
     return action_response(action, 201)
 
 

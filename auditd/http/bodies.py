@@ -11,6 +11,7 @@ import json
 from marshmallow import ValidationError
 
 from ..formats.fixtures import parse_fixtures, prepare_fixtures
+from ..model.actions import new_action
 from ..model.errors import InvalidRequest
 from ..schemas import (MAX_LOG_LINES, STATE_CHANGE_SCHEMA, describe_errors, load_log_lines,
                        load_record_action)
@@ -47,6 +48,27 @@ def record_fields(raw: bytes) -> dict:
         return load_record_action(payload)
     except ValidationError as err:
         raise InvalidRequest(describe_errors(err.messages)) from None
+
+
+def record_from_body(raw: bytes, caller: dict, path_namespace: str | None, locator) -> dict:
+    """A producer's new action (POST .../action/) as the complete record the store keeps:
+    `record_from_fields` of the body's fields. No I/O but the locator's file, so the store may
+    run it where it writes (`Store.record_action`), off the event loop."""
+    return record_from_fields(record_fields(raw), caller, path_namespace, locator)
+
+
+def record_from_fields(fields: dict, caller: dict, path_namespace: str | None, locator) -> dict:
+    """`new_action` of a producer's checked fields (`record_fields`): the caller's user, ip and
+    user_agent where the body gives none; the location of its ip (`locator`, an
+    `auditd.geo.Locator`); the namespace of the path, which the body's must match."""
+    if path_namespace is not None:
+        if fields.setdefault("namespace", path_namespace) != path_namespace:
+            raise InvalidRequest(f"namespace '{fields['namespace']}' in the body differs from "
+                                 f"'{path_namespace}' in the path")
+    for key in ("user", "ip", "user_agent"):
+        fields.setdefault(key, caller[key])
+    fields["location"] = locator.locate(fields["ip"])
+    return new_action(**fields)
 
 
 def new_state(raw: bytes) -> str:

@@ -32,16 +32,32 @@ def single_query(request: web.Request, allowed=None) -> dict:
 async def json_body(request: web.Request, parser, *args):
     """The body, sent as JSON, through `parser` (one of `bodies`): in the parser process when
     it is big."""
-    if request.content_type not in ("application/json", "application/octet-stream", ""):
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Content-Type {request.content_type} is not accepted: send application/json")
+    _check_json(request)
     return await parsed_body(request, parser, *args)
+
+
+async def small_json_body(request: web.Request) -> bytes | None:
+    """The bytes of a JSON body small enough to parse on the event loop, for a parser to run
+    elsewhere (`Store.record_action` runs it where it writes); None when it is big (then
+    `json_body` parses it in the parser process)."""
+    _check_json(request)
+    content = request.content
+    if content.is_eof() and content.total_bytes <= SMALL_BODY:
+        chunks, size = await body_chunks(request)   # what came whole, checked against the limit
+        return b"".join(chunks)
+    return None
 
 
 async def parsed_body(request: web.Request, parser, *args):
     """`parser(body, *args)` (one of `bodies`), in the parser process when the body is big."""
     chunks, size = await body_chunks(request)
     return await request.app[BODY_PARSER].parse(parser, chunks, size, *args)
+
+
+def _check_json(request: web.Request):
+    if request.content_type not in ("application/json", "application/octet-stream", ""):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Content-Type {request.content_type} is not accepted: send application/json")
 
 
 async def body_chunks(request: web.Request) -> tuple[list[bytes], int]:

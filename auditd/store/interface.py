@@ -33,6 +33,11 @@ FORWARD_MISSING = ("this storage backend keeps no event log to forward from yet:
                    "([[forward]] sinks) needs an SQLite database")
 
 
+def built(record: dict | Callable[[], dict]) -> dict:
+    """The record `Store.record_action` was given: called first when it is a function."""
+    return record() if callable(record) else record
+
+
 class Store(ABC):
     on_commit: Callable[[list], None] | None = None   # set by the owner; see the module docstring
     schema_version: int | None = None                 # known once open
@@ -126,10 +131,15 @@ class Store(ABC):
     # ---------------------------------------------------------------- actions: writes
 
     @abstractmethod
-    async def record_action(self, record: dict) -> dict:
+    async def record_action(self, record: dict | Callable[[], dict]) -> dict:
         """Store a new action from a complete record (`new_action`; its `parents`, nearest first,
         add child -> parent edges to the object graph). Returns the stored action; notes
-        ActionChanged("create"). Conflict when the uuid exists."""
+        ActionChanged("create"). Conflict when the uuid exists.
+
+        `record` may instead be a pure function (picklable, no arguments) that returns one: the
+        store calls it where it writes (SQLite's writer process), so that building the record
+        (a request body's parse and check) leaves the event loop. What it raises is raised here,
+        and nothing is written."""
 
     @abstractmethod
     async def change_state(self, uuid: str, state: str, namespaces) -> dict:

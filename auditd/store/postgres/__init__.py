@@ -31,7 +31,7 @@ from ...model.access import (Principal, check_name, check_role, check_visible, h
                              key_matches, new_key, principal_for)
 from ...model.actions import STATES
 from ...model.errors import Unavailable
-from ..interface import Store
+from ..interface import Store, built
 from . import jobs, lifecycle
 from .changes import ChangeFeed
 from .database import DB_ERRORS, SCHEMA_VERSION, connect, prepare_database, redact
@@ -241,8 +241,9 @@ class PostgresStore(ListReads, Store):
 
     # -- actions: writes
 
-    async def record_action(self, record: dict) -> dict:
-        return await self._write(jobs.insert_action, record)
+    async def record_action(self, record) -> dict:
+        # built here, on the event loop, where this store's writes run too
+        return await self._write(jobs.insert_action, built(record))
 
     async def change_state(self, uuid: str, state: str, namespaces) -> dict:
         return await self._write(jobs.change_state, uuid.lower(), state, namespaces)

@@ -288,7 +288,7 @@ class SQLiteStore(ListReads, TreeReads, ForwardReads, Store):
 
     # -- actions: writes
 
-    async def record_action(self, record: dict) -> dict:
+    async def record_action(self, record) -> dict:
         return await self._write(jobs.insert_action, record)
 
     async def change_state(self, uuid: str, state: str, namespaces) -> dict:

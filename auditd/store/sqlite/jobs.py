@@ -11,6 +11,7 @@ from ...model.document import render_action
 from ...model.errors import Conflict, NotFound
 from ...model.notes import ActionChanged, LinesAppended
 from ...model.uris import normalize_object_uri
+from ..interface import built
 from . import tallies, tree
 from .lineage import file_actions, file_subtree
 from .database import OBJECT_CACHE_ENTRIES
@@ -211,7 +212,8 @@ def _prepared_action(conn, record: dict) -> dict:
     return action
 
 
-def insert_action(conn, record: dict):
+def insert_action(conn, record):
+    record = built(record)        # a function of the request's body, run here (interface.py)
     action = _prepared_action(conn, record)
     try:
         action["id"] = conn.execute(_INSERT_ACTION, _row(action)).lastrowid
@@ -227,15 +229,16 @@ def insert_actions(conn, jobs: list[tuple]) -> list:
     """`insert_action` for many records in one statement run (the writer holds the write lock,
     so the ids after the highest are free). Raises on any conflict: the caller then runs the
     records one by one."""
+    records = [built(record) for (record,) in jobs]   # one that raises: one by one, each its own
     first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM actions").fetchone()[0]
-    actions = [_prepared_action(conn, record) for (record,) in jobs]
+    actions = [_prepared_action(conn, record) for record in records]
     for offset, action in enumerate(actions):
         action["id"] = first + offset
     conn.executemany(_INSERT_ACTIONS, [[a["id"], *_row(a)] for a in actions])
     tallies.apply(conn, [(None, a) for a in actions])
     file_actions(conn, actions)
     tree.add_many(conn, [(a["id"], leaves.record_leaf(record))
-                         for a, (record,) in zip(actions, jobs)])
+                         for a, record in zip(actions, records)])
     return [(action, _changed(conn, "create", action)) for action in actions]
 
 
