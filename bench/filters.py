@@ -2,7 +2,7 @@
 page of 25 with its exact total_count, beside the newest-25 list of the same run.
 
     .venv/bin/python -m bench.filters                     # 1M actions, 3 rounds of 5 s
-    .venv/bin/python -m bench.filters --size 10000000     # the growth figure (cached, long build)
+    .venv/bin/python -m bench.filters --size 10000000 --beside 1000000   # the growth figure
     .venv/bin/python -m bench.filters --size 50000 --seconds 2 --rounds 1   # a quick look
     .venv/bin/python -m bench.filters --postgres          # the same on PostgreSQL (bench.pg's copy)
     .venv/bin/python -m bench.filters --only offset       # some of them, beside the reference
@@ -11,7 +11,10 @@ One auditd server on the suite's database of SIZE actions (bench/build.py); wrk 
 connections per query, the queries interleaved round by round so the machine's phase hits them
 alike. Targets (ratios within the run): each query's p99 <= 3x the newest-25 p99, its req/s >=
 50% of the newest-25 req/s. Like the suite, it reports and does not gate. `--json FILE` keeps the
-figures, and `--against FILE` adds the p99 growth from an earlier run (e.g. 1M -> 10M, <= 1.5x).
+figures, and `--against FILE` adds the p99 growth from an earlier run (e.g. 1M -> 10M, <= 1.5x);
+`--beside 1000000` measures that growth within one run instead: both databases served, each
+query on one and then the other, round by round (a VM's speed can drift between two runs by
+more than the target's margin).
 """
 import argparse
 import json
@@ -106,6 +109,10 @@ def main(argv=None):
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--json", metavar="FILE", help="write the figures here")
     parser.add_argument("--against", metavar="FILE", help="an earlier --json run (growth)")
+    parser.add_argument("--beside", type=int, metavar="SIZE",
+                        help="also serve the database of SIZE actions and measure each query on "
+                             "both in turn, round by round: the growth from SIZE to --size from "
+                             "one run, which the machine's drift between two runs cannot bend")
     parser.add_argument("--postgres", nargs="?", const=pg.PG, metavar="URL",
                         help="the same queries on PostgreSQL: bench.pg's copy of the database "
                              f"(URL_SIZE; default URL {pg.PG}), filled when missing")
@@ -121,46 +128,71 @@ def main(argv=None):
     say(f"bench.filters: {args.size:,} actions, {args.rounds} rounds of {args.seconds:g} s, "
         f"c{args.connections}{' on PostgreSQL' if args.postgres else ''}; {machine()}; "
         f"load {load()}")
+    sizes = [args.size] + ([args.beside] if args.beside else [])
+    setups, results = [], {size: {} for size in sizes}
+    try:
+        for size in sizes:
+            setups.append(_setup(size, args))
+        for _, server, runs, _ in setups:          # warm up
+            for _, path, extra in runs:
+                wrk.run(server.url + path, args.connections, 1, **extra)
+        for _, server, _, db in setups:
+            _quiet(server, db, args)
+        for round_no in range(1, args.rounds + 1):
+            for i in range(len(setups[0][2])):
+                # with --beside, each query on both databases in turn, the first one each
+                # other round: the machine's phase falls on both alike
+                order = setups if round_no % 2 else setups[::-1]
+                for size, server, runs, db in order:
+                    name, path, extra = runs[i]
+                    result = wrk.run(server.url + path, args.connections, args.seconds, **extra)
+                    results[size].setdefault(name, []).append(result)
+                    if result.errors:
+                        say(f"  ERRORS in {name} ({size:,}): {result.errors}")
+                    _quiet(server, db, args)
+            say(f"round {round_no} done; load {load()}")
+    finally:
+        for _, server, _, _ in setups:
+            server.stop()
+    if args.beside:
+        report(results[args.beside], args, args.beside, keep=False)
+        say("")
+    report(results[args.size], args, args.size,
+           before=_figures(results[args.beside]) if args.beside else None)
+
+
+def _setup(size: int, args):
+    """(size, a started server on the database of `size` actions, its runs: (name, path,
+    request options) of each query, checked once, and the database)."""
     if args.postgres:
-        if args.size > grow.SOURCE:
+        if size > grow.SOURCE:
             raise SystemExit("--postgres: at most the 1M database (bench.pg copies it)")
-        db = pg.pg_url(args.postgres, args.size)
-        pg.ensure_postgres(args.size, db)
+        db = pg.pg_url(args.postgres, size)
+        pg.ensure_postgres(size, db)
     else:
-        db = grow.grow(args.size, say) if args.size > grow.SOURCE else \
-            build.ensure_database(args.size, say)
+        db = grow.grow(size, say) if size > grow.SOURCE else build.ensure_database(size, say)
     keys = prepare(db)
-    server = procs.auditd_server(f"filters-{args.size}{'-pg' if args.postgres else ''}", db)
+    server = procs.auditd_server(f"filters-{size}{'-pg' if args.postgres else ''}", db)
     server.start()
-    results: dict[str, list] = {}
     try:
         one = json.loads(_get(server, A, keys["admin"]))["objects"][0]["uuid"]
         runs = []
-        for i, (name, who, path) in enumerate(queries(args.size)):
+        for i, (name, who, path) in enumerate(queries(size)):
             if i and args.only and not any(text in name for text in args.only):
                 continue
             path = A + f"&uuid={one}" if path == "{uuid}" else path
             check_page(server, path, keys[who], name)
             runs.append((name, path, {"headers": {"Authorization": keys[who]}}))
-        def quiet():
-            settle(server)
-            if args.postgres:     # and the database: its backends may still run given-up queries
-                pg.settle_database(db)
-
-        for _, path, extra in runs:            # warm up
-            wrk.run(server.url + path, args.connections, 1, **extra)
-        quiet()
-        for round_no in range(1, args.rounds + 1):
-            for name, path, extra in runs:
-                result = wrk.run(server.url + path, args.connections, args.seconds, **extra)
-                results.setdefault(name, []).append(result)
-                if result.errors:
-                    say(f"  ERRORS in {name}: {result.errors}")
-                quiet()
-            say(f"round {round_no} done; load {load()}")
-    finally:
+    except BaseException:
         server.stop()
-    report(results, args)
+        raise
+    return size, server, runs, db
+
+
+def _quiet(server, db, args):
+    settle(server)
+    if args.postgres:     # and the database: its backends may still run given-up queries
+        pg.settle_database(db)
 
 
 def _get(server, path, auth) -> str:
@@ -172,22 +204,28 @@ def _get(server, path, auth) -> str:
     return body
 
 
-def report(results: dict, args):
+def _figures(results: dict) -> dict:
+    return {n: {"rps": statistics.median(r.rps for r in rs),
+                "p99_ms": statistics.median(r.p99_ms for r in rs),
+                "errors": sum(r.errors for r in rs)} for n, rs in results.items()}
+
+
+def report(results: dict, args, size: int, before: dict | None = None, keep: bool = True):
     names = list(results)
     ref = names[0]
-    figures = {n: {"rps": statistics.median(r.rps for r in rs),
-                   "p99_ms": statistics.median(r.p99_ms for r in rs),
-                   "errors": sum(r.errors for r in rs)} for n, rs in results.items()}
-    before = json.loads(Path(args.against).read_text())["figures"] if args.against else {}
+    figures = _figures(results)
+    against = "the database beside it in this run" if args.beside else "earlier run"
+    if before is None and args.against:
+        before = json.loads(Path(args.against).read_text())["figures"]
     r = figures[ref]
-    say(f"\nfilters at {args.size:,} actions ({time.strftime('%Y-%m-%d %H:%M')}): medians of "
+    say(f"\nfilters at {size:,} actions ({time.strftime('%Y-%m-%d %H:%M')}): medians of "
         f"{args.rounds} rounds; reference: {ref}: {r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms")
     head = "| query | req/s | p99 | req/s vs ref (>= 0.5) | p99 vs ref (<= 3x) |"
     if before:
-        head += " p99 vs earlier run (<= 1.5x) |"
+        head += f" p99 vs {against} (<= 1.5x) |"
     say(head)
     say("|" + "---|" * (head.count("|") - 1))
-    misses = 0
+    misses = grown = 0
     for n in names:
         f = figures[n]
         rps, p99 = f["rps"] / r["rps"], f["p99_ms"] / r["p99_ms"]
@@ -197,11 +235,13 @@ def report(results: dict, args):
                f"{'PASS' if rps >= 0.5 else 'MISS'} | {p99:.2f}x {'PASS' if p99 <= 3 else 'MISS'} |")
         if before and n in before:
             growth = f["p99_ms"] / before[n]["p99_ms"]
+            grown += growth > 1.5
             row += f" {growth:.2f}x {'PASS' if growth <= 1.5 else 'MISS'} |"
         say(row + (f" ERRORS {f['errors']}" if f["errors"] else ""))
-    say(f"{len(names) - 1 - misses} of {len(names) - 1} queries meet both targets")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"size": args.size, "figures": figures}, indent=1))
+    say(f"{len(names) - 1 - misses} of {len(names) - 1} queries meet both targets"
+        + (f"; {len(before) - grown} of {len(before)} p99 growths within 1.5x" if before else ""))
+    if args.json and keep:
+        Path(args.json).write_text(json.dumps({"size": size, "figures": figures}, indent=1))
 
 
 if __name__ == "__main__":
