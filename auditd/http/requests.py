@@ -37,13 +37,13 @@ async def json_body(request: web.Request, parser, *args):
 
 
 async def small_json_body(request: web.Request) -> bytes | None:
-    """The bytes of a JSON body small enough to parse on the event loop, for a parser to run
-    elsewhere (`Store.record_action` runs it where it writes); None when it is big (then
-    `json_body` parses it in the parser process)."""
+    """The bytes of a small JSON body that arrived whole, for a parser to run elsewhere
+    (`Store.record_action` runs it where it writes); None for a big one or one still arriving
+    (then `json_body` reads it, and parses a big one in the parser process)."""
     _check_json(request)
     content = request.content
     if content.is_eof() and content.total_bytes <= SMALL_BODY:
-        chunks, size = await body_chunks(request)   # what came whole, checked against the limit
+        chunks, _ = await body_chunks(request)   # what came whole, checked against the limit
         return b"".join(chunks)
     return None
 
