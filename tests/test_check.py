@@ -149,3 +149,23 @@ async def test_uuid_prefix_counts_add_the_journal_which_is_folded_in_and_checked
                                      "UPDATE prefix_journal SET failed = failed + 1 WHERE rowid = "
                                      "(SELECT min(rowid) FROM prefix_journal WHERE kind = 'p')"))
     assert code == 1 and len(problems) == 1 and "kind 'p'" in problems[0], problems
+
+
+async def test_two_deep_chains_joined_check_clean(tmp_path):
+    """A new edge joining two chains of 21 objects files every action of the lower chain under
+    all 21 of the upper one, 41 objects apart at most; `auditd check` counts them from the graph
+    alike (its walk stopped 32 objects away and called the rest "should not be there")."""
+    db = tmp_path / "audit.db"
+    async with SQLiteStore(db) as store:
+        for chain in "ab":
+            for k in range(21):
+                await store.record_action(new_action(
+                    action="Deploy", user="ns", object=f"/api/app/v1/{chain}/o{k}/",
+                    parents=[f"/api/app/v1/{chain}/o{k - 1}/"] if k else []))
+        await store.record_action(new_action(action="Join", user="ns", object="/api/app/v1/b/o0/",
+                                             parents=["/api/app/v1/a/o20/"]))
+    assert _problems(db) == (0, [])
+    with closing(sqlite3.connect(db)) as conn:   # b's 22 actions under each of a's 21 objects
+        assert conn.execute("SELECT count(*) FROM action_ancestors a JOIN objects o ON "
+                            "o.id = a.ancestor_id WHERE o.uri = '/api/app/v1/a/o0/'"
+                            ).fetchone()[0] == 20 + 22

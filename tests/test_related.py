@@ -134,3 +134,26 @@ async def test_related_with_another_filter_against_brute_force(store):
                     rest = await store.list_actions(ListQuery(
                         namespaces, 50, cursor=first.last, filters=dict(filters)))
                     assert [json.loads(d)["uuid"] for d in rest.docs] == expected[3:53], where
+
+
+async def test_two_deep_chains_joined_relate_everything_below(store):
+    """Two chains of 21 objects, then an edge from the top of one to the bottom of the other:
+    include_related of the top reaches all 41 objects below it, on both backends. (SQLite's
+    walks stopped 32 objects away, but its filing of a new edge joined 32 below with 32 above.)"""
+    def uri(chain, k):
+        return f"/api/app/v1/{chain}/o{k}/"
+
+    for chain, length in (("a", 21), ("b", 21), ("c", 3)):     # c stays apart
+        for k in range(length):
+            await store.record_action(new_action(action="Deploy", user="ns", object=uri(chain, k),
+                                                 parents=[uri(chain, k - 1)] if k else []))
+    await store.record_action(new_action(action="Join", user="ns", object=uri("b", 0),
+                                         parents=[uri("a", 20)]))
+    joined = {uri(chain, k) for chain in "ab" for k in range(21)}
+    for target in (uri("a", 0), uri("b", 5), uri("b", 20)):   # below, ancestors, or both
+        # the filing, and the walk of the graph that another filter makes it read
+        for filters in ({}, {"state": "In progress"}):
+            page = await store.list_actions(ListQuery(None, 100, filters={
+                "object": target, "include_related": True, **filters}))
+            assert {json.loads(d)["object"] for d in page.docs} == joined, (target, filters)
+            assert page.total == len(page.docs) == 21 + 21 + 1, (target, filters)

@@ -31,20 +31,23 @@ CREATE TABLE IF NOT EXISTS ancestor_counts (
     PRIMARY KEY (ancestor_id, namespace)
 ) WITHOUT ROWID"""
 
-MAX_DEPTH = 32
 CACHE_ENTRIES = 100_000
-_UP = ("WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION SELECT p.parent_id, up.depth + 1 "
-       f"FROM object_parents p JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) ")
-ANCESTOR_IDS_SQL = _UP + "SELECT DISTINCT id FROM up WHERE depth > 0"
+# Walks of the graph go as far as it goes, as PostgreSQL's do (postgres/lineage.py): UNION keeps
+# each object once, so a cycle (bad data) ends a walk too. (Up to 2026-12-05 they stopped 32
+# objects away, except a new edge's filing, which joined 32 below with 32 above: two deep
+# chains joined were filed further than `rebuild` and `auditd check` counted.)
+_UP = ("WITH RECURSIVE up(id) AS (SELECT ? UNION SELECT p.parent_id "
+       "FROM object_parents p JOIN up ON p.child_id = up.id) ")
+ANCESTOR_IDS_SQL = _UP + "SELECT id FROM up WHERE id != ?"
 _INSERT = ("INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
            "VALUES (?, ?, ?, ?)")
 # A new edge child -> parent: every action on the child or below it, under the parent and above
 # ({above}: the parent and its ancestors, found once and counted again after).
 _FILE_SUBTREE = (
     "INSERT OR IGNORE INTO action_ancestors (ancestor_id, start_ts, action_id, namespace) "
-    "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0 UNION SELECT p.child_id, down.depth + 1 "
-    f"FROM object_parents p JOIN down ON p.parent_id = down.id WHERE down.depth < {MAX_DEPTH}) "
-    "SELECT up.id, a.start_ts, a.id, a.namespace FROM (SELECT DISTINCT id FROM down) d "
+    "WITH RECURSIVE down(id) AS (SELECT ? UNION SELECT p.child_id "
+    "FROM object_parents p JOIN down ON p.parent_id = down.id) "
+    "SELECT up.id, a.start_ts, a.id, a.namespace FROM down d "
     "JOIN actions a ON a.object_id = d.id, objects up WHERE up.id IN ({above})")
 
 
@@ -54,7 +57,7 @@ def ancestor_ids(conn, oid: int) -> tuple[int, ...]:
     known = getattr(conn, "ancestor_ids", None)
     found = known.get(oid) if known is not None else None
     if found is None:
-        found = tuple(r[0] for r in conn.execute(ANCESTOR_IDS_SQL, (oid,)))
+        found = tuple(r[0] for r in conn.execute(ANCESTOR_IDS_SQL, (oid, oid)))
         if known is not None:
             if len(known) >= CACHE_ENTRIES:
                 known.clear()
@@ -91,7 +94,7 @@ def file_subtree(conn, child: int, parent: int):
     """After a new edge child -> parent: file what lies below the child under what lies above,
     and count those ancestors again (some of the rows may have been there through another
     path)."""
-    above = [r[0] for r in conn.execute(_UP + "SELECT DISTINCT id FROM up", (parent,))]
+    above = [r[0] for r in conn.execute(_UP + "SELECT id FROM up", (parent,))]
     marks = ", ".join("?" * len(above))
     conn.execute(_FILE_SUBTREE.format(above=marks), (child, *above))
     conn.execute(f"DELETE FROM ancestor_counts WHERE ancestor_id IN ({marks})", above)
@@ -113,9 +116,9 @@ def unfile(conn, actions):
 
 # Every action under each ancestor of its object, from the graph: what the table should hold.
 _ABOVE = (
-    "WITH RECURSIVE up(object_id, id, depth) AS (SELECT child_id, parent_id, 1 FROM "
-    "object_parents UNION SELECT up.object_id, p.parent_id, up.depth + 1 FROM object_parents "
-    f"p JOIN up ON p.child_id = up.id WHERE up.depth < {MAX_DEPTH}) ")
+    "WITH RECURSIVE up(object_id, id) AS (SELECT child_id, parent_id FROM "
+    "object_parents UNION SELECT up.object_id, p.parent_id FROM object_parents "
+    "p JOIN up ON p.child_id = up.id) ")
 _UNDER = ("SELECT up.id, a.start_ts, a.id, a.namespace FROM up "
           "JOIN actions a INDEXED BY actions_by_object ON a.object_id = up.object_id")
 _FILED = _ABOVE + _UNDER
@@ -163,19 +166,19 @@ def rebuild(conn):
 
 # X and its ancestors, and whether X descends from one of them (a cycle: bad data), without
 # walking X's descendants, which a service redeployed for a year counts by the 100,000: each
-# ancestor Y but X is walked up again, and X found within MAX_DEPTH of it means Y is also among
-# X's descendants within MAX_DEPTH, the overlap that makes the filing count some actions twice.
+# ancestor Y but X is walked up again from Y's parents, and X found there means Y is also among
+# X's descendants, the overlap that makes the filing count some actions twice.
 ANCESTRY_SQL = (
-    _UP + ", back(id, depth) AS (SELECT DISTINCT id, 0 FROM up WHERE id != ? UNION SELECT "
-    "p.parent_id, back.depth + 1 FROM object_parents p JOIN back ON p.child_id = back.id "
-    f"WHERE back.depth < {MAX_DEPTH}) "
-    "SELECT DISTINCT 0, id FROM up UNION ALL "
-    "SELECT 1, EXISTS (SELECT 1 FROM back WHERE id = ? AND depth > 0)")
+    _UP + ", back(id) AS (SELECT p.parent_id FROM up JOIN object_parents p ON p.child_id = "
+    "up.id WHERE up.id != ? UNION SELECT p.parent_id FROM object_parents p JOIN back ON "
+    "p.child_id = back.id) "
+    "SELECT 0, id FROM up UNION ALL "
+    "SELECT 1, EXISTS (SELECT 1 FROM back WHERE id = ?)")
 
 # X, its ancestors and its descendants, in id order.
 RELATED_IDS_SQL = (
-    _UP + ", down(id, depth) AS (SELECT ?, 0 UNION SELECT p.child_id, down.depth + 1 FROM "
-    f"object_parents p JOIN down ON p.parent_id = down.id WHERE down.depth < {MAX_DEPTH}) "
+    _UP + ", down(id) AS (SELECT ? UNION SELECT p.child_id FROM "
+    "object_parents p JOIN down ON p.parent_id = down.id) "
     "SELECT id FROM up UNION SELECT id FROM down ORDER BY id")
 
 
