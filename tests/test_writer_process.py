@@ -195,3 +195,69 @@ def test_a_writer_that_may_not_lower_its_priority_says_why(monkeypatch):
     assert writerchild._behind_the_loop() == "Operation not permitted (errno 1)"
     monkeypatch.setattr(writerchild.os, "nice", lambda increment: increment)
     assert writerchild._behind_the_loop() is None
+
+
+def _failing_after_writing(conn, uri):
+    """A job that writes (a new object) and then fails."""
+    from auditd.store.sqlite import jobs
+    jobs.object_id(conn, uri)
+    raise ValueError(f"failed after writing {uri}")
+
+
+def test_a_failed_job_leaves_nothing_wherever_it_stands_in_the_batch(tmp_path):
+    """The child's batches (BatchCore.run_batch): the transaction's first run goes without a
+    savepoint (it is rolled back whole), the others each in one. Either way a job that fails
+    leaves nothing, the others commit, and the database checks clean."""
+    import sqlite3
+
+    from auditd.store.sqlite import check, jobs, tree
+    from auditd.store.sqlite.database import connect_writer, prepare_database
+    from auditd.store.sqlite.writerchild import _Core
+    path = str(tmp_path / "b.db")
+    prepare_database(path)
+    conn = connect_writer(path, "FULL")
+    conn.frontier = tree.load(conn)
+    core = _Core(conn)
+
+    def made(n):
+        return [record(object=f"/api/app/v1/ns1/service/{i}/",
+                       parents=["/api/app/v1/ns1/stack/s/"]) for i in range(n)]
+
+    def run(*jobs_):
+        results, _, failure = core.run_batch(list(jobs_))
+        assert failure is None
+        return [(ok, type(value)) for ok, value in results], [v for ok, v in results if ok]
+
+    insert = jobs.insert_action
+    fail = _failing_after_writing
+    kept = []
+    # a failing single job first, then a bulk run that goes in
+    a = made(2)
+    flags, done = run((fail, ("/api/app/v1/ns1/service/gone1/",), False),
+                      *[(insert, (r,), False) for r in a])
+    assert flags == [(False, ValueError), (True, dict), (True, dict)]
+    kept += done
+    # a bulk run first that fails (a clash), one by one then: only the clash fails
+    b = made(3)
+    clash = {**made(1)[0], "uuid": a[0]["uuid"]}
+    flags, done = run(*[(insert, (r,), False) for r in b[:2]], (insert, (clash,), False),
+                      (insert, (b[2],), False))
+    assert flags == [(True, dict), (True, dict), (False, Conflict), (True, dict)]
+    kept += done
+    # a job that fails after the first run (its savepoint undoes it)
+    c = made(2)
+    flags, done = run((insert, (c[0],), False),
+                      (fail, ("/api/app/v1/ns1/service/gone2/",), False), (insert, (c[1],), False))
+    assert flags == [(True, dict), (False, ValueError), (True, dict)]
+    kept += done
+    conn.close()
+
+    assert [a["uuid"] for a in kept] == [r["uuid"] for r in a + b[:2] + b[2:] + c]
+    reader = sqlite3.connect(path)
+    assert [r[0] for r in reader.execute("SELECT uuid FROM actions ORDER BY id")] == \
+        [a["uuid"] for a in kept]
+    uris = {r[0] for r in reader.execute("SELECT uri FROM objects")}
+    assert not any("gone" in uri for uri in uris)
+    assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == len(kept)
+    reader.close()
+    assert check(path)["problems"] == []

@@ -26,9 +26,29 @@ class BatchCore:
     conn: sqlite3.Connection
     temp_store: str
 
-    def _run_job(self, fn, args):
+    @contextmanager
+    def _undoable(self, name: str, first: bool):
+        """Undo what the block writes when it raises. A savepoint does that, but it copies each
+        page the block changes first (measured: ~9% of the writer's CPU per record in a batch of
+        32), so the transaction's first block goes without one: when it raises, the transaction
+        holds nothing else, and is rolled back and begun again. What the connection remembered
+        is forgotten either way."""
+        if not first:
+            with savepoint(self.conn, name):
+                yield
+            return
         try:
-            with savepoint(self.conn, "job"):
+            yield
+        except BaseException:
+            self.conn.forget()
+            if self.conn.in_transaction:   # not when SQLite rolled it back itself (disk full)
+                self.conn.execute("ROLLBACK")
+                self.conn.execute("BEGIN IMMEDIATE")
+            raise
+
+    def _run_job(self, fn, args, first: bool = False):
+        try:
+            with self._undoable("job", first):
                 result, job_notes = fn(self.conn, *args)
         except sqlite3.Error as err:
             if not self.conn.in_transaction:
@@ -51,14 +71,21 @@ class BatchCore:
             end += 1
         return end - at
 
-    def _run_bulk(self, run, notes) -> list | None:
-        """Run a run of the same job (`[(fn, args, heavy, ...)]`) in its bulk form, in one
-        savepoint: each job's result, its notes added to `notes`. None when it raised: nothing
-        of it is left, and the jobs are then run one by one, each meeting its own error."""
+    def _run_bulk(self, run, notes, first: bool = False) -> list | None:
+        """Run a run of the same job (`[(fn, args, heavy, ...)]`) in its bulk form, undone as one
+        when it raises (`_undoable`; `first`: nothing else is in the transaction): each job's
+        result, its notes added to `notes`. None when it raised: nothing of it is left, and the
+        jobs are then run one by one, each meeting its own error. Raises when the transaction
+        itself is gone (SQLite rolled it back): every job of the batch fails."""
         try:
-            with savepoint(self.conn, "bulk"):
+            with self._undoable("bulk", first):
                 done = run[0][0].bulk(self.conn, [job[1] for job in run])
-        except Exception:   # noqa: BLE001 - the jobs run again one at a time
+        except Exception as err:   # noqa: BLE001 - the jobs run again one at a time
+            if not self.conn.in_transaction:   # one by one, each would commit on its own
+                if isinstance(err, sqlite3.Error):
+                    raise
+                raise sqlite3.OperationalError(f"the write transaction was lost: {err}") \
+                    from err
             return None
         for _, job_notes in done:
             notes.extend(job_notes)
@@ -113,16 +140,19 @@ class BatchCore:
         results, notes = [], []
         try:
             self._begin(not any(heavy for _, _, heavy in batch))
+            first = True       # nothing is in the transaction yet: no savepoint needed
             at = 0
             while at < len(batch):
                 run = batch[at:at + self._bulk_run(batch, at)]
                 at += len(run)
-                bulk = self._run_bulk(run, notes) if len(run) > 1 else None
+                bulk = self._run_bulk(run, notes, first) if len(run) > 1 else None
                 if bulk is not None:
                     results.extend((True, result) for result in bulk)
+                    first = False
                     continue
                 for fn, args, heavy in run:
-                    ok, result, job_notes = self._run_job(fn, args)
+                    ok, result, job_notes = self._run_job(fn, args, first)
+                    first = first and not ok    # a failed first job left nothing
                     if heavy:
                         self.conn.forget()
                     results.append((ok, result))
