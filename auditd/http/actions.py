@@ -15,7 +15,7 @@ from ..model.uris import action_uri
 from ..schemas import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_QUERY_SCHEMA, describe_errors
 from .appkeys import LIMITS, LOCATOR, PRINCIPAL, STORE
 from . import bodies
-from .requests import (caller, json_body, namespaces, parsed_body, single_query,
+from .requests import (author, caller, json_body, namespaces, parsed_body, single_query,
                        small_json_body)
 from .responses import ACTION_URI_HEADER, action_response, json_text
 
@@ -113,9 +113,7 @@ async def retry_action(request: web.Request) -> web.Response:
 async def record_action(request: web.Request) -> web.Response:
     require_role(request[PRINCIPAL], "producer")
     single_query(request, allowed=())
-    made = ({"user": request[PRINCIPAL].name, "ip": request.remote or "",
-             "user_agent": request.headers.get("User-Agent", "")},
-            request.match_info.get("namespace"), request.app[LOCATOR])
+    made = (author(request), request.match_info.get("namespace"), request.app[LOCATOR])
     raw = await small_json_body(request)
     if raw is not None:   # parsed and checked where the store writes (the writer process)
         record = functools.partial(bodies.record_from_body, raw, *made)

@@ -95,9 +95,15 @@ def namespaces(request: web.Request):
     return visible_namespaces(request[PRINCIPAL], request.match_info.get("namespace"))
 
 
+def author(request: web.Request) -> dict:
+    """Who calls: user, ip and user agent (what a recorded action's body may leave out)."""
+    return {"user": request[PRINCIPAL].name, "ip": request.remote or "",
+            "user_agent": request.headers.get("User-Agent", "")}
+
+
 def caller(request: web.Request) -> dict:
-    """The caller as the author of an action it causes (a retry): user, ip, agent, location."""
-    ip = request.remote or ""
-    return {"user": request[PRINCIPAL].name, "ip": ip,
-            "user_agent": request.headers.get("User-Agent", ""),
-            "location": request.app[LOCATOR].locate(ip)}
+    """The caller as the author of an action it causes (a retry): `author`, and the location
+    of its ip."""
+    found = author(request)
+    found["location"] = request.app[LOCATOR].locate(found["ip"])
+    return found
