@@ -204,10 +204,21 @@ def _failing_after_writing(conn, uri):
     raise ValueError(f"failed after writing {uri}")
 
 
+def _losing_the_transaction(conn):
+    """A job during which the whole transaction is rolled back (as SQLite does on a full
+    disk), and which then fails."""
+    conn.execute("ROLLBACK")
+    raise ValueError("the disk is full")
+
+
+_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
 def test_a_failed_job_leaves_nothing_wherever_it_stands_in_the_batch(tmp_path):
     """The child's batches (BatchCore.run_batch): the transaction's first run goes without a
-    savepoint (it is rolled back whole), the others each in one. Either way a job that fails
-    leaves nothing, the others commit, and the database checks clean."""
+    savepoint (when it fails, the transaction is rolled back and begun again), the others each
+    in one. Either way a job that fails leaves nothing, the others commit, and the database
+    checks clean; a job that loses the transaction fails the whole batch."""
     import sqlite3
 
     from auditd.store.sqlite import check, jobs, tree
@@ -218,44 +229,58 @@ def test_a_failed_job_leaves_nothing_wherever_it_stands_in_the_batch(tmp_path):
     conn = connect_writer(path, "FULL")
     conn.frontier = tree.load(conn)
     core = _Core(conn)
+    said = []
+    conn.set_trace_callback(said.append)
 
     def made(n):
         return [record(object=f"/api/app/v1/ns1/service/{i}/",
                        parents=["/api/app/v1/ns1/stack/s/"]) for i in range(n)]
 
     def run(*jobs_):
+        said.clear()
         results, _, failure = core.run_batch(list(jobs_))
-        assert failure is None
-        return [(ok, type(value)) for ok, value in results], [v for ok, v in results if ok]
+        control = [s for s in said if s.split()[0] in _CONTROL]
+        return [(ok, type(value)) for ok, value in results], failure, control
 
-    insert = jobs.insert_action
-    fail = _failing_after_writing
-    kept = []
-    # a failing single job first, then a bulk run that goes in
+    insert, fail = jobs.insert_action, _failing_after_writing
+    # a failing single job first, then a bulk run that goes in: no savepoint at all
     a = made(2)
-    flags, done = run((fail, ("/api/app/v1/ns1/service/gone1/",), False),
-                      *[(insert, (r,), False) for r in a])
-    assert flags == [(False, ValueError), (True, dict), (True, dict)]
-    kept += done
-    # a bulk run first that fails (a clash), one by one then: only the clash fails
+    flags, failure, control = run((fail, ("/api/app/v1/ns1/service/gone1/",), False),
+                                  *[(insert, (r,), False) for r in a])
+    assert failure is None and flags == [(False, ValueError), (True, dict), (True, dict)]
+    assert control == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE", "COMMIT"]
+    # a bulk run first that fails (a clash): rolled back whole, then one by one, the first of
+    # them without a savepoint; only the clash fails
     b = made(3)
     clash = {**made(1)[0], "uuid": a[0]["uuid"]}
-    flags, done = run(*[(insert, (r,), False) for r in b[:2]], (insert, (clash,), False),
-                      (insert, (b[2],), False))
-    assert flags == [(True, dict), (True, dict), (False, Conflict), (True, dict)]
-    kept += done
-    # a job that fails after the first run (its savepoint undoes it)
+    flags, failure, control = run(*[(insert, (r,), False) for r in b[:2]],
+                                  (insert, (clash,), False), (insert, (b[2],), False))
+    assert failure is None and flags == [(True, dict), (True, dict), (False, Conflict),
+                                         (True, dict)]
+    assert control == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE",
+                       "SAVEPOINT job", "RELEASE job",
+                       "SAVEPOINT job", "ROLLBACK TO job", "RELEASE job",
+                       "SAVEPOINT job", "RELEASE job", "COMMIT"]
+    # a job that fails after the first run: its savepoint undoes it
     c = made(2)
-    flags, done = run((insert, (c[0],), False),
-                      (fail, ("/api/app/v1/ns1/service/gone2/",), False), (insert, (c[1],), False))
-    assert flags == [(True, dict), (False, ValueError), (True, dict)]
-    kept += done
+    flags, failure, control = run((insert, (c[0],), False),
+                                  (fail, ("/api/app/v1/ns1/service/gone2/",), False),
+                                  (insert, (c[1],), False))
+    assert failure is None and flags == [(True, dict), (False, ValueError), (True, dict)]
+    assert control == ["BEGIN IMMEDIATE", "SAVEPOINT job", "ROLLBACK TO job", "RELEASE job",
+                       "SAVEPOINT job", "RELEASE job", "COMMIT"]
+    # a job that loses the transaction: the batch fails, nothing of it stays (the job after it
+    # does not run outside a transaction, committing on its own)
+    d = made(2)
+    flags, failure, _ = run((insert, (d[0],), False), (_losing_the_transaction, (), False),
+                            (insert, (d[1],), False))
+    assert isinstance(failure, Unavailable) and flags == []
     conn.close()
 
-    assert [a["uuid"] for a in kept] == [r["uuid"] for r in a + b[:2] + b[2:] + c]
+    kept = a + b + c
     reader = sqlite3.connect(path)
     assert [r[0] for r in reader.execute("SELECT uuid FROM actions ORDER BY id")] == \
-        [a["uuid"] for a in kept]
+        [r["uuid"] for r in kept]
     uris = {r[0] for r in reader.execute("SELECT uri FROM objects")}
     assert not any("gone" in uri for uri in uris)
     assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == len(kept)

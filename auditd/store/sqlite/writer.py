@@ -46,17 +46,25 @@ class BatchCore:
                 self.conn.execute("BEGIN IMMEDIATE")
             raise
 
+    def _still_in_transaction(self, err: Exception):
+        """After a job raised `err`: raise when SQLite undid the whole transaction (a full
+        disk), so that run_batch fails every job of the batch; the jobs after it would otherwise
+        run outside any transaction, each statement committing on its own."""
+        if not self.conn.in_transaction:
+            if isinstance(err, sqlite3.Error):
+                raise err
+            raise sqlite3.OperationalError(f"the write transaction was lost: {err}") from err
+
     def _run_job(self, fn, args, first: bool = False):
         try:
             with self._undoable("job", first):
                 result, job_notes = fn(self.conn, *args)
-        except sqlite3.Error as err:
-            if not self.conn.in_transaction:
-                raise    # SQLite undid the whole transaction: _run_batch fails every job in it
+        except Exception as err:   # noqa: BLE001 - handed to the caller
+            self._still_in_transaction(err)
             if isinstance(err, sqlite3.IntegrityError):
                 return False, err, ()     # a job's own (jobs turn the expected ones into errors)
-            return False, unavailable(err, "take the write; nothing was saved"), ()
-        except Exception as err:   # noqa: BLE001 - handed to the caller
+            if isinstance(err, sqlite3.Error):
+                return False, unavailable(err, "take the write; nothing was saved"), ()
             return False, err, ()
         return True, result, job_notes
 
@@ -81,11 +89,7 @@ class BatchCore:
             with self._undoable("bulk", first):
                 done = run[0][0].bulk(self.conn, [job[1] for job in run])
         except Exception as err:   # noqa: BLE001 - the jobs run again one at a time
-            if not self.conn.in_transaction:   # one by one, each would commit on its own
-                if isinstance(err, sqlite3.Error):
-                    raise
-                raise sqlite3.OperationalError(f"the write transaction was lost: {err}") \
-                    from err
+            self._still_in_transaction(err)
             return None
         for _, job_notes in done:
             notes.extend(job_notes)
