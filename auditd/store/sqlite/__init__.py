@@ -2,10 +2,12 @@
 
 - Writes go through the one write connection, on the event loop (`writer.Writer`) or, for
   `serve`, in a process of its own (`process.ProcessWriter`, running the same batches). Every
-  write waiting when a transaction starts joins it, each in its own savepoint (consecutive
-  records share one, and are retried one by one if any of them fails); the transaction commits
-  once (group commit) and only then is each caller answered. A write that fails rolls back to
-  its savepoint and changes nothing; the others in the batch still commit. The jobs are in
+  write waiting when a transaction starts joins it, each undone alone if it fails (consecutive
+  records go in together, and are retried one by one if any of them fails); the transaction
+  commits once (group commit) and only then is each caller answered. A write that fails
+  changes nothing (a savepoint undoes it; in the writer process, the transaction's first run
+  is undone by rolling the transaction back and beginning again); the others in the batch still
+  commit. The jobs are in
   `jobs.py`; the rules they apply are `auditd.model`'s.
 - Reads that touch a bounded number of rows run on a connection used inline on the event loop;
   reads whose cost depends on the data use a small pool of aiosqlite connections. Both are in

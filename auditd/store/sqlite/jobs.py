@@ -1,5 +1,5 @@
-"""Writer jobs: each runs on the write connection inside a savepoint (see writer.py) and returns
-(result, notes). The rules come from `auditd.model.actions`; only the SQL is here."""
+"""Writer jobs: each runs on the write connection, undone alone if it raises (writer.py), and
+returns (result, notes). The rules come from `auditd.model.actions`; only the SQL is here."""
 import json
 import sqlite3
 

@@ -6,9 +6,10 @@ a thread: one GIL) that work and the requests' take turns on one core. Here the 
 lives in a child process (`writerchild.py`), and `ProcessWriter` sends it batches of jobs
 (`[(fn, args, heavy)]`, pickled: jobs are module-level functions) and gets back, once they
 committed, each job's `(ok, result)` and the notes; the loop only pickles and unpickles. The
-child runs the same `BatchCore` as the in-process `Writer`, so the transaction, savepoints, bulk
-records, tree sealing and failures are the same; and a heavy job (a purge, a big import) stalls
-no request.
+child runs the same `BatchCore` as the in-process `Writer`, so the transaction, bulk records,
+tree sealing and failures are the same (only the transaction's first run goes without a
+savepoint there: `BatchCore._undoable`); and a heavy job (a purge, a big import) stalls no
+request.
 
 A child that dies (killed, out of memory) fails the batches it held with Unavailable, as a crash
 of the whole server would (a transaction whose COMMIT completed stays committed, as after any
